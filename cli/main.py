@@ -1,0 +1,228 @@
+"""The `sila` command line: one function per command, `--json` on every one."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from sila.cli.output import console, emit_json, fail, handle_errors
+
+from sila.lake import Lake, default_lake_uri
+
+app = typer.Typer(help="SILA: curate raw media into training-ready samples in one wide Lance table.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+LakeOpt = Annotated[str, typer.Option("--lake", "-l", help="lake directory or URI (default $SILA_LAKE, else ./lake)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+StorageOpt = Annotated[list[str] | None, typer.Option("--storage-option", help="KEY=VALUE for object stores")]
+
+
+def open_lake(uri: str | None, storage: list[str] | None = None) -> Lake:
+    opts = {}
+    for item in storage or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            fail(f"--storage-option expects KEY=VALUE, got {item!r}")
+        opts[k] = v
+    return Lake(uri or default_lake_uri(), storage_options=opts)
+
+
+@app.command()
+@handle_errors
+def init(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
+    """Create an empty lake."""
+    lk = open_lake(lake, storage_option).init()
+    emit_json({"ok": True, "lake": lk.uri}) if as_json else console.print(f"lake ready at {lk.uri}")
+
+
+@app.command()
+@handle_errors
+def ingest(
+    paths: Annotated[list[str], typer.Argument(help="files, directories, globs or .jsonl/.csv manifests")],
+    lake: LakeOpt = "",
+    reference: Annotated[bool, typer.Option(help="keep a path to the file instead of its bytes")] = False,
+    as_json: JsonOpt = False,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Add media to the `sources` table (content-hash ids: re-ingesting adds nothing)."""
+    lk = open_lake(lake, storage_option)
+    t0 = time.monotonic()
+    rep = lk.ingest(paths, reference=reference)
+    out = {"ok": True, **rep.to_dict(), "seconds": round(time.monotonic() - t0, 2)}
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"added [bold]{rep.added}[/], already present {rep.present}, "
+                      f"failed {rep.failed} ({out['seconds']} s)")
+        for f in rep.failures[:20]:
+            console.print(f"  [red]failed[/] {f['path']}: {f['error']}")
+        for m in rep.missing:
+            console.print(f"  [yellow]no such file[/] {m}")
+    if rep.missing and not rep.added and not rep.present:
+        raise typer.Exit(1)
+
+
+@app.command()
+@handle_errors
+def run(
+    stage: Annotated[str, typer.Argument(help="registered name, path/to/file.py:Class or package.module:Class")],
+    lake: LakeOpt = "",
+    workers: Annotated[int, typer.Option(help="fragment workers")] = 1,
+    executor: Annotated[str, typer.Option(help="inline | processes | ray")] = "inline",
+    where: Annotated[str | None, typer.Option(help="SQL predicate: only matching rows are computed")] = None,
+    recompute: Annotated[bool, typer.Option(help="reset the stage's columns and compute everything")] = False,
+    retry_errors: Annotated[bool, typer.Option(help="recompute only rows whose <stage>_error is set")] = False,
+    recipe: Annotated[str | None, typer.Option(help="recipe name in datasets/ or a .toml path")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="stage setting KEY=VALUE (repeatable)")] = None,
+    segment_rows: Annotated[int | None, typer.Option(help="rows per checkpointed segment")] = None,
+    lease_ttl: Annotated[float, typer.Option(help="lease time-to-live in seconds")] = 60.0,
+    endpoint_url: Annotated[str | None, typer.Option(help="use this model endpoint instead of starting one")] = None,
+    as_json: JsonOpt = False,
+    storage_option: StorageOpt = None,
+) -> None:
+    """Run a stage over every row whose outputs are missing (one commit per batch of fragments)."""
+    lk = open_lake(lake, storage_option)
+    t0 = time.monotonic()
+    job = lk.run(stage, executor=executor, workers=workers, where=where, recompute=recompute,
+                 retry_errors=retry_errors, settings=set_, recipe=recipe, progress=not as_json,
+                 segment_rows=segment_rows, ttl=lease_ttl, endpoint_url=endpoint_url)
+    p = job["progress"]
+    if as_json:
+        emit_json({"ok": True, **job, "seconds": round(time.monotonic() - t0, 2)})
+        return
+    if p["fragments_done"] == 0 and p["fragments_skipped"] == 0:
+        console.print(f"[green]nothing to do[/]: every fragment of '{job['table']}' already has "
+                      f"'{job['stage']}' outputs (use --recompute or --retry-errors to redo)")
+        return
+    console.print(
+        f"[bold]{job['stage']}[/]: {p['fragments_done']} fragment(s), {p['rows']} rows, "
+        f"{p['row_errors']} row errors, {p['commits']} commit(s), segments computed "
+        f"{p['segments_computed']} / reused {p['segments_reused']}"
+        + (f", {p['children']} child rows" if p["children"] else "")
+        + f" in {time.monotonic() - t0:.1f} s (job {job['job']})"
+    )
+
+
+@app.command()
+@handle_errors
+def stages(as_json: JsonOpt = False) -> None:
+    """List registered stages: where they come from, their table, inputs and outputs."""
+    from sila.registry import registered
+
+    rows = []
+    for name, info in sorted(registered().items()):
+        cls = info.cls
+        rows.append({
+            "name": name, "origin": info.origin, "error": info.error,
+            "table": cls.table if cls else None, "kind": cls.kind if cls else None,
+            "inputs": list(cls.inputs) if cls else [],
+            "outputs": [f"{f.name}: {f.type}" for f in cls.output_fields()] if cls else [],
+            "version": cls.resolved_version() if cls else None,
+        })
+    if as_json:
+        emit_json({"stages": rows})
+        return
+    t = Table("stage", "table", "inputs", "outputs (owned columns)", "origin")
+    for r in rows:
+        t.add_row(r["name"], r["table"] or "[red]broken[/]", ", ".join(r["inputs"]),
+                  "\n".join(r["outputs"]) or (r["error"] or ""), r["origin"])
+    console.print(t)
+
+
+@app.command()
+@handle_errors
+def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
+    """Rows and fragments per table; per stage done / pending fragments, row errors, staleness."""
+    lk = open_lake(lake, storage_option)
+    st = lk.status()
+    if as_json:
+        emit_json(st)
+        return
+    if not st["tables"]:
+        console.print(f"lake {lk.uri} has no tables yet: `sila ingest PATH --lake {lk.uri}`")
+        return
+    for name, t in st["tables"].items():
+        console.print(f"[bold]{name}[/]: {t['rows']} rows in {t['fragments']} fragments (version {t['version']})")
+        if t["stages"]:
+            tab = Table("stage", "done", "pending", "row errors", "coverage", "version")
+            for s, d in t["stages"].items():
+                ver = str(d["version"]) + (f" [red]STALE: code is {d['current_version']}; "
+                                           f"{d['stale_fragments']} fragment(s) from an older version, "
+                                           f"run `sila run {s} --recompute`[/]" if d["stale_fragments"] else "")
+                cov = "-" if d["coverage"] is None else f"{d['coverage']:.0%}"
+                tab.add_row(s, str(d["fragments_done"]), str(d["fragments_pending"]), str(d["errors"]), cov, ver)
+            console.print(tab)
+    if st["leases"]:
+        tab = Table("live lease", "owner", "age s", "heartbeat lag s", "segments done")
+        for lease in st["leases"]:
+            tab.add_row(f"{lease['table']}/{lease['stage']}/{lease['fragment']} gen {lease['gen']}",
+                        lease["owner"], str(lease["age_s"]), str(lease["heartbeat_lag_s"]), str(lease["segments_done"]))
+        console.print(tab)
+    running = [j for j in st["jobs"] if j["state"] == "running"]
+    for j in running:
+        console.print(f"running job {j['job']}: {j['progress']['fragments_done']} fragments done")
+
+
+@app.command()
+@handle_errors
+def sql(query: Annotated[str, typer.Argument(help="DuckDB SQL; lake tables are visible by name")],
+        lake: LakeOpt = "", as_json: JsonOpt = False, limit: int = 50, storage_option: StorageOpt = None) -> None:
+    """Query the lake with DuckDB, e.g. `sila sql "select media_kind, count(*) from sources group by 1"`."""
+    res = open_lake(lake, storage_option).sql(query)
+    if as_json:
+        emit_json({"columns": res.schema.names, "rows": res.to_pylist()})
+        return
+    t = Table(*res.schema.names)
+    for row in res.slice(0, limit).to_pylist():
+        t.add_row(*[_short(v) for v in row.values()])
+    console.print(t)
+    if res.num_rows > limit:
+        console.print(f"... {res.num_rows - limit} more rows")
+
+
+def _short(v) -> str:
+    if isinstance(v, bytes | bytearray):
+        return f"<{len(v)} bytes>"
+    s = str(v)
+    return s if len(s) < 80 else s[:77] + "..."
+
+
+@app.command()
+@handle_errors
+def compact(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
+    """Compact small fragments (refuses while any lease is live: compaction renumbers fragments)."""
+    from sila.coordinator.leases import LeaseStore
+
+    lk = open_lake(lake, storage_option)
+    live = LeaseStore(lk.store).live()
+    if live:
+        fail(f"{len(live)} lease(s) are live (a `sila run` is working): compaction would conflict with "
+             "it and renumber its fragments; wait for it to finish (see `sila status`)", as_json)
+    out = {}
+    for name in lk.tables():
+        m = lk.table(name).optimize.compact_files()
+        out[name] = {"fragments_removed": m.fragments_removed, "fragments_added": m.fragments_added}
+    emit_json({"ok": True, "tables": out}) if as_json else console.print(out)
+
+
+@app.command()
+@handle_errors
+def demo(lake: LakeOpt = "", as_json: JsonOpt = False,
+         media: Annotated[str | None, typer.Option(help="where to write the generated media")] = None) -> None:
+    """Generate a small corpus, ingest it, run every stage, print a summary and what to try next."""
+    from sila.demo import run_demo
+
+    out = run_demo(lake or os.environ.get("SILA_LAKE") or "./demo/lake", media_dir=media, quiet=as_json)
+    if as_json:
+        emit_json(out)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Human and machine output for the CLI: rich tables for people, `--json` for scripts."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+import typer
+from rich.console import Console
+
+from sila.errors import SilaError
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+
+def emit_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def fail(message: str, as_json: bool = False, code: int = 1) -> None:
+    if as_json:
+        emit_json({"ok": False, "error": message})
+    else:
+        err_console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """SilaErrors become a clean message and exit code 1; anything else keeps its traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return fn(*args, **kwargs)
+        except SilaError as e:
+            fail(str(e), as_json)
+        except KeyboardInterrupt:
+            fail("interrupted; run the same command again to resume where it stopped", as_json, 130)
+
+    return wrapper

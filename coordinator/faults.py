@@ -1,0 +1,23 @@
+"""Fault injection for the kill tests: `SILA_FAULT=<point>:<n>` SIGKILLs this process the n-th
+time it reaches <point> (before_checkpoint, after_checkpoint, before_commit, during_commit).
+Unset in normal use; costs one dict lookup per point."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+_seen: Counter[str] = Counter()
+
+
+def fault_point(name: str) -> None:
+    spec = os.environ.get("SILA_FAULT")
+    if not spec:
+        return
+    point, _, nth = spec.partition(":")
+    if point != name:
+        return
+    _seen[name] += 1
+    if _seen[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)

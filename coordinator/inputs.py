@@ -1,0 +1,153 @@
+"""Read a fragment's input columns for a stage: `where` selection, blobs as local files, joins.
+
+Blob columns (media) never travel as bytes through the pipeline: each worker materialises them
+into a scratch directory and hands the stage a local file path.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import lance
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sila.errors import ContractError
+from sila.lake import Lake
+from sila.schema import is_blob
+
+ADDR = "_rowaddr"
+
+
+@dataclass
+class Selection:
+    """The rows of one fragment a stage will compute, in physical order."""
+
+    offsets: np.ndarray  # uint32 physical offsets within the fragment
+    table: pa.Table  # plain (non-blob, same-table) input columns + _rowaddr, one row per offset
+
+
+def combine_where(*preds: str | None) -> str | None:
+    parts = [f"({p})" for p in preds if p]
+    return " AND ".join(parts) if parts else None
+
+
+def select_rows(ds: lance.LanceDataset, stage_cls, fragment_id: int, where: str | None) -> Selection:
+    frag = ds.get_fragment(fragment_id)
+    schema = ds.schema
+    plain = [c for c in stage_cls.inputs if "." not in c and not is_blob(schema.field(c))]
+    for c in stage_cls.inputs:  # join keys of cross-table inputs
+        if "." in c:
+            key = f"{c.split('.', 1)[0].removesuffix('s')}_id"
+            if key not in plain:
+                plain.append(key)
+    try:
+        tbl = frag.to_table(columns=plain, filter=where, with_row_address=True)
+    except (ValueError, OSError, RuntimeError) as e:
+        raise ContractError(f"stage '{stage_cls.name}': cannot apply where {where!r}: {e}") from e
+    offsets = (tbl.column(ADDR).to_numpy() & 0xFFFFFFFF).astype(np.uint32)
+    order = np.argsort(offsets, kind="stable")
+    if not np.all(order == np.arange(len(order))):
+        tbl = tbl.take(pa.array(order))
+        offsets = offsets[order]
+    return Selection(offsets, tbl)
+
+
+class BlobMaterializer:
+    """Writes blob values to a scratch dir once per fragment and hands out paths."""
+
+    def __init__(self, lake: Lake) -> None:
+        self.lake = lake
+        self.dir = tempfile.mkdtemp(prefix="sila-blobs-")
+        self._id_maps: dict[str, dict[str, int]] = {}
+        self._paths: dict[tuple[str, str, int], str | None] = {}
+        self._tables: dict[str, lance.LanceDataset] = {}
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _ds(self, table: str) -> lance.LanceDataset:
+        if table not in self._tables:
+            self._tables[table] = self.lake.table(table)
+        return self._tables[table]
+
+    def paths(self, table: str, column: str, addresses: list[int]) -> list[str | None]:
+        ds = self._ds(table)
+        todo = [a for a in dict.fromkeys(addresses) if (table, column, a) not in self._paths]
+        if todo:
+            blobs = ds.take_blobs(column, addresses=todo)
+            fallback = self._reference_uris(ds, todo) if column == "media" else {}
+            for addr, blob in zip(todo, blobs, strict=True):
+                path = None
+                if blob is not None and blob.size() > 0:
+                    path = os.path.join(self.dir, f"{table}-{column}-{addr}.bin")
+                    with open(path, "wb") as out:
+                        shutil.copyfileobj(blob, out, 1 << 20)
+                    blob.close()
+                elif fallback.get(addr):
+                    path = fallback[addr]
+                self._paths[(table, column, addr)] = path
+        return [self._paths[(table, column, a)] for a in addresses]
+
+    def _reference_uris(self, ds: lance.LanceDataset, addresses: list[int]) -> dict[int, str]:
+        """Sources ingested by reference keep a path in `uri` instead of bytes."""
+        if "uri" not in ds.schema.names or "stored" not in ds.schema.names:
+            return {}
+        rows = ds._take_rows(addresses, columns=["uri", "stored"]).to_pylist()
+        return {a: r["uri"] for a, r in zip(addresses, rows, strict=True) if r["stored"] == "reference"}
+
+    def lookup(self, table: str, ids: list[str | None]) -> list[int | None]:
+        if table not in self._id_maps:
+            t = self._ds(table).to_table(columns=["id"], with_row_address=True)
+            self._id_maps[table] = dict(zip(t.column("id").to_pylist(), t.column(ADDR).to_pylist(), strict=True))
+        m = self._id_maps[table]
+        return [m.get(i) if i is not None else None for i in ids]
+
+
+def segment_batch(
+    lake: Lake, stage_cls, table_name: str, schema: pa.Schema, sel: Selection, start: int, stop: int,
+    blobs: BlobMaterializer,
+) -> pa.RecordBatch:
+    """The stage's input batch for selected rows [start, stop)."""
+    part = sel.table.slice(start, stop - start)
+    addrs = part.column(ADDR).to_pylist()
+    cols: dict[str, pa.Array] = {}
+    for c in stage_cls.inputs:
+        if "." in c:
+            other, ocol = c.split(".", 1)
+            key = f"{other.removesuffix('s')}_id"
+            targets = blobs.lookup(other, part.column(key).to_pylist())
+            ofield = blobs._ds(other).schema.field(ocol)
+            if is_blob(ofield):
+                present = [t for t in targets if t is not None]
+                got = dict(zip(present, blobs.paths(other, ocol, present), strict=True))
+                cols[c] = pa.array([got.get(t) if t is not None else None for t in targets], pa.string())
+            else:
+                present = [t for t in targets if t is not None]
+                vals = blobs._ds(other)._take_rows(present, columns=[ocol]).column(ocol).to_pylist() if present else []
+                got = dict(zip(present, vals, strict=True))
+                cols[c] = pa.array([got.get(t) if t is not None else None for t in targets], ofield.type)
+        elif is_blob(schema.field(c)):
+            cols[c] = pa.array(blobs.paths(table_name, c, addrs), pa.string())
+        else:
+            cols[c] = part.column(c).combine_chunks()
+    if not cols:  # a stage with no inputs still needs its row count
+        cols[ADDR] = part.column(ADDR).combine_chunks()
+    return pa.RecordBatch.from_pydict(cols)
+
+
+def scatter(physical_rows: int, offsets: np.ndarray, values: pa.Table, base: pa.Table | None = None) -> pa.Table:
+    """A table of `physical_rows` rows: `values` at `offsets`, `base` (or nulls) elsewhere."""
+    idx = np.full(physical_rows, -1, dtype=np.int64)
+    idx[offsets.astype(np.int64)] = np.arange(len(offsets))
+    mask = idx < 0
+    take = pa.array(np.where(mask, 0, idx), mask=mask)
+    out = values.take(take) if len(offsets) else pa.table({f.name: pa.nulls(physical_rows, f.type) for f in values.schema}, schema=values.schema)
+    if base is None:
+        return out
+    keep = pa.array(mask)
+    return pa.table({n: pc.if_else(keep, base.column(n), out.column(n)) for n in values.schema.names}, schema=values.schema)

@@ -1,0 +1,43 @@
+"""A rich progress bar over a job's fragments (disabled for --json and library use)."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class ProgressView:
+    def __init__(self, job, enabled: bool) -> None:
+        self.job = job
+        self.enabled = enabled
+        self._progress: Progress | None = None
+        self._task = None
+
+    def __enter__(self) -> ProgressView:
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn(f"[bold]{self.job.stage}[/] on {self.job.table}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("fragments · {task.fields[rows]} rows · {task.fields[errors]} row errors"),
+                TimeElapsedColumn(),
+                console=Console(file=sys.stderr),
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("run", total=self.job.progress.fragments_total or None,
+                                                 rows=0, errors=0)
+        return self
+
+    def update(self, event: dict) -> None:
+        if self._progress is None:
+            return
+        p = self.job.progress
+        self._progress.update(self._task, completed=p.fragments_done + p.fragments_skipped,
+                              rows=p.rows, errors=p.row_errors)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,126 @@
+"""`sila run` / `Lake.run`: prepare a stage's columns, start workers, keep the job record."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import time
+from typing import Any
+
+from sila.coordinator.columns import prepare_columns
+from sila.coordinator.discovery import split_fragments
+from sila.coordinator.jobs import JobLog, JobRecord, new_job_id
+from sila.coordinator.progress import ProgressView
+from sila.coordinator.worker import FragmentWorker, WorkerOptions
+
+from sila.errors import SilaError
+from sila.recipe import load_recipe, stage_settings
+from sila.registry import from_portable, portable_spec, resolve
+
+log = logging.getLogger(__name__)
+
+_OPTION_KEYS = set(WorkerOptions.__dataclass_fields__) - {"job", "worker_index", "workers", "where", "retry_errors"}
+
+
+def run_stage(lake, spec, *, executor: str = "inline", workers: int = 1, where: str | None = None,
+              recompute: bool = False, retry_errors: bool = False, settings=None, recipe: str | None = None,
+              progress: bool = False, **options: Any) -> dict:
+    unknown = set(options) - _OPTION_KEYS
+    if unknown:
+        raise SilaError(f"unknown run option(s) {sorted(unknown)}; known: {sorted(_OPTION_KEYS)}")
+    cls = resolve(spec)
+    conf = stage_settings(load_recipe(recipe), cls.name, settings)
+    stage = cls(**conf)  # validates settings before anything is written
+    ds, _reset = prepare_columns(lake, cls, recompute=recompute)
+    _, pending = split_fragments(ds, cls.name)
+    job = JobRecord(new_job_id(cls.name), cls.name, cls.table, cls.resolved_version(), executor, workers)
+    job.progress.fragments_total = len(pending) if not retry_errors else 0
+    jobs = JobLog(lake.store)
+    jobs.write(job)
+    opts = WorkerOptions(job=job.job, where=where, retry_errors=retry_errors, workers=workers, **options)
+    view = ProgressView(job, enabled=progress)
+    last_write = [time.monotonic()]
+
+    def report(event: dict) -> None:
+        job.progress.add(event)
+        view.update(event)
+        if time.monotonic() - last_write[0] > 2.0:
+            jobs.write(job)
+            last_write[0] = time.monotonic()
+
+    try:
+        with view:
+            if executor == "inline" and workers <= 1:
+                FragmentWorker(lake, stage, opts, report).run()
+            elif executor in ("inline", "processes"):
+                _run_processes(lake, spec, cls, conf, opts, workers, report)
+            elif executor == "ray":
+                from sila.coordinator.ray_executor import run_ray
+
+                run_ray(lake, spec, cls, conf, opts, workers, report, job)
+            else:
+                raise SilaError(f"unknown executor '{executor}' (inline, processes, ray)")
+        job.state = "succeeded"
+    except KeyboardInterrupt:
+        job.state, job.message = "interrupted", "interrupted by the user; run again to resume"
+        raise
+    except Exception as e:
+        job.state, job.message = "failed", f"{type(e).__name__}: {e}"
+        raise
+    finally:
+        job.ended_at = time.time()
+        jobs.write(job)
+    return job.to_dict()
+
+
+def _worker_main(lake_uri, storage_options, spec, conf, opts, q) -> None:
+    """Entry point of a spawned worker process."""
+    import traceback
+
+    from sila.lake import Lake
+
+    try:
+        cls = from_portable(spec)
+        lake = Lake(lake_uri, storage_options=storage_options)
+        FragmentWorker(lake, cls(**conf), opts, lambda e: q.put(("event", e))).run()
+        q.put(("done", None))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails the job
+        q.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"))
+
+
+def _run_processes(lake, spec, cls, conf, opts: WorkerOptions, workers: int, report) -> None:
+    ctx = mp.get_context("spawn")  # never fork after Lance is loaded (LANCE_NOTES 6)
+    q = ctx.Queue()
+    portable = portable_spec(spec, cls)
+    procs = []
+    for i in range(workers):
+        o = WorkerOptions(**{**opts.__dict__, "worker_index": i, "workers": workers})
+        p = ctx.Process(target=_worker_main, args=(lake.uri, lake.storage_options, portable, conf, o, q), daemon=True)
+        p.start()
+        procs.append(p)
+    errors: list[str] = []
+    finished = 0
+    try:
+        while finished < workers:
+            try:
+                kind, payload = q.get(timeout=0.5)
+            except queue.Empty:
+                dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
+                if len(dead) + finished >= workers and q.empty():
+                    errors += [f"worker pid {p.pid} died with exit code {p.exitcode}" for p in dead]
+                    break
+                continue
+            if kind == "event":
+                report(payload)
+            else:
+                finished += 1
+                if kind == "error":
+                    errors.append(payload)
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+    if errors:
+        raise SilaError("worker failed: " + errors[0].strip())

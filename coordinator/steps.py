@@ -1,0 +1,157 @@
+"""Call a stage's preprocess -> compute -> postprocess on one segment and hold it to its contract.
+
+Outputs are conformed to the declared types; row failures become `<stage>_error` values; a
+segment whose every row raises an unexpected exception stops the job (a bug, not bad data).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sila.errors import ContractError, RowError, StageFailed
+from sila.stage import Emit, Stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SegmentResult:
+    outputs: pa.RecordBatch  # declared outputs + <stage>_error, one row per input row
+    children: pa.Table | None = None
+    unexpected_failures: int = 0
+
+
+def run_steps(stage: Stage, batch: pa.RecordBatch) -> SegmentResult:
+    """Run the three steps on `batch`; on an exception, isolate rows one at a time."""
+    try:
+        return _conform(stage, _call(stage, batch), batch.num_rows)
+    except ContractError:
+        raise
+    except Exception as first:  # noqa: BLE001 - any stage failure is isolated per row below
+        if batch.num_rows == 1:
+            return _failed_rows(stage, batch, [_message(first)], unexpected=not isinstance(first, RowError))
+        log.info("stage %s: batch of %d failed (%s); isolating rows", stage.name, batch.num_rows, first)
+    parts: list[SegmentResult] = []
+    unexpected = 0
+    for i in range(batch.num_rows):
+        row = batch.slice(i, 1)
+        try:
+            parts.append(_conform(stage, _call(stage, row), 1))
+        except ContractError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            bug = not isinstance(e, RowError)
+            unexpected += bug
+            if bug:
+                log.debug("stage %s row failed:\n%s", stage.name, traceback.format_exc())
+            parts.append(_failed_rows(stage, row, [_message(e)], unexpected=bug))
+    if unexpected == batch.num_rows:
+        raise StageFailed(
+            f"stage '{stage.name}' raised for every row of a segment ({batch.num_rows} rows), e.g. "
+            f"{parts[0].outputs.column(stage.error_column())[0].as_py()}. This looks like a bug in "
+            "the stage, not bad data: nothing was committed; fix it and run again."
+        )
+    children = [p.children for p in parts if p.children is not None and p.children.num_rows]
+    return SegmentResult(
+        pa.Table.from_batches([p.outputs for p in parts]).combine_chunks().to_batches()[0],
+        pa.concat_tables(children) if children else None,
+        unexpected,
+    )
+
+
+def _call(stage: Stage, batch: pa.RecordBatch):
+    return stage.postprocess(stage.compute(stage.preprocess(batch)))
+
+
+def _message(e: BaseException) -> str:
+    if isinstance(e, RowError):
+        return str(e) or "row error"
+    return f"{type(e).__name__}: {e}"
+
+
+def _failed_rows(stage: Stage, batch: pa.RecordBatch, messages: list[str], *, unexpected: bool) -> SegmentResult:
+    n = batch.num_rows
+    arrays = [pa.nulls(n, f.type) for f in stage.outputs]
+    arrays.append(pa.array(messages * n if len(messages) == 1 else messages, pa.string()))
+    schema = pa.schema(stage.output_fields())
+    return SegmentResult(pa.RecordBatch.from_arrays(arrays, schema=schema), None, n if unexpected else 0)
+
+
+def _conform(stage: Stage, result, n: int) -> SegmentResult:
+    children = None
+    if isinstance(result, Emit):
+        children, result = result.children, result.outputs
+        if isinstance(children, pa.RecordBatch):
+            children = pa.Table.from_batches([children])
+        if children is not None and not isinstance(children, pa.Table):
+            raise ContractError(f"stage '{stage.name}': Emit.children must be a pyarrow Table")
+    elif stage.kind == "explode":
+        raise ContractError(f"stage '{stage.name}' is an explode stage: return sila.Emit(outputs, children)")
+    columns = _columns(stage, result)
+    err_name = stage.error_column()
+    declared = {f.name for f in stage.outputs}
+    missing = declared - set(columns)
+    extra = set(columns) - declared - {err_name}
+    if missing or extra:
+        raise ContractError(
+            f"stage '{stage.name}' returned columns {sorted(columns)} but declares outputs "
+            f"{sorted(declared)}" + (f"; missing {sorted(missing)}" if missing else "")
+            + (f"; undeclared {sorted(extra)} (add them to `outputs`)" if extra else "")
+        )
+    arrays = []
+    for f in stage.output_fields():
+        values = columns.get(f.name)
+        if values is None and f.name == err_name:
+            arrays.append(pa.nulls(n, pa.string()))
+            continue
+        arr = _to_array(stage, f, values)
+        if len(arr) != n:
+            raise ContractError(
+                f"stage '{stage.name}': column '{f.name}' has {len(arr)} values for {n} input rows; "
+                "return exactly one value per input row, in input order (use None or a "
+                f"'{err_name}' message for rows that failed)"
+            )
+        arrays.append(arr)
+    errors = arrays[-1]
+    if errors.null_count < n:  # rows with an error get null outputs
+        ok = pc.is_null(errors)
+        arrays = [pc.if_else(ok, a, pa.nulls(n, a.type)) for a in arrays[:-1]] + [errors]
+    batch = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(stage.output_fields()))
+    return SegmentResult(batch, children)
+
+
+def _columns(stage: Stage, result) -> dict:
+    if isinstance(result, pa.RecordBatch | pa.Table):
+        return {name: result.column(name) for name in result.schema.names}
+    if isinstance(result, Mapping):
+        return dict(result)
+    raise ContractError(
+        f"stage '{stage.name}': postprocess returned {type(result).__name__}; return a pyarrow "
+        "RecordBatch/Table or a dict mapping each output column to its values"
+    )
+
+
+def _to_array(stage: Stage, field: pa.Field, values) -> pa.Array:
+    try:
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        if isinstance(values, pa.Array):
+            if values.type.equals(field.type):
+                return values
+            return values.cast(field.type, safe=True)
+        if hasattr(values, "tolist") and not isinstance(values, list | tuple):
+            values = values.tolist()  # numpy
+        return pa.array(list(values), type=field.type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as e:
+        got = values.type if isinstance(values, pa.Array) else type(values).__name__
+        raise ContractError(
+            f"stage '{stage.name}': output '{field.name}' is declared {field.type} but the stage "
+            f"returned values of type {got} that do not convert ({e}); return {field.type} values "
+            "or change the declaration"
+        ) from e

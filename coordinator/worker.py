@@ -1,0 +1,206 @@
+"""A fragment worker: discover -> lease -> segments (checkpointed) -> data file -> commit.
+
+The inline executor runs one worker in-process; `--workers N` runs N of them in spawned
+processes. Workers cooperate through leases alone, within a job and across jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from sila.coordinator.checkpoints import Checkpoints, selection_signature
+from sila.coordinator.commit import Committer, Finished, write_data_file
+from sila.coordinator.discovery import FragmentRef, is_done, split_fragments
+from sila.coordinator.faults import fault_point
+from sila.coordinator.inputs import (
+    BlobMaterializer,
+    combine_where,
+    scatter,
+    segment_batch,
+    select_rows,
+)
+from sila.coordinator.leases import COMMITTED, Heartbeat, LeaseStore, new_owner_id
+from sila.coordinator.steps import SegmentResult, run_steps
+
+from sila.errors import LeaseLost, StageFailed
+from sila.lake import Lake
+from sila.stage import Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerOptions:
+    job: str
+    where: str | None = None
+    retry_errors: bool = False
+    ttl: float = 60.0
+    heartbeat: float | None = None  # default ttl / 4
+    commit_batch: int = 64
+    commit_window_s: float = 2.0
+    segment_rows: int | None = None
+    endpoint_url: str | None = None
+    allow_random_weights: bool = False
+    worker_index: int = 0
+    workers: int = 1
+    poll_s: float = 1.0
+
+
+class FragmentWorker:
+    def __init__(self, lake: Lake, stage: Stage, opts: WorkerOptions, report: Callable[[dict], None]):
+        self.lake, self.stage, self.opts, self.report = lake, stage, opts, report
+        cls = type(stage)
+        self.table, self.name = cls.table, cls.name
+        self.version = cls.resolved_version()
+        self.owner = new_owner_id()
+        self.leases = LeaseStore(lake.store, ttl=opts.ttl)
+        self.heartbeat = Heartbeat(self.leases, opts.heartbeat or opts.ttl / 4)
+        self.checkpoints = Checkpoints(lake.store, self.table, self.name, self.version)
+        self.committer = Committer(lake, self.table, self.name, self.leases, opts.commit_batch,
+                                   opts.commit_window_s, on_commit=self._committed)
+        self.segment_rows = opts.segment_rows or cls.segment_rows
+        self.where = combine_where(cls.where, opts.where,
+                                   f"{cls.error_column()} IS NOT NULL" if opts.retry_errors else None)
+        self.ok_rows = 0
+        self.unexpected = 0
+
+    # -- main loop --------------------------------------------------------------------------
+    def run(self) -> None:
+        self.stage.setup(StageContext(self.lake.uri, self.lake.storage_options, self.opts.endpoint_url,
+                                      self.owner, self.opts.allow_random_weights))
+        self.heartbeat.start()
+        try:
+            self._loop()
+            self.committer.flush()
+        finally:
+            self.heartbeat.stop()
+            for lease in list(self.heartbeat.held.values()):  # abandoned on error: free them now
+                if lease.state != COMMITTED:
+                    self.leases.release(lease)
+
+    def _candidates(self) -> list[FragmentRef]:
+        ds = self.lake.table(self.table)
+        done, pending = split_fragments(ds, self.name)
+        if self.opts.retry_errors:
+            err = self.stage.error_column()
+            with_errors = {f.id for f in done if ds.get_fragment(f.id).count_rows(f"{err} IS NOT NULL")}
+            pending = [f for f in done if f.id in with_errors]
+        if not pending:
+            return []
+        k = (self.opts.worker_index * len(pending)) // max(1, self.opts.workers)
+        return pending[k:] + pending[:k]  # spread workers over the list to avoid contention
+
+    def _loop(self) -> None:
+        attempted: set[str] = set()  # fragments this worker finished or saw committed
+        while True:
+            candidates = [f for f in self._candidates() if f.key not in attempted]
+            if not candidates:
+                return
+            progressed = False
+            for ref in candidates:
+                lease = self.leases.acquire(self.table, self.name, ref.key, owner=self.owner,
+                                            job=self.opts.job, stage_version=self.version)
+                if lease is None:
+                    continue
+                if not self.opts.retry_errors and is_done(self.lake.table(self.table), self.name, ref.id):
+                    self.leases.release(lease, committed=True)  # finished by someone else
+                    attempted.add(ref.key)
+                    continue
+                self.heartbeat.add(lease)
+                progressed = True
+                try:
+                    fin = self._process(ref, lease)
+                except LeaseLost:
+                    self.heartbeat.drop(lease)
+                    attempted.add(ref.key)
+                    self.report({"lost_leases": 1})
+                    continue
+                attempted.add(ref.key)
+                self.committer.add(fin)
+                if self.opts.retry_errors:
+                    self.committer.flush()  # retries replace done fragments: commit promptly
+            if self.committer.due() or not progressed:
+                self.committer.flush()
+            if not progressed:
+                time.sleep(self.opts.poll_s)  # the rest is leased by others: wait, they may die
+
+    def _committed(self, committed: list[Finished], skipped: list[Finished]) -> None:
+        for f in committed + skipped:
+            self.heartbeat.drop(f.lease) if f.lease else None
+            self.checkpoints.clear(f.ref.key)
+        self.report({
+            "fragments_done": len(committed), "fragments_skipped": len(skipped), "commits": 1 if committed else 0,
+            "rows": sum(f.rows for f in committed), "row_errors": sum(f.errors for f in committed),
+        })
+
+    # -- one fragment ---------------------------------------------------------------------------
+    def _process(self, ref: FragmentRef, lease) -> Finished:
+        cls = type(self.stage)
+        ds = self.lake.table(self.table)
+        sel = select_rows(ds, cls, ref.id, self.where)
+        n = len(sel.offsets)
+        sig = selection_signature(sel.offsets)
+        bounds = [(a, min(a + self.segment_rows, n)) for a in range(0, n, self.segment_rows)]
+        durable = len(bounds) > 1  # a one-segment fragment goes straight to its data file
+        results: list[SegmentResult] = []
+        blobs = BlobMaterializer(self.lake)
+        try:
+            for i, (a, b) in enumerate(bounds):
+                if lease.lost:
+                    raise LeaseLost(ref.key)
+                cached = self.checkpoints.load(ref.key, i, sig) if durable else None
+                if cached is not None:
+                    results.append(SegmentResult(cached[0], cached[1]))
+                    self.report({"segments_reused": 1})
+                    continue
+                batch = segment_batch(self.lake, cls, self.table, ds.schema, sel, a, b, blobs)
+                res = run_steps(self.stage, batch)
+                self._watch_for_bugs(res, b - a)
+                fault_point("before_checkpoint")
+                if durable:
+                    self.checkpoints.save(ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children)
+                    lease.segments_done = i + 1
+                fault_point("after_checkpoint")
+                results.append(res)
+                self.report({"segments_computed": 1})
+        finally:
+            blobs.close()
+        if lease.lost:
+            raise LeaseLost(ref.key)
+        return self._finish(ds, ref, lease, sel.offsets, results)
+
+    def _finish(self, ds, ref: FragmentRef, lease, offsets: np.ndarray, results: list[SegmentResult]) -> Finished:
+        cls = type(self.stage)
+        schema = pa.schema(cls.output_fields())
+        values = pa.Table.from_batches([r.outputs for r in results], schema=schema) if results else schema.empty_table()
+        base = None
+        if self.opts.retry_errors:
+            base = ds.get_fragment(ref.id).to_table(columns=schema.names).cast(schema)
+        full = scatter(ref.physical_rows, offsets, values, base)
+        children = [r.children for r in results if r.children is not None and r.children.num_rows]
+        if children:
+            from sila.coordinator.children import append_children
+
+            self.report({"children": append_children(self.lake, cls, pa.concat_tables(children))})
+        fault_point("before_commit")
+        data_file = write_data_file(ds, full)
+        n_errors = len(offsets) - values.column(cls.error_column()).null_count
+        return Finished(ref, data_file, lease, rows=len(offsets), errors=n_errors,
+                        replace=self.opts.retry_errors)
+
+    def _watch_for_bugs(self, res: SegmentResult, n: int) -> None:
+        """A stage that fails every row it has ever seen is broken: stop before writing more."""
+        self.unexpected += res.unexpected_failures
+        self.ok_rows += n - res.unexpected_failures
+        if self.ok_rows == 0 and self.unexpected >= 8:
+            err = res.outputs.column(type(self.stage).error_column())[0].as_py()
+            raise StageFailed(
+                f"stage '{self.name}' failed on all of the first {self.unexpected} rows it processed "
+                f"(e.g. {err}). This looks like a bug in the stage, not bad data: nothing was "
+                "committed; fix it and run again."
+            )

@@ -1,0 +1,174 @@
+"""The lake: a directory or object-store URI holding one Lance table per entity.
+
+    lake = sila.Lake("./lake")
+    lake.ingest(["videos/"])
+    lake.run("thumbnail")
+    lake.sql("select media_kind, count(*) from sources group by 1")
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import lance
+import pyarrow as pa
+
+from sila.coordinator.store import Store, ensure_local_dir, is_remote, local_path
+from sila.errors import LakeError
+
+LANCE_SUFFIX = ".lance"
+
+
+def default_lake_uri() -> str:
+    return os.environ.get("SILA_LAKE", "./lake")
+
+
+class Lake:
+    """A SILA lake. Opening never writes; `init()` or the first ingest creates it."""
+
+    def __init__(self, uri: str | os.PathLike | None = None, *, storage_options: dict[str, str] | None = None):
+        uri = str(uri) if uri is not None else default_lake_uri()
+        if not is_remote(uri):
+            uri = os.path.abspath(local_path(uri))
+        self.uri = uri.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self._store: Store | None = None
+
+    def __repr__(self) -> str:
+        return f"Lake({self.uri!r})"
+
+    # -- tables -------------------------------------------------------------------------------
+    def init(self) -> Lake:
+        ensure_local_dir(self.uri)
+        self.store  # creates _sila/
+        return self
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.uri, self.storage_options)
+        return self._store
+
+    def table_uri(self, name: str) -> str:
+        return f"{self.uri}/{name}{LANCE_SUFFIX}"
+
+    def tables(self) -> list[str]:
+        """Names of the tables in the lake, e.g. ['clips', 'sources']."""
+        if is_remote(self.uri):
+            import obstore
+            from obstore.store import from_url
+
+            from sila.coordinator.store import Store as _S
+
+            s = _S(self.uri, self.storage_options)
+            root = from_url(self.uri, config=s._store.config) if hasattr(s._store, "config") else None
+            if root is None:
+                return []
+            res = obstore.list_with_delimiter(root)
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in res["common_prefixes"]]
+        else:
+            if not os.path.isdir(self.uri):
+                return []
+            names = os.listdir(self.uri)
+        return sorted(n[: -len(LANCE_SUFFIX)] for n in names if n.endswith(LANCE_SUFFIX))
+
+    def has_table(self, name: str) -> bool:
+        return name in self.tables()
+
+    def table(self, name: str, version: int | None = None) -> lance.LanceDataset:
+        """The Lance dataset of a table (fresh: the latest committed version)."""
+        try:
+            return lance.dataset(self.table_uri(name), version=version, storage_options=self.storage_options or None)
+        except (ValueError, OSError, RuntimeError) as e:
+            if not self.has_table(name):
+                have = ", ".join(self.tables()) or "none"
+                hint = "run `sila ingest PATH` first" if name == "sources" else "run the stage that creates it"
+                raise LakeError(f"lake {self.uri} has no table '{name}' (tables: {have}); {hint}") from e
+            raise LakeError(f"cannot open table '{name}' at {self.table_uri(name)}: {e}") from e
+
+    def create_table(self, name: str, data: pa.Table | pa.Schema) -> lance.LanceDataset:
+        ensure_local_dir(self.uri)
+        tbl = data if isinstance(data, pa.Table) else data.empty_table()
+        return lance.write_dataset(
+            tbl, self.table_uri(name), mode="create", storage_options=self.storage_options or None
+        )
+
+    # -- the public verbs (same code path as the CLI) -------------------------------------------
+    def ingest(self, paths: Sequence[str | os.PathLike], *, reference: bool = False, progress: bool = False):
+        """Add media files, directories, globs or JSONL/CSV manifests to `sources`.
+
+        Returns an IngestReport (added / already present / failed, with reasons)."""
+        from sila.ingest import ingest
+
+        return ingest(self, [str(p) for p in paths], reference=reference, progress=progress)
+
+    def run(
+        self,
+        stage: Any,
+        *,
+        executor: str = "inline",
+        workers: int = 1,
+        where: str | None = None,
+        recompute: bool = False,
+        retry_errors: bool = False,
+        settings: dict[str, Any] | None = None,
+        recipe: str | None = None,
+        progress: bool = False,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Run a stage (class, instance, registered name or 'file.py:Class') over pending rows.
+
+        Returns the job record (state, counts, errors). Example::
+
+            job = lake.run("thumbnail")
+            assert job["state"] == "succeeded"
+        """
+        from sila.coordinator.run import run_stage
+
+        return run_stage(
+            self,
+            stage,
+            executor=executor,
+            workers=workers,
+            where=where,
+            recompute=recompute,
+            retry_errors=retry_errors,
+            settings=settings,
+            recipe=recipe,
+            progress=progress,
+            **options,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """Per table: rows, fragments and per stage done/pending fragments, errors, staleness."""
+        from sila.coordinator.status import lake_status
+
+        return lake_status(self)
+
+    def sql(self, query: str) -> pa.Table:
+        """Run DuckDB SQL over the lake's tables, visible by name. Returns Arrow."""
+        import duckdb
+
+        con = duckdb.connect()
+        for name in self.tables():
+            con.register(name, self.table(name))
+        try:
+            return con.execute(query).to_arrow_table()
+        except duckdb.Error as e:
+            raise LakeError(f"SQL failed: {e}") from e
+
+    def stages_on(self, table: str) -> Iterable[str]:
+        from sila.schema import owner
+
+        seen: list[str] = []
+        for f in self.table(table).schema:
+            o = owner(f)
+            if o and o not in seen:
+                seen.append(o)
+        return seen
+
+
+def _is_blob_type(f: pa.Field) -> bool:
+    return "blob" in str(f.type).lower() or (f.metadata or {}).get(b"lance-encoding:blob") == b"true"

@@ -1,0 +1,376 @@
+"""Media probing and frame extraction for SILA.
+
+Probing uses PyAV (libav* in-process, no ffprobe binary needed); frame extraction and
+transcoding shell out to an ``ffmpeg`` binary (the one on ``PATH`` or the static build
+shipped by ``imageio-ffmpeg``).
+
+Conventions:
+
+* ``Probe.width``/``Probe.height`` are the *stored* (coded) dimensions; the displayed
+  dimensions are swapped when ``rotation`` is 90 or 270 (see ``Probe.display_size``).
+* ``Probe.rotation`` is the clockwise rotation, in degrees (0/90/180/270), needed to show
+  the picture upright, i.e. the legacy ``rotate`` tag convention (a portrait phone clip is
+  ``90``). FFmpeg's display matrix stores the counter-clockwise angle, so a file written
+  with ``ffmpeg -display_rotation -90`` probes as ``rotation=90``.
+* Every problem with an input file surfaces as :class:`MediaError` with a human message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import re
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+import av
+
+from sila.errors import SilaError
+
+logger = logging.getLogger(__name__)
+
+# Decoders whose streams are normally a single still picture.
+_IMAGE_CODECS = frozenset({
+    "png", "apng", "mjpeg", "jpeg2000", "jpegls", "jpegxl", "bmp", "tiff", "webp", "gif", "ppm",
+    "pgm", "pgmyuv", "pbm", "pam", "pfm", "qoi", "sgi", "targa", "dds", "exr", "hdr", "pcx", "xbm",
+    "xpm", "xwd", "sunrast", "psd", "pictor", "photocd", "dpx", "svg",
+})  # fmt: skip
+# Leading bytes of container formats: a file starting with one of these that fails to
+# open is reported as truncated/corrupt rather than "not a media file".
+_MAGIC = (b"ftyp", b"RIFF", b"OggS", b"fLaC", b"ID3", b"\x1aE\xdf\xa3", b"FLV", b"GIF8")
+_MAGIC_AT_0 = (b"\x89PNG", b"\xff\xd8\xff", b"\x00\x00\x00\x0cjP", b"II*\x00", b"MM\x00*")
+_CTX_PREFIX = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")
+_MAX_PACKETS = 300  # demux at most this many packets looking for a first decodable frame
+
+
+class MediaError(SilaError):
+    """A file is not usable media; the message says why (zero-byte, corrupt, ...).
+
+    ``stderr`` holds ffmpeg's error output when the error comes from :func:`run_ffmpeg`.
+    """
+
+    def __init__(self, message: str, *, stderr: str | None = None) -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+
+@functools.cache
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg binary: ``ffmpeg`` on PATH, else imageio-ffmpeg's static build."""
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Technical metadata of one media file (see module docstring for conventions)."""
+
+    kind: str  # "video" | "image" | "audio"
+    container: str | None = None
+    duration_s: float | None = None
+    fps: float | None = None
+    frame_count: int | None = None
+    width: int | None = None
+    height: int | None = None
+    video_codec: str | None = None
+    pix_fmt: str | None = None
+    rotation: int | None = None
+    bitrate: int | None = None
+    has_audio: bool = False
+    audio_codec: str | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+
+    @property
+    def display_size(self) -> tuple[int, int] | None:
+        """(width, height) as displayed, i.e. after applying ``rotation``."""
+        if self.width is None or self.height is None:
+            return None
+        if self.rotation in (90, 270):
+            return self.height, self.width
+        return self.width, self.height
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_file(path: str) -> tuple[int, bytes]:
+    """Raise MediaError unless ``path`` is a readable non-empty file; return (size, head)."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise MediaError(f"not a media file (is a directory): {path}")
+        if not stat.S_ISREG(st.st_mode):
+            raise MediaError(f"not a media file (not a regular file): {path}")
+        if st.st_size == 0:
+            raise MediaError(f"zero-byte file: {path}")
+        with open(path, "rb") as fh:
+            return st.st_size, fh.read(4096)
+    except FileNotFoundError:
+        raise MediaError(f"file not found: {path}") from None
+    except PermissionError:
+        raise MediaError(f"unreadable: permission denied: {path}") from None
+    except OSError as exc:
+        raise MediaError(f"unreadable: {exc.strerror or exc}: {path}") from None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    for cut in range(4):  # tolerate a multi-byte character split at the end of the chunk
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return all(ch.isprintable() or ch in "\r\n\t\f\v" for ch in text)
+    return False
+
+
+def _has_media_magic(head: bytes) -> bool:
+    return head.startswith(_MAGIC_AT_0) or any(head[:12].find(m) in (0, 4) for m in _MAGIC)
+
+
+def _mp4_diagnosis(path: str, size: int) -> str | None:
+    """Explain why an ISO-BMFF (mp4/mov) file fails to open by walking its top-level boxes."""
+    seen: list[str] = []
+    with open(path, "rb") as fh:
+        pos = 0
+        while pos + 8 <= size and len(seen) < 64:
+            fh.seek(pos)
+            hdr = fh.read(16)
+            box_size, kind = int.from_bytes(hdr[:4], "big"), hdr[4:8].decode("latin-1")
+            if box_size == 1 and len(hdr) == 16:
+                box_size = int.from_bytes(hdr[8:16], "big")
+            elif box_size == 0:
+                box_size = size - pos
+            if box_size < 8:
+                return f"malformed '{kind}' box at byte {pos}"
+            seen.append(kind)
+            if pos + box_size > size:
+                missing = "" if "moov" in seen else "; no 'moov' atom"
+                return f"'{kind}' box runs {pos + box_size - size} bytes past end of file{missing}"
+            pos += box_size
+    return None if "moov" in seen else "no 'moov' atom (file was never finalised?)"
+
+
+def _container_name(fmt_name: str, path: str) -> str:
+    """Pick the demuxer alias matching the extension ("mov,mp4,m4a,..." -> "mp4")."""
+    names = fmt_name.split(",")
+    ext = os.path.splitext(path)[1].lower().lstrip(".")
+    return ext if ext in names else names[0]
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    out = float(value)
+    return out if out > 0 else None
+
+
+def _norm_rotation(degrees: float) -> int:
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
+def _first_frame(container: Any, stream: Any) -> tuple[Any | None, int]:
+    """Decode the first frame of ``stream``; return it and the number of packets seen.
+
+    Keeps demuxing until a second non-empty packet is seen (to tell stills from moving
+    pictures) or the packet budget runs out.
+    """
+    frame = None
+    packets = 0
+    for packet in container.demux(stream):
+        if packet.size:
+            packets += 1
+        if frame is None:
+            for decoded in packet.decode():
+                frame = decoded
+                break
+        if (frame is not None and packets >= 2) or packets >= _MAX_PACKETS:
+            break
+    return frame, packets
+
+
+def probe(path: str | os.PathLike[str]) -> Probe:
+    """Inspect ``path`` with PyAV; raise MediaError for anything that is not usable media.
+
+    Only the first frame is decoded (demuxing at most a few hundred packets to find it).
+    """
+    spath = os.fspath(path)
+    size, head = _check_file(spath)
+    if _looks_like_text(head) and not _has_media_magic(head):
+        raise MediaError(f"not a media file (text file): {spath}")
+    try:
+        # "file:" keeps names like "concat:a|b" or "http:x" from selecting a protocol
+        container = av.open("file:" + os.path.abspath(spath), metadata_errors="replace")
+    except av.error.PermissionError:
+        raise MediaError(f"unreadable: permission denied: {spath}") from None
+    except Exception as exc:  # noqa: BLE001 - PyAV raises many types; normalise them
+        reason = _reason(exc)
+        if head[4:8] == b"ftyp":
+            with contextlib.suppress(OSError):
+                reason = _mp4_diagnosis(spath, size) or reason
+        if _has_media_magic(head):
+            raise MediaError(f"truncated or corrupt: {reason}: {spath}") from exc
+        raise MediaError(f"not a media file (unrecognised format: {reason}): {spath}") from exc
+    try:
+        return _probe_open(container, spath)
+    except MediaError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise MediaError(f"truncated or corrupt: {_reason(exc)}: {spath}") from exc
+    finally:
+        container.close()
+
+
+def _reason(exc: BaseException) -> str:
+    msg = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return str(msg).split(": '")[0]  # PyAV appends ": '<path>'"; the caller adds the path
+
+
+def _probe_open(container: Any, spath: str) -> Probe:
+    attached = av.stream.Disposition.attached_pic
+    videos = [s for s in container.streams.video if not (s.disposition & attached)]
+    audios = list(container.streams.audio)
+    if not videos and not audios:
+        raise MediaError(f"not a media file (no audio/video streams): {spath}")
+    fmt_name = container.format.name
+    duration = container.duration / 1e6 if container.duration and container.duration > 0 else None
+    fields: dict[str, Any] = {
+        "container": _container_name(fmt_name, spath),
+        "bitrate": int(container.bit_rate) if container.bit_rate else None,
+        "has_audio": bool(audios),
+    }
+    if audios:
+        acc = audios[0].codec_context
+        fields.update(
+            audio_codec=acc.codec.canonical_name,
+            sample_rate=acc.sample_rate or None,
+            channels=acc.channels or None,
+        )
+    if not videos:
+        frame, _ = _first_frame(container, audios[0])
+        if frame is None:
+            raise MediaError(f"truncated or corrupt: no decodable audio frame: {spath}")
+        if duration is None and audios[0].duration:
+            duration = float(audios[0].duration * audios[0].time_base)
+        return Probe(kind="audio", duration_s=duration, **fields)
+
+    vstream = videos[0]
+    vcc = vstream.codec_context
+    frame, packets = _first_frame(container, vstream)
+    if frame is None:
+        raise MediaError(f"truncated or corrupt: first video frame cannot be decoded: {spath}")
+    rotation = _norm_rotation(-(frame.rotation or 0))
+    if rotation == 0 and "rotate" in vstream.metadata:  # legacy tag, already clockwise
+        with contextlib.suppress(ValueError):
+            rotation = _norm_rotation(float(vstream.metadata["rotate"]))
+    fields.update(
+        width=vcc.width or frame.width,
+        height=vcc.height or frame.height,
+        video_codec=vcc.codec.canonical_name,
+        pix_fmt=vcc.pix_fmt or frame.format.name,
+        rotation=rotation,
+    )
+    still = (
+        fmt_name == "image2"
+        or fmt_name.endswith("_pipe")
+        or vstream.frames == 1
+        or (vcc.codec.canonical_name in _IMAGE_CODECS and packets <= 1)
+    )
+    if still and audios:  # a single picture over a soundtrack is audio with artwork
+        return Probe(kind="audio", duration_s=duration, **fields)
+    if still:
+        return Probe(kind="image", frame_count=1, **{**fields, "bitrate": None})
+
+    fps = _num(vstream.average_rate) or _num(vstream.guessed_rate) or _num(vstream.base_rate)
+    vdur = duration
+    if vstream.duration and vstream.time_base:
+        vdur = float(vstream.duration * vstream.time_base)
+    frame_count = int(vstream.frames) if vstream.frames and vstream.frames > 0 else None
+    if frame_count is None and vdur and fps:
+        frame_count = round(vdur * fps)
+    fps = round(fps, 6) if fps else None
+    return Probe(
+        kind="video", duration_s=duration or vdur, fps=fps, frame_count=frame_count, **fields
+    )
+
+
+def run_ffmpeg(
+    args: list[str], *, input_bytes: bytes | None = None, timeout: float | None = None
+) -> bytes:
+    """Run ffmpeg with ``args`` (quiet, non-interactive); return stdout.
+
+    Raises MediaError carrying the tail of ffmpeg's stderr on failure or timeout.
+    """
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", *args]
+    logger.debug("running %s", " ".join(cmd))
+    try:
+        proc = subprocess.run(
+            cmd,
+            input=input_bytes,
+            stdin=subprocess.DEVNULL if input_bytes is None else None,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise MediaError(f"ffmpeg timed out after {timeout} s") from None
+    except OSError as exc:
+        raise MediaError(f"cannot run ffmpeg: {exc}") from exc
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", errors="replace")
+        tail = _stderr_tail(err, lines=3) or "no error output"
+        raise MediaError(f"ffmpeg failed (exit {proc.returncode}): {tail}", stderr=err)
+    return proc.stdout
+
+
+def _stderr_tail(stderr: str, lines: int = 1) -> str:
+    """Last ``lines`` non-empty stderr lines, without ffmpeg's "[ctx @ 0x...]" prefixes."""
+    text = [ln for ln in (_CTX_PREFIX.sub("", x).strip() for x in stderr.splitlines()) if ln]
+    return " | ".join(text[-lines:])[-500:]
+
+
+def extract_frame_jpeg(
+    path: str | os.PathLike[str], t_s: float, max_side: int = 512, quality: int = 3
+) -> bytes:
+    """Return one frame at ``t_s`` seconds as JPEG bytes, upright and downscaled.
+
+    The longest side is at most ``max_side`` (never upscaled), aspect ratio is kept and
+    both dimensions are even. For still images ``t_s`` is ignored.
+    """
+    spath = os.fspath(path)
+    info = probe(spath)
+    if info.kind == "audio" and info.width is None:
+        raise MediaError(f"cannot extract a frame: audio-only file: {spath}")
+    seek = [] if info.kind != "video" or t_s <= 0 else ["-ss", f"{t_s:.3f}"]
+    box = f"min(iw,{int(max_side)})"
+    vf = (
+        f"scale=w='{box}':h='{box.replace('iw', 'ih')}'"
+        ":force_original_aspect_ratio=decrease:force_divisible_by=2,setsar=1"
+    )
+    args = [
+        *seek, "-i", "file:" + os.path.abspath(spath), "-map", "0:v:0", "-frames:v", "1",
+        "-vf", vf, "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", str(int(quality)), "-",
+    ]  # fmt: skip
+    where = f"cannot extract frame at {t_s:.3f}s from {spath}"
+    try:
+        out = run_ffmpeg(args, timeout=60)
+    except MediaError as exc:
+        err = exc.stderr or str(exc)
+        if "Nothing was written" in err:
+            raise MediaError(f"{where}: no frame decoded (past the end?)", stderr=err) from None
+        raise MediaError(f"{where}: {_stderr_tail(err)}", stderr=err) from None
+    if not out:
+        raise MediaError(f"{where}: no frame decoded (past the end?)")
+    return out
