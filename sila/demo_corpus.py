@@ -112,19 +112,24 @@ def make_corpus(out_dir: str | Path, *, small: bool = False) -> list[Path]:
 
     def letterboxed() -> None:
         src = (
-            f"perlin=s={bw}x{bh}:r={FPS}:random_mode=seed:seed=3:octaves=4:persistence=0.6,format=rgb24,"
-            f"colorchannelmixer=rr=1.0:gg=0.55:bb=0.25,pad={W}:{H}:{x}:{y}:black"
+            f"perlin=s={bw}x{bh}:r={FPS}:random_mode=seed:seed=3:octaves=4:persistence=0.6"
+            ":tscale=6,format=rgb24,colorchannelmixer=rr=1.0:gg=0.55:bb=0.25"
+            f",pad={W}:{H}:{x}:{y}:black"
         )
-        _ff("-f", "lavfi", "-i", src, "-frames:v", str(n), _ENC_V, _EXACT, str(out / "letterboxed.mp4"))  # fmt: skip
+        _ff("-f", "lavfi", "-i", src, "-frames:v", str(n), _ENC_V, _EXACT,
+            str(out / "letterboxed.mp4"))  # fmt: skip
         entries["letterboxed.mp4"] = _video_entry(n, content_box=list(_LETTERBOX))
 
     def static() -> None:
-        src = f"colorchart=r={FPS},scale={W}:{H},setsar=1,noise=alls=2:allf=t:all_seed=11"
+        src = (
+            f"color=c=0x2a4f6e:{_S},drawbox=x=40:y=30:w=110:h=120:color=0xe0c080:t=fill,"
+            "drawbox=x=190:y=70:w=90:h=60:color=0xa03030:t=fill,noise=alls=2:allf=t:all_seed=11"
+        )
         _ff("-f", "lavfi", "-i", src, "-frames:v", str(n), _ENC_V, _EXACT, str(out / "static.mp4"))
         entries["static.mp4"] = _video_entry(n, static=True)
 
     def noise_audio() -> None:
-        vsrc = f"cellauto={_S}:rule=110:seed=5,lutrgb=r=val*0.9:g=val*0.3:b=val*0.6"
+        vsrc = f"gradients={_S}:n=3:c0=#10a040:c1=#8020c0:c2=#f0f0f0:seed=9:speed=0.02"
         asrc = f"anoisesrc=color=white:seed=42:amplitude=0.4:sample_rate={SR}"
         _ff("-f", "lavfi", "-i", vsrc, "-f", "lavfi", "-i", asrc, "-frames:v", str(n),
             "-af", f"atrim=end_sample={n * SR // FPS}", _ENC_V, _ENC_A, _EXACT,
@@ -145,8 +150,8 @@ def make_corpus(out_dir: str | Path, *, small: bool = False) -> list[Path]:
             str(whole))  # fmt: skip
         data = whole.read_bytes()
         (out / "corrupt.mp4").write_bytes(data[: len(data) * 40 // 100])
-        entries["corrupt.mp4"] = {"kind": "corrupt", "valid": False,
-                                  "reason": "first 40% of an mp4 whose moov atom is at the end"}  # fmt: skip
+        why = "first 40% of an mp4 whose moov atom is at the end"
+        entries["corrupt.mp4"] = {"kind": "corrupt", "valid": False, "reason": why}
 
     def images() -> None:
         _ff("-f", "lavfi", "-i", f"smptehdbars={_S}", "-frames:v", "1", "-update", "1", _EXACT,
@@ -190,12 +195,13 @@ def make_corpus(out_dir: str | Path, *, small: bool = False) -> list[Path]:
             for fut in [pool.submit(job) for job in jobs]:
                 fut.result()
     # near-duplicate: same content as multishot_a, re-encoded at another quality/bitrate
-    _ff("-i", str(out / "multishot_a.mp4"), "-c:v", "libx264", "-preset", "faster",
-        "-crf", "33", "-pix_fmt", "yuv420p", "-threads", "1", "-x264-params",
-        "cpu-independent=1", "-c:a", "aac", "-b:a", "32k", _EXACT, str(out / "near_dup.mp4"))  # fmt: skip
+    enc = [*_ENC_V, "-preset", "faster", "-crf", "33", "-c:a", "aac", "-b:a", "32k", "-ac", "1"]
+    _ff("-i", str(out / "multishot_a.mp4"), enc, _EXACT, str(out / "near_dup.mp4"))
     entries["near_dup.mp4"] = {**entries["multishot_a.mp4"], "near_dup_of": "multishot_a.mp4"}
 
-    (out / "notes.txt").write_text("Demo corpus notes.\nThis file is text, not media.\n")
+    (out / "notes.txt").write_text(
+        "Demo corpus notes.\nThis file is text, not media.\n", encoding="utf-8"
+    )
     entries["notes.txt"] = {"kind": "text", "valid": False, "reason": "not a media file"}
     (out / "empty.mp4").write_bytes(b"")
     entries["empty.mp4"] = {"kind": "empty", "valid": False, "reason": "zero-byte file"}
@@ -206,6 +212,7 @@ def make_corpus(out_dir: str | Path, *, small: bool = False) -> list[Path]:
         "speechlike.flac", "corrupt.mp4", "notes.txt", "empty.mp4",
     ]  # fmt: skip
     manifest = {"version": 1, "small": small, "fps": FPS, "files": {k: entries[k] for k in order}}
-    (out / "corpus.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    (out / "corpus.json").write_text(text, encoding="utf-8")
     logger.info("demo corpus: %d files in %s", len(order), out)
     return [out / name for name in order]

@@ -42,7 +42,7 @@ class Lake:
     # -- tables -------------------------------------------------------------------------------
     def init(self) -> Lake:
         ensure_local_dir(self.uri)
-        self.store  # creates _sila/
+        _ = self.store  # creates _sila/
         return self
 
     @property
@@ -155,7 +155,7 @@ class Lake:
         for name in self.tables():
             con.register(name, self.table(name))
         try:
-            return con.execute(query).to_arrow_table()
+            return con.sql(query).to_arrow_table()
         except duckdb.Error as e:
             raise LakeError(f"SQL failed: {e}") from e
 

@@ -1,11 +1,7 @@
 """Media probing and frame extraction for SILA.
 
-Probing uses PyAV (libav* in-process, no ffprobe binary needed); frame extraction and
-transcoding shell out to an ``ffmpeg`` binary (the one on ``PATH`` or the static build
-shipped by ``imageio-ffmpeg``).
-
-Conventions:
-
+Probing uses PyAV (in-process, no ffprobe binary needed); frame extraction and transcoding
+run an ``ffmpeg`` binary (the one on ``PATH``, else imageio-ffmpeg's static build).
 * ``Probe.width``/``Probe.height`` are the *stored* (coded) dimensions; the displayed
   dimensions are swapped when ``rotation`` is 90 or 270 (see ``Probe.display_size``).
 * ``Probe.rotation`` is the clockwise rotation, in degrees (0/90/180/270), needed to show
@@ -63,12 +59,9 @@ class MediaError(SilaError):
 @functools.cache
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg binary: ``ffmpeg`` on PATH, else imageio-ffmpeg's static build."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    return shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
 
 
 @dataclass(frozen=True)
@@ -96,9 +89,8 @@ class Probe:
         """(width, height) as displayed, i.e. after applying ``rotation``."""
         if self.width is None or self.height is None:
             return None
-        if self.rotation in (90, 270):
-            return self.height, self.width
-        return self.width, self.height
+        swap = self.rotation in (90, 270)
+        return (self.height, self.width) if swap else (self.width, self.height)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -171,10 +163,7 @@ def _container_name(fmt_name: str, path: str) -> str:
 
 
 def _num(value: Any) -> float | None:
-    if value is None:
-        return None
-    out = float(value)
-    return out if out > 0 else None
+    return float(value) if value is not None and float(value) > 0 else None
 
 
 def _norm_rotation(degrees: float) -> int:
@@ -184,11 +173,9 @@ def _norm_rotation(degrees: float) -> int:
 def _first_frame(container: Any, stream: Any) -> tuple[Any | None, int]:
     """Decode the first frame of ``stream``; return it and the number of packets seen.
 
-    Keeps demuxing until a second non-empty packet is seen (to tell stills from moving
-    pictures) or the packet budget runs out.
+    Demuxes on until a second packet shows up (a still has one) or the budget runs out.
     """
-    frame = None
-    packets = 0
+    frame, packets = None, 0
     for packet in container.demux(stream):
         if packet.size:
             packets += 1
@@ -316,18 +303,10 @@ def run_ffmpeg(
     cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", *args]
     logger.debug("running %s", " ".join(cmd))
     try:
-        proc = subprocess.run(
-            cmd,
-            input=input_bytes,
-            stdin=subprocess.DEVNULL if input_bytes is None else None,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
+        stdin = subprocess.DEVNULL if input_bytes is None else None
+        proc = subprocess.run(cmd, input=input_bytes, stdin=stdin, capture_output=True, timeout=timeout)  # fmt: skip
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffmpeg timed out after {timeout} s") from None
-    except OSError as exc:
-        raise MediaError(f"cannot run ffmpeg: {exc}") from exc
     if proc.returncode != 0:
         err = proc.stderr.decode("utf-8", errors="replace")
         tail = _stderr_tail(err, lines=3) or "no error output"

@@ -1,0 +1,58 @@
+"""Shared fixtures: small generated media, fresh lakes, numeric tables with many fragments."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+os.environ.setdefault("LANCE_LOG", "error")  # before lance loads: it reads this once
+
+import lance  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pytest  # noqa: E402
+
+import sila  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    """The demo corpus (small), generated once per test session with real ffmpeg."""
+    from sila.demo_corpus import make_corpus
+
+    out = tmp_path_factory.mktemp("corpus")
+    files = make_corpus(out, small=True)
+    return {p.name: p for p in files} | {"_dir": out}
+
+
+@pytest.fixture
+def lake(tmp_path) -> sila.Lake:
+    return sila.Lake(tmp_path / "lake").init()
+
+
+def make_numbers(lake: sila.Lake, fragments: int, rows_per_fragment: int, name: str = "nums") -> lance.LanceDataset:
+    n = fragments * rows_per_fragment
+    tbl = pa.table({"id": [f"r{i}" for i in range(n)], "x": np.arange(n, dtype=np.float64)})
+    return lance.write_dataset(tbl, lake.table_uri(name), max_rows_per_file=rows_per_fragment)
+
+
+@pytest.fixture
+def nums(lake) -> sila.Lake:
+    make_numbers(lake, fragments=6, rows_per_fragment=100)
+    return lake
+
+
+@pytest.fixture
+def stage_file(tmp_path):
+    """Write a user stage module to a file and return its path."""
+
+    def write(code: str, name: str = "my_stages.py") -> Path:
+        p = tmp_path / name
+        p.write_text(textwrap.dedent(code))
+        return p
+
+    return write
