@@ -41,6 +41,7 @@ class Lease:
     renewed_at: float = 0.0
     segments_done: int = 0
     lost: bool = False
+    previous_state: str | None = None  # state of the generation we took over (not persisted)
 
     @property
     def key(self) -> str:
@@ -49,6 +50,7 @@ class Lease:
     def payload(self) -> bytes:
         d = asdict(self)
         d.pop("lost")
+        d.pop("previous_state")
         return json.dumps(d).encode()
 
 
@@ -94,15 +96,16 @@ class LeaseStore:
                 stage_version: str = "") -> Lease | None:
         """Take the fragment, or None when someone else holds a live lease (or wins the race)."""
         gens = self._generations(table, stage, fragment)
-        top = 0
+        top, previous = 0, None
         if gens:
             top, key = gens[-1]
             cur = self.read(key)
             if cur and cur.get("state") == HELD and cur.get("expires_at", 0) > time.time():
                 return None
+            previous = cur.get("state") if cur else None
         now = time.time()
         lease = Lease(table, stage, fragment, top + 1, owner, job, stage_version=stage_version,
-                      acquired_at=now, expires_at=now + self.ttl, renewed_at=now)
+                      acquired_at=now, expires_at=now + self.ttl, renewed_at=now, previous_state=previous)
         if not self.store.create(lease.key, lease.payload()):
             return None
         for _, old in gens[:-1]:  # keep the previous gen: it shows who we took over from

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
-import queue
 import time
 from typing import Any
 
@@ -16,7 +14,7 @@ from sila.coordinator.worker import FragmentWorker, WorkerOptions
 
 from sila.errors import SilaError
 from sila.recipe import load_recipe, stage_settings
-from sila.registry import from_portable, portable_spec, resolve
+from sila.registry import portable_spec, resolve
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +52,9 @@ def run_stage(lake, spec, *, executor: str = "inline", workers: int = 1, where: 
             if executor == "inline" and workers <= 1:
                 FragmentWorker(lake, stage, opts, report).run()
             elif executor in ("inline", "processes"):
-                _run_processes(lake, spec, cls, conf, opts, workers, report)
+                from sila.coordinator.procs import run_processes
+
+                run_processes(lake, portable_spec(spec, cls), conf, opts, workers, report)
             elif executor == "ray":
                 from sila.coordinator.ray_executor import run_ray
 
@@ -72,55 +72,3 @@ def run_stage(lake, spec, *, executor: str = "inline", workers: int = 1, where: 
         job.ended_at = time.time()
         jobs.write(job)
     return job.to_dict()
-
-
-def _worker_main(lake_uri, storage_options, spec, conf, opts, q) -> None:
-    """Entry point of a spawned worker process."""
-    import traceback
-
-    from sila.lake import Lake
-
-    try:
-        cls = from_portable(spec)
-        lake = Lake(lake_uri, storage_options=storage_options)
-        FragmentWorker(lake, cls(**conf), opts, lambda e: q.put(("event", e))).run()
-        q.put(("done", None))
-    except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails the job
-        q.put(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=5)}"))
-
-
-def _run_processes(lake, spec, cls, conf, opts: WorkerOptions, workers: int, report) -> None:
-    ctx = mp.get_context("spawn")  # never fork after Lance is loaded (LANCE_NOTES 6)
-    q = ctx.Queue()
-    portable = portable_spec(spec, cls)
-    procs = []
-    for i in range(workers):
-        o = WorkerOptions(**{**opts.__dict__, "worker_index": i, "workers": workers})
-        p = ctx.Process(target=_worker_main, args=(lake.uri, lake.storage_options, portable, conf, o, q), daemon=True)
-        p.start()
-        procs.append(p)
-    errors: list[str] = []
-    finished = 0
-    try:
-        while finished < workers:
-            try:
-                kind, payload = q.get(timeout=0.5)
-            except queue.Empty:
-                dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
-                if len(dead) + finished >= workers and q.empty():
-                    errors += [f"worker pid {p.pid} died with exit code {p.exitcode}" for p in dead]
-                    break
-                continue
-            if kind == "event":
-                report(payload)
-            else:
-                finished += 1
-                if kind == "error":
-                    errors.append(payload)
-    finally:
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
-    if errors:
-        raise SilaError("worker failed: " + errors[0].strip())

@@ -107,7 +107,9 @@ class FragmentWorker:
                                             job=self.opts.job, stage_version=self.version)
                 if lease is None:
                     continue
-                if not self.opts.retry_errors and is_done(self.lake.table(self.table), self.name, ref.id):
+                # Someone committed it after our listing: only then is a fresh manifest read needed.
+                if (lease.previous_state == COMMITTED and not self.opts.retry_errors
+                        and is_done(self.lake.table(self.table), self.name, ref.id)):
                     self.leases.release(lease, committed=True)  # finished by someone else
                     attempted.add(ref.key)
                     continue

@@ -304,7 +304,9 @@ def run_ffmpeg(
     logger.debug("running %s", " ".join(cmd))
     try:
         stdin = subprocess.DEVNULL if input_bytes is None else None
-        proc = subprocess.run(cmd, input=input_bytes, stdin=stdin, capture_output=True, timeout=timeout)  # fmt: skip
+        proc = subprocess.run(
+            cmd, input=input_bytes, stdin=stdin, capture_output=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired:
         raise MediaError(f"ffmpeg timed out after {timeout} s") from None
     if proc.returncode != 0:
