@@ -67,8 +67,23 @@ def run_stage(lake, spec, *, executor: str = "inline", workers: int = 1, where: 
         raise
     except Exception as e:
         job.state, job.message = "failed", f"{type(e).__name__}: {e}"
+        if _reset and job.progress.fragments_done == 0:
+            _rollback_columns(lake, cls)
         raise
     finally:
         job.ended_at = time.time()
         jobs.write(job)
     return job.to_dict()
+
+
+def _rollback_columns(lake, cls) -> None:
+    """A run that created the stage's columns and committed nothing leaves the schema as it was."""
+    ds = lake.table(cls.table)
+    done, _ = split_fragments(ds, cls.name)
+    if done:
+        return  # a concurrent job committed into them: keep
+    names = [f.name for f in cls.output_fields() if f.name in ds.schema.names]
+    try:
+        ds.drop_columns(names)
+    except (OSError, ValueError) as e:
+        log.warning("could not remove the columns of failed stage %s: %s", cls.name, e)

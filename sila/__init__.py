@@ -11,6 +11,9 @@ import os
 # Lance's Rust log warns on every DataReplacement commit ("not stable yet"); keep stderr readable.
 os.environ.setdefault("LANCE_LOG", "error")
 
+# `sila.stage` is the decorator (the module of the same name stays importable as sila.stage
+# through `from sila.stage import ...`, which reads sys.modules).
+from sila.decorator import stage  # noqa: E402, I001
 from sila.errors import (
     ContractError,
     LakeError,
@@ -38,10 +41,3 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str):
-    if name == "stage":  # the decorator lives with the Stage machinery; imported lazily
-        from sila.decorator import stage
-
-        return stage
-    raise AttributeError(name)

@@ -68,7 +68,15 @@ def load_file(path: str) -> object:
 def resolve(spec) -> type[Stage]:
     """A Stage class from a class, an instance, a registered name, 'file.py:Class' or 'mod:Class'."""
     if inspect.isclass(spec):
-        return _check_class(spec, f"class {spec!r}")
+        cls = _check_class(spec, f"class {spec!r}")
+        if "__sila_spec__" not in cls.__dict__ and "." not in cls.__qualname__:
+            try:  # remember where it lives so `sila status` can tell when its code changes
+                path = inspect.getfile(cls)
+                if cls.__module__ != "__main__" and os.path.isfile(path):
+                    cls.__sila_spec__ = f"{os.path.abspath(path)}:{cls.__qualname__}"
+            except TypeError:
+                pass
+        return cls
     if isinstance(spec, Stage):
         return _check_class(type(spec), f"instance of {type(spec)!r}")
     if not isinstance(spec, str):

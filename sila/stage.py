@@ -163,22 +163,30 @@ class Stage:
 
 
 def code_version(cls: type) -> str:
-    """A short hash of the class's code, ignoring comments, docstrings and formatting."""
+    """A short hash of the class's code (or, for `@sila.stage`, the function's), ignoring
+    comments, docstrings and formatting."""
+    source = getattr(cls, "__sila_source__", "")
+    if not source:
+        try:
+            source = textwrap.dedent(inspect.getsource(cls))
+        except (OSError, TypeError):
+            source = cls.__qualname__
+    return "c" + hashlib.sha256(_normalized(source).encode()).hexdigest()[:11]
+
+
+def _normalized(source: str) -> str:
     try:
-        source = textwrap.dedent(inspect.getsource(cls))
         tree = ast.parse(source)
-        for node in ast.walk(tree):
-            body = getattr(node, "body", None)
-            if (
-                isinstance(body, list)
-                and body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(getattr(body[0], "value", None), ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                body.pop(0)
-        text = ast.dump(tree, annotate_fields=False)
-    except (OSError, TypeError, SyntaxError):
-        text = cls.__qualname__
-    extra = getattr(cls, "__sila_source__", "")  # set by @sila.stage for the wrapped function
-    return "c" + hashlib.sha256((text + extra).encode()).hexdigest()[:11]
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(getattr(body[0], "value", None), ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            body.pop(0)
+    return ast.dump(tree, annotate_fields=False)
