@@ -79,6 +79,8 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set", help="stage setting KEY=VALUE (repeatable)")] = None,
     segment_rows: Annotated[int | None, typer.Option(help="rows per checkpointed segment")] = None,
     lease_ttl: Annotated[float, typer.Option(help="lease time-to-live in seconds")] = 60.0,
+    checkpoint_min_s: Annotated[float, typer.Option(
+        help="checkpoint a segment once this many compute seconds are at stake (0: every segment)")] = 1.0,
     endpoint_url: Annotated[str | None, typer.Option(help="use this model endpoint instead of starting one")] = None,
     as_json: JsonOpt = False,
     storage_option: StorageOpt = None,
@@ -88,7 +90,8 @@ def run(
     t0 = time.monotonic()
     job = lk.run(stage, executor=executor, workers=workers, where=where, recompute=recompute,
                  retry_errors=retry_errors, settings=set_, recipe=recipe, progress=not as_json,
-                 segment_rows=segment_rows, ttl=lease_ttl, endpoint_url=endpoint_url)
+                 segment_rows=segment_rows, ttl=lease_ttl, endpoint_url=endpoint_url,
+                 checkpoint_min_s=checkpoint_min_s)
     p = job["progress"]
     if as_json:
         emit_json({"ok": True, **job, "seconds": round(time.monotonic() - t0, 2)})

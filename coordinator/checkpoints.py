@@ -69,6 +69,15 @@ class Checkpoints:
         batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=out.schema)
         return batch, children
 
+    def segments(self, fragment: str) -> set[int]:
+        """Indexes of the segments checkpointed for `fragment` (one list call)."""
+        out = set()
+        for e in self.store.list(f"{self.prefix}/{fragment}"):
+            name = e.key.rsplit("/", 1)[-1]
+            if name.endswith(".arrow") and not name.endswith(".children.arrow") and name[:-6].isdigit():
+                out.add(int(name[:-6]))
+        return out
+
     def count(self, fragment: str) -> int:
         return sum(1 for e in self.store.list(f"{self.prefix}/{fragment}") if not e.key.endswith(".children.arrow"))
 

@@ -62,13 +62,20 @@ class BlobMaterializer:
 
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
-        self.dir = tempfile.mkdtemp(prefix="sila-blobs-")
+        self._dir: str | None = None
         self._id_maps: dict[str, dict[str, int]] = {}
         self._paths: dict[tuple[str, str, int], str | None] = {}
         self._tables: dict[str, lance.LanceDataset] = {}
 
+    @property
+    def dir(self) -> str:
+        if self._dir is None:  # only stages with blob inputs pay for a scratch dir
+            self._dir = tempfile.mkdtemp(prefix="sila-blobs-")
+        return self._dir
+
     def close(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def _ds(self, table: str) -> lance.LanceDataset:
         if table not in self._tables:

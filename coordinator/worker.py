@@ -49,6 +49,9 @@ class WorkerOptions:
     worker_index: int = 0
     workers: int = 1
     poll_s: float = 1.0
+    # Checkpoint a segment only once this much compute is at stake since the last durable point:
+    # cheap stages then pay nothing, expensive ones checkpoint every segment.
+    checkpoint_min_s: float = 1.0
 
 
 class FragmentWorker:
@@ -84,7 +87,7 @@ class FragmentWorker:
                     self.leases.release(lease)
 
     def _candidates(self) -> list[FragmentRef]:
-        ds = self.lake.table(self.table)
+        self.ds = ds = self.lake.table(self.table)
         done, pending = split_fragments(ds, self.name)
         if self.opts.retry_errors:
             err = self.stage.error_column()
@@ -143,31 +146,35 @@ class FragmentWorker:
     # -- one fragment ---------------------------------------------------------------------------
     def _process(self, ref: FragmentRef, lease) -> Finished:
         cls = type(self.stage)
-        ds = self.lake.table(self.table)
+        ds = self.ds  # the snapshot the fragment was listed from: no manifest re-read
         sel = select_rows(ds, cls, ref.id, self.where)
         n = len(sel.offsets)
         sig = selection_signature(sel.offsets)
         bounds = [(a, min(a + self.segment_rows, n)) for a in range(0, n, self.segment_rows)]
-        durable = len(bounds) > 1  # a one-segment fragment goes straight to its data file
+        # Checkpoints can only exist if an earlier generation held this fragment.
+        saved = self.checkpoints.segments(ref.key) if lease.gen > 1 and len(bounds) > 1 else set()
         results: list[SegmentResult] = []
         blobs = BlobMaterializer(self.lake)
+        at_stake = 0.0  # compute seconds since the last durable point
         try:
             for i, (a, b) in enumerate(bounds):
                 if lease.lost:
                     raise LeaseLost(ref.key)
-                cached = self.checkpoints.load(ref.key, i, sig) if durable else None
+                cached = self.checkpoints.load(ref.key, i, sig) if i in saved else None
                 if cached is not None:
                     results.append(SegmentResult(cached[0], cached[1]))
                     self.report({"segments_reused": 1})
                     continue
+                t0 = time.perf_counter()
                 batch = segment_batch(self.lake, cls, self.table, ds.schema, sel, a, b, blobs)
                 res = run_steps(self.stage, batch)
+                at_stake += time.perf_counter() - t0
                 self._watch_for_bugs(res, b - a)
                 fault_point("before_checkpoint")
-                if durable:
+                if i < len(bounds) - 1 and at_stake >= self.opts.checkpoint_min_s:
                     self.checkpoints.save(ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children)
-                    lease.segments_done = i + 1
-                fault_point("after_checkpoint")
+                    lease.segments_done, at_stake = i + 1, 0.0
+                    fault_point("after_checkpoint")
                 results.append(res)
                 self.report({"segments_computed": 1})
         finally:

@@ -76,7 +76,8 @@ def fresh(setup, name: str) -> sila.Lake:
 
 
 def sila_cmd(lake, stage_spec, *extra) -> list[str]:
-    return [str(BIN / "sila"), "run", stage_spec, "--lake", lake.uri, "--json", "--lease-ttl", "1.5", *map(str, extra)]
+    return [str(BIN / "sila"), "run", stage_spec, "--lake", lake.uri, "--json", "--lease-ttl", "1.5",
+            "--checkpoint-min-s", "0", *map(str, extra)]
 
 
 def run_cli(lake, stage_spec, *extra, env=None, check=True) -> dict | None:
