@@ -5,8 +5,6 @@ Also the coordination overhead of 4 worker processes vs. the inline executor."""
 
 from __future__ import annotations
 
-from bench._util import report  # first: sets LANCE_LOG
-
 import argparse  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
@@ -21,6 +19,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 from lance import LanceOperation  # noqa: E402
+
+from bench._util import report  # first: sets LANCE_LOG
 
 STAGE = """
 import pyarrow as pa, pyarrow.compute as pc
