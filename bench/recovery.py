@@ -36,7 +36,7 @@ SILA = str(Path(sys.executable).parent / "sila")
 def lease_files(lake: str) -> list[dict]:
     out = []
     for root, _, files in os.walk(os.path.join(lake, "_sila", "leases")):
-        out += [json.load(open(os.path.join(root, f))) for f in files]
+        out += [json.loads(Path(root, f).read_text()) for f in files]
     return out
 
 

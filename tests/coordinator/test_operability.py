@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pyarrow as pa
 from sila.coordinator.leases import LeaseStore
@@ -47,7 +48,7 @@ def test_status_shows_live_leases_and_compact_refuses(nums):
 def test_job_records_tell_scripts_what_happened(nums):
     job = nums.run(Inc)
     path = os.path.join(nums.uri, "_sila", "jobs", f"{job['job']}.json")
-    rec = json.load(open(path))
+    rec = json.loads(Path(path).read_text())
     assert rec["state"] == "succeeded" and rec["stage"] == "inc" and rec["progress"]["rows"] == 600
     assert rec["started_at"] <= rec["heartbeat_at"] <= time.time() and rec["ended_at"] is not None
     assert [j["job"] for j in nums.status()["jobs"]][-1] == job["job"]
