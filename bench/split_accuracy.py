@@ -8,18 +8,18 @@ detection matches it when the two intervals are at most 2 frames apart (one-to-o
 
 from __future__ import annotations
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 from bench._util import report  # first: sets LANCE_LOG
-from sila.media import run_ffmpeg  # noqa: E402
+from sila.media import run_ffmpeg
 
 W, H, FPS = 320, 180, 25
 TOL = 2
@@ -95,8 +95,8 @@ def _gap(a: tuple[int, int], b: tuple[int, int]) -> int:
 
 
 def score(truths: list[tuple[int, int, str]], found: list[tuple[int, int]], kind: str | None):
-    """(tp, fp, fn) for one video; with `kind`, only transitions of that kind count as truth
-    and detections matching a transition of another kind are ignored (neither tp nor fp)."""
+    """(tp, fp, fn) for one video; with `kind`, only transitions of that kind count as truth,
+    detections matching another kind are ignored and unmatched detections count as fp."""
     free = list(found)
     tp = fn = 0
     for a, b, k in sorted(truths, key=lambda t: t[0]):
@@ -130,7 +130,9 @@ def detect_transnet(truths: list[Truth], workdir: Path) -> tuple[dict[Path, list
     out = {}
     for t in truths:
         shots = by_name[t.path.name]
-        out[t.path] = [(a["end_frame"], b["start_frame"]) for a, b in zip(shots, shots[1:])]
+        out[t.path] = [
+            (a["end_frame"], b["start_frame"]) for a, b in zip(shots, shots[1:], strict=False)
+        ]
     return out, elapsed
 
 
@@ -141,7 +143,7 @@ def detect_pyscenedetect(truths: list[Truth]) -> tuple[dict[Path, list], float]:
     t0 = time.perf_counter()
     for t in truths:
         scenes = detect(str(t.path), ContentDetector())
-        out[t.path] = [(s.get_frames(), s.get_frames()) for s, _ in scenes[1:]]
+        out[t.path] = [(s.frame_num, s.frame_num) for s, _ in scenes[1:]]
     return out, time.perf_counter() - t0
 
 
@@ -158,7 +160,9 @@ def main(argv: list[str]) -> int:
         ref, t_ref = detect_pyscenedetect(truths)
     cuts = sum(k == "cut" for t in truths for *_, k in t.transitions)
     diss = sum(k == "dissolve" for t in truths for *_, k in t.transitions)
-    print(f"# {len(truths)} videos, {frames} frames, {cuts} hard cuts, {diss} dissolves, +-{TOL} frames")
+    print(
+        f"# {len(truths)} videos, {frames} frames, {cuts} hard cuts, {diss} dissolves, +-{TOL} frames"
+    )
     print(f"# {'method':<22} {'subset':<9} {'P':>6} {'R':>6} {'F1':>6}  (tp/fp/fn)")
     f1s = {}
     for label, found in (("transnetv2 (split)", ours), ("pyscenedetect content", ref)):
@@ -168,7 +172,9 @@ def main(argv: list[str]) -> int:
                 tot += score(t.transitions, found[t.path], kind)
             p, r, f1 = prf(*tot)
             f1s[(label, kind)] = f1
-            print(f"# {label:<22} {kind or 'all':<9} {p:6.3f} {r:6.3f} {f1:6.3f}  ({'/'.join(map(str, tot))})")
+            print(
+                f"# {label:<22} {kind or 'all':<9} {p:6.3f} {r:6.3f} {f1:6.3f}  ({'/'.join(map(str, tot))})"
+            )
     for kind in (None, "cut", "dissolve"):
         ours_f1 = f1s[("transnetv2 (split)", kind)]
         ref_f1 = f1s[("pyscenedetect content", kind)]

@@ -71,7 +71,9 @@ def run(
     stage: Annotated[str, typer.Argument(help="registered name, path/to/file.py:Class or package.module:Class")],
     lake: LakeOpt = "",
     workers: Annotated[int, typer.Option(help="fragment workers")] = 1,
-    executor: Annotated[str, typer.Option(help="inline | processes | ray")] = "inline",
+    executor: Annotated[str, typer.Option(
+        help="auto (Ray if --address/RAY_ADDRESS, processes if --workers > 1, else inline) | inline | processes | ray")] = "auto",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default $RAY_ADDRESS)")] = None,
     where: Annotated[str | None, typer.Option(help="SQL predicate: only matching rows are computed")] = None,
     recompute: Annotated[bool, typer.Option(help="reset the stage's columns and compute everything")] = False,
     retry_errors: Annotated[bool, typer.Option(help="recompute only rows whose <stage>_error is set")] = False,
@@ -91,7 +93,7 @@ def run(
     job = lk.run(stage, executor=executor, workers=workers, where=where, recompute=recompute,
                  retry_errors=retry_errors, settings=set_, recipe=recipe, progress=not as_json,
                  segment_rows=segment_rows, ttl=lease_ttl, endpoint_url=endpoint_url,
-                 checkpoint_min_s=checkpoint_min_s)
+                 checkpoint_min_s=checkpoint_min_s, address=address)
     p = job["progress"]
     if as_json:
         emit_json({"ok": True, **job, "seconds": round(time.monotonic() - t0, 2)})

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from sila.errors import ContractError, LakeError, StaleColumnsError
 from sila.lake import Lake
-from sila.schema import check_ownership, owned, owner, version_of
+from sila.schema import check_ownership, owned, owner, type_matches, version_of
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ def prepare_columns(lake: Lake, stage_cls, *, recompute: bool = False) -> tuple[
     existing = [f for f in ds.schema if owner(f) == stage_cls.name]
     version = stage_cls.resolved_version()
     if existing:
-        same_shape = {f.name: f.type for f in existing} == {f.name: f.type for f in fields}
+        have = {f.name: f.type for f in existing}
+        same_shape = have.keys() == {f.name for f in fields} and all(
+            type_matches(f.type, have[f.name]) for f in fields)
         old_versions = {version_of(f) for f in existing}
         if same_shape and old_versions == {version} and not recompute:
             return ds, False

@@ -24,11 +24,24 @@ class FragmentRef:
 
 def stage_field_ids(ds: lance.LanceDataset, stage: str) -> dict[str, int]:
     """Top-level field ids owned by `stage`, by column name."""
-    ids: dict[str, int] = {}
-    for f in ds.lance_schema.fields():
-        if owner(f.to_arrow()) == stage:
-            ids[f.name()] = f.id()
-    return ids
+    return {name: ids[0] for name, ids in _stage_fields(ds, stage).items()}
+
+
+def _stage_fields(ds: lance.LanceDataset, stage: str) -> dict[str, frozenset[int]]:
+    """Every field id of each column `stage` owns: a data file lists the innermost ids of list
+    and struct columns, not the top-level one, so a column is present if any of its ids is."""
+
+    def ids(f) -> list[int]:
+        out = [f.id()]
+        for c in f.children():
+            out += ids(c)
+        return out
+
+    return {f.name(): frozenset(ids(f)) for f in ds.lance_schema.fields() if owner(f.to_arrow()) == stage}
+
+
+def _has_all(columns: dict[str, frozenset[int]], have: set[int]) -> bool:
+    return bool(columns) and all(ids & have for ids in columns.values())
 
 
 def fragment_ref(frag) -> FragmentRef:
@@ -39,7 +52,7 @@ def fragment_ref(frag) -> FragmentRef:
 
 def split_fragments(ds: lance.LanceDataset, stage: str) -> tuple[list[FragmentRef], list[FragmentRef]]:
     """(done, pending) fragments for `stage`, from the manifest alone."""
-    wanted = set(stage_field_ids(ds, stage).values())
+    wanted = _stage_fields(ds, stage)
     done: list[FragmentRef] = []
     pending: list[FragmentRef] = []
     for frag in ds.get_fragments():
@@ -47,7 +60,7 @@ def split_fragments(ds: lance.LanceDataset, stage: str) -> tuple[list[FragmentRe
         for df in frag.data_files():
             have.update(df.fields)
         ref = fragment_ref(frag)
-        (done if wanted and wanted <= have else pending).append(ref)
+        (done if _has_all(wanted, have) else pending).append(ref)
     return done, pending
 
 
@@ -56,7 +69,7 @@ def pending_fragments(ds: lance.LanceDataset, stage: str) -> list[FragmentRef]:
 
 
 def is_done(ds: lance.LanceDataset, stage: str, fragment_id: int) -> bool:
-    wanted = set(stage_field_ids(ds, stage).values())
+    wanted = _stage_fields(ds, stage)
     try:
         frag = ds.get_fragment(fragment_id)
     except Exception:
@@ -66,7 +79,7 @@ def is_done(ds: lance.LanceDataset, stage: str, fragment_id: int) -> bool:
     have: set[int] = set()
     for df in frag.data_files():
         have.update(df.fields)
-    return bool(wanted) and wanted <= have
+    return _has_all(wanted, have)
 
 
 def column_versions(ds: lance.LanceDataset, stage: str) -> set[str]:

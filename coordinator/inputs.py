@@ -6,6 +6,7 @@ into a scratch directory and hands the stage a local file path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -76,6 +77,19 @@ class BlobMaterializer:
     def close(self) -> None:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
+        self._dir = None
+        self._paths.clear()
+        self._tables.clear()
+        self._id_maps.clear()
+
+    def trim(self, max_files: int = 64) -> None:
+        """Keep the scratch dir bounded: drop the oldest materialised files beyond `max_files`."""
+        owned = [k for k, v in self._paths.items() if v and self._dir and v.startswith(self._dir)]
+        for k in owned[: max(0, len(owned) - max_files)]:
+            path = self._paths.pop(k)
+            if path:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
 
     def _ds(self, table: str) -> lance.LanceDataset:
         if table not in self._tables:
@@ -115,35 +129,50 @@ class BlobMaterializer:
         return [m.get(i) if i is not None else None for i in ids]
 
 
-def segment_batch(
-    lake: Lake, stage_cls, table_name: str, schema: pa.Schema, sel: Selection, start: int, stop: int,
-    blobs: BlobMaterializer,
-) -> pa.RecordBatch:
-    """The stage's input batch for selected rows [start, stop)."""
-    part = sel.table.slice(start, stop - start)
+@dataclass(frozen=True)
+class InputPlan:
+    """How to build a stage's input batch from a segment's plain columns (picklable for Ray)."""
+
+    table: str
+    inputs: tuple[str, ...]
+    blob_inputs: frozenset[str]
+
+    @classmethod
+    def of(cls, stage_cls, schema: pa.Schema) -> InputPlan:
+        blobs = frozenset(c for c in stage_cls.inputs if "." not in c and is_blob(schema.field(c)))
+        return cls(stage_cls.table, tuple(stage_cls.inputs), blobs)
+
+
+def segment_part(sel: Selection, start: int, stop: int) -> pa.RecordBatch:
+    """The plain columns (and row addresses) of selected rows [start, stop): cheap to ship."""
+    return sel.table.slice(start, stop - start).combine_chunks().to_batches()[0] if stop > start else (
+        pa.RecordBatch.from_pylist([], schema=sel.table.schema))
+
+
+def materialize(plan: InputPlan, part: pa.RecordBatch, blobs: BlobMaterializer) -> pa.RecordBatch:
+    """The stage's input batch: blobs become local file paths, dotted inputs are joined."""
     addrs = part.column(ADDR).to_pylist()
     cols: dict[str, pa.Array] = {}
-    for c in stage_cls.inputs:
+    for c in plan.inputs:
         if "." in c:
             other, ocol = c.split(".", 1)
             key = f"{other.removesuffix('s')}_id"
             targets = blobs.lookup(other, part.column(key).to_pylist())
             ofield = blobs._ds(other).schema.field(ocol)
+            present = [t for t in targets if t is not None]
             if is_blob(ofield):
-                present = [t for t in targets if t is not None]
                 got = dict(zip(present, blobs.paths(other, ocol, present), strict=True))
                 cols[c] = pa.array([got.get(t) if t is not None else None for t in targets], pa.string())
             else:
-                present = [t for t in targets if t is not None]
                 vals = blobs._ds(other)._take_rows(present, columns=[ocol]).column(ocol).to_pylist() if present else []
                 got = dict(zip(present, vals, strict=True))
                 cols[c] = pa.array([got.get(t) if t is not None else None for t in targets], ofield.type)
-        elif is_blob(schema.field(c)):
-            cols[c] = pa.array(blobs.paths(table_name, c, addrs), pa.string())
+        elif c in plan.blob_inputs:
+            cols[c] = pa.array(blobs.paths(plan.table, c, addrs), pa.string())
         else:
-            cols[c] = part.column(c).combine_chunks()
+            cols[c] = part.column(c)
     if not cols:  # a stage with no inputs still needs its row count
-        cols[ADDR] = part.column(ADDR).combine_chunks()
+        cols[ADDR] = part.column(ADDR)
     return pa.RecordBatch.from_pydict(cols)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -21,12 +22,22 @@ log = logging.getLogger(__name__)
 _OPTION_KEYS = set(WorkerOptions.__dataclass_fields__) - {"job", "worker_index", "workers", "where", "retry_errors"}
 
 
-def run_stage(lake, spec, *, executor: str = "inline", workers: int = 1, where: str | None = None,
+def choose_executor(executor: str, workers: int, address: str | None) -> str:
+    """`auto`: Ray when a cluster is named, worker processes for --workers > 1, else inline."""
+    if executor != "auto":
+        return executor
+    if address or os.environ.get("RAY_ADDRESS"):
+        return "ray"
+    return "processes" if workers > 1 else "inline"
+
+
+def run_stage(lake, spec, *, executor: str = "auto", workers: int = 1, where: str | None = None,
               recompute: bool = False, retry_errors: bool = False, settings=None, recipe: str | None = None,
-              progress: bool = False, **options: Any) -> dict:
+              progress: bool = False, address: str | None = None, **options: Any) -> dict:
     unknown = set(options) - _OPTION_KEYS
     if unknown:
         raise SilaError(f"unknown run option(s) {sorted(unknown)}; known: {sorted(_OPTION_KEYS)}")
+    executor = choose_executor(executor, workers, address)
     cls = resolve(spec)
     conf = stage_settings(load_recipe(recipe), cls.name, settings)
     stage = cls(**conf)  # validates settings before anything is written
@@ -51,16 +62,16 @@ def run_stage(lake, spec, *, executor: str = "inline", workers: int = 1, where: 
         with view:
             if executor == "inline" and workers <= 1:
                 FragmentWorker(lake, stage, opts, report).run()
-            elif executor in ("inline", "processes"):
+            elif executor in ("inline", "processes"):  # N fragment workers, one process each
                 from sila.coordinator.procs import run_processes
 
                 run_processes(lake, portable_spec(spec, cls), conf, opts, workers, report)
             elif executor == "ray":
                 from sila.coordinator.ray_executor import run_ray
 
-                run_ray(lake, spec, cls, conf, opts, workers, report, job)
+                run_ray(lake, portable_spec(spec, cls), cls, conf, opts, workers, report, job, address=address)
             else:
-                raise SilaError(f"unknown executor '{executor}' (inline, processes, ray)")
+                raise SilaError(f"unknown executor '{executor}' (auto, inline, processes, ray)")
         job.state = "succeeded"
     except KeyboardInterrupt:
         job.state, job.message = "interrupted", "interrupted by the user; run again to resume"

@@ -7,8 +7,10 @@ processes. Workers cooperate through leases alone, within a job and across jobs.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +21,11 @@ from sila.coordinator.discovery import FragmentRef, is_done, split_fragments
 from sila.coordinator.faults import fault_point
 from sila.coordinator.inputs import (
     BlobMaterializer,
+    InputPlan,
     combine_where,
+    materialize,
     scatter,
-    segment_batch,
+    segment_part,
     select_rows,
 )
 from sila.coordinator.leases import COMMITTED, Heartbeat, LeaseStore, new_owner_id
@@ -54,8 +58,32 @@ class WorkerOptions:
     checkpoint_min_s: float = 1.0
 
 
+class LocalRunner:
+    """Runs a segment's three steps in this process (inline and process executors)."""
+
+    def __init__(self, lake: Lake, stage: Stage, ctx: StageContext) -> None:
+        self.lake, self.stage, self.ctx = lake, stage, ctx
+        self.blobs = BlobMaterializer(lake)
+
+    def start(self) -> None:
+        self.stage.setup(self.ctx)
+
+    def __call__(self, plan: InputPlan, part: pa.RecordBatch) -> SegmentResult:
+        try:
+            return run_steps(self.stage, materialize(plan, part, self.blobs))
+        finally:
+            self.blobs.trim()
+
+    def close(self) -> None:
+        self.blobs.close()
+
+
 class FragmentWorker:
-    def __init__(self, lake: Lake, stage: Stage, opts: WorkerOptions, report: Callable[[dict], None]):
+    """Claims fragments and drives them to a commit; `runner` computes their segments and
+    `concurrency` fragments may be in flight at once (the Ray executor uses both)."""
+
+    def __init__(self, lake: Lake, stage: Stage, opts: WorkerOptions, report: Callable[[dict], None],
+                 runner=None, concurrency: int = 1):
         self.lake, self.stage, self.opts, self.report = lake, stage, opts, report
         cls = type(stage)
         self.table, self.name = cls.table, cls.name
@@ -71,17 +99,21 @@ class FragmentWorker:
                                    f"{cls.error_column()} IS NOT NULL" if opts.retry_errors else None)
         self.ok_rows = 0
         self.unexpected = 0
+        self.concurrency = max(1, concurrency)
+        self.runner = runner or LocalRunner(lake, stage, StageContext(
+            lake.uri, lake.storage_options, opts.endpoint_url, self.owner, opts.allow_random_weights))
+        self._lock = threading.Lock()
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> None:
-        self.stage.setup(StageContext(self.lake.uri, self.lake.storage_options, self.opts.endpoint_url,
-                                      self.owner, self.opts.allow_random_weights))
+        self.runner.start()
         self.heartbeat.start()
         try:
             self._loop()
             self.committer.flush()
         finally:
             self.heartbeat.stop()
+            self.runner.close()
             for lease in list(self.heartbeat.held.values()):  # abandoned on error: free them now
                 if lease.state != COMMITTED:
                     self.leases.release(lease)
@@ -100,39 +132,71 @@ class FragmentWorker:
 
     def _loop(self) -> None:
         attempted: set[str] = set()  # fragments this worker finished or saw committed
-        while True:
-            candidates = [f for f in self._candidates() if f.key not in attempted]
-            if not candidates:
+        pool = ThreadPoolExecutor(self.concurrency, "sila-fragment") if self.concurrency > 1 else None
+        inflight: set[Future] = set()
+
+        def collect(block: bool) -> None:
+            if not inflight:
                 return
-            progressed = False
-            for ref in candidates:
-                lease = self.leases.acquire(self.table, self.name, ref.key, owner=self.owner,
-                                            job=self.opts.job, stage_version=self.version)
-                if lease is None:
-                    continue
-                # Someone committed it after our listing: only then is a fresh manifest read needed.
-                if (lease.previous_state == COMMITTED and not self.opts.retry_errors
-                        and is_done(self.lake.table(self.table), self.name, ref.id)):
-                    self.leases.release(lease, committed=True)  # finished by someone else
+            done, _ = wait(inflight, return_when=FIRST_COMPLETED if block else ALL_COMPLETED, timeout=None if block else 0)
+            for fut in done:
+                inflight.discard(fut)
+                fin = fut.result()  # re-raises StageFailed / ContractError: the job stops
+                if fin is not None:
+                    self.committer.add(fin)
+                    if self.opts.retry_errors:
+                        self.committer.flush()  # retries replace done fragments: commit promptly
+
+        try:
+            while True:
+                candidates = [f for f in self._candidates() if f.key not in attempted]
+                if not candidates and not inflight:
+                    return
+                progressed = False
+                for ref in candidates:
+                    while len(inflight) >= self.concurrency:
+                        collect(block=True)
+                    lease = self._claim(ref)
+                    if lease is None:
+                        continue
                     attempted.add(ref.key)
-                    continue
-                self.heartbeat.add(lease)
-                progressed = True
-                try:
-                    fin = self._process(ref, lease)
-                except LeaseLost:
-                    self.heartbeat.drop(lease)
-                    attempted.add(ref.key)
-                    self.report({"lost_leases": 1})
-                    continue
-                attempted.add(ref.key)
-                self.committer.add(fin)
-                if self.opts.retry_errors:
-                    self.committer.flush()  # retries replace done fragments: commit promptly
-            if self.committer.due() or not progressed:
+                    progressed = True
+                    if pool is None:
+                        inflight.add(_done_future(self._process_or_drop, ref, lease))
+                        collect(block=False)
+                    else:
+                        inflight.add(pool.submit(self._process_or_drop, ref, lease))
+                    if self.committer.due():
+                        self.committer.flush()
+                while inflight:
+                    collect(block=True)
                 self.committer.flush()
-            if not progressed:
-                time.sleep(self.opts.poll_s)  # the rest is leased by others: wait, they may die
+                if not progressed:
+                    time.sleep(self.opts.poll_s)  # the rest is leased by others: wait, they may die
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _claim(self, ref: FragmentRef):
+        lease = self.leases.acquire(self.table, self.name, ref.key, owner=self.owner,
+                                    job=self.opts.job, stage_version=self.version)
+        if lease is None:
+            return None
+        # Someone committed it after our listing: only then is a fresh manifest read needed.
+        if (lease.previous_state == COMMITTED and not self.opts.retry_errors
+                and is_done(self.lake.table(self.table), self.name, ref.id)):
+            self.leases.release(lease, committed=True)  # finished by someone else
+            return None
+        self.heartbeat.add(lease)
+        return lease
+
+    def _process_or_drop(self, ref: FragmentRef, lease) -> Finished | None:
+        try:
+            return self._process(ref, lease)
+        except LeaseLost:
+            self.heartbeat.drop(lease)
+            self.report({"lost_leases": 1})
+            return None
 
     def _committed(self, committed: list[Finished], skipped: list[Finished]) -> None:
         for f in committed + skipped:
@@ -154,31 +218,27 @@ class FragmentWorker:
         # Checkpoints can only exist if an earlier generation held this fragment.
         saved = self.checkpoints.segments(ref.key) if lease.gen > 1 and len(bounds) > 1 else set()
         results: list[SegmentResult] = []
-        blobs = BlobMaterializer(self.lake)
+        plan = InputPlan.of(cls, ds.schema)
         at_stake = 0.0  # compute seconds since the last durable point
-        try:
-            for i, (a, b) in enumerate(bounds):
-                if lease.lost:
-                    raise LeaseLost(ref.key)
-                cached = self.checkpoints.load(ref.key, i, sig) if i in saved else None
-                if cached is not None:
-                    results.append(SegmentResult(cached[0], cached[1]))
-                    self.report({"segments_reused": 1})
-                    continue
-                t0 = time.perf_counter()
-                batch = segment_batch(self.lake, cls, self.table, ds.schema, sel, a, b, blobs)
-                res = run_steps(self.stage, batch)
-                at_stake += time.perf_counter() - t0
-                self._watch_for_bugs(res, b - a)
-                fault_point("before_checkpoint")
-                if i < len(bounds) - 1 and at_stake >= self.opts.checkpoint_min_s:
-                    self.checkpoints.save(ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children)
-                    lease.segments_done, at_stake = i + 1, 0.0
-                    fault_point("after_checkpoint")
-                results.append(res)
-                self.report({"segments_computed": 1})
-        finally:
-            blobs.close()
+        for i, (a, b) in enumerate(bounds):
+            if lease.lost:
+                raise LeaseLost(ref.key)
+            cached = self.checkpoints.load(ref.key, i, sig) if i in saved else None
+            if cached is not None:
+                results.append(SegmentResult(cached[0], cached[1]))
+                self.report({"segments_reused": 1})
+                continue
+            t0 = time.perf_counter()
+            res = self.runner(plan, segment_part(sel, a, b))
+            at_stake += time.perf_counter() - t0
+            self._watch_for_bugs(res, b - a)
+            fault_point("before_checkpoint")
+            if i < len(bounds) - 1 and at_stake >= self.opts.checkpoint_min_s:
+                self.checkpoints.save(ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children)
+                lease.segments_done, at_stake = i + 1, 0.0
+                fault_point("after_checkpoint")
+            results.append(res)
+            self.report({"segments_computed": 1})
         if lease.lost:
             raise LeaseLost(ref.key)
         return self._finish(ds, ref, lease, sel.offsets, results)
@@ -204,8 +264,9 @@ class FragmentWorker:
 
     def _watch_for_bugs(self, res: SegmentResult, n: int) -> None:
         """A stage that fails every row it has ever seen is broken: stop before writing more."""
-        self.unexpected += res.unexpected_failures
-        self.ok_rows += n - res.unexpected_failures
+        with self._lock:
+            self.unexpected += res.unexpected_failures
+            self.ok_rows += n - res.unexpected_failures
         if self.ok_rows == 0 and self.unexpected >= 8:
             err = res.outputs.column(type(self.stage).error_column())[0].as_py()
             raise StageFailed(
@@ -213,3 +274,13 @@ class FragmentWorker:
                 f"(e.g. {err}). This looks like a bug in the stage, not bad data: nothing was "
                 "committed; fix it and run again."
             )
+
+
+def _done_future(fn, *args) -> Future:
+    """Run `fn` now, in this thread, and wrap the outcome as a finished Future (inline mode)."""
+    fut: Future = Future()
+    try:
+        fut.set_result(fn(*args))
+    except BaseException as e:  # noqa: BLE001 - re-raised by fut.result()
+        fut.set_exception(e)
+    return fut

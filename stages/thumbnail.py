@@ -30,7 +30,9 @@ class Thumbnail(Stage):
 
     def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
         thumbs, times, errors = [], [], []
-        for path, kind, duration in zip(*(batch.column(c).to_pylist() for c in self.inputs), strict=True):
+        for path, kind, duration in zip(
+            *(batch.column(c).to_pylist() for c in self.inputs), strict=True
+        ):
             try:
                 ts = self._timestamp(kind, duration)
                 thumbs.append(extract_frame_jpeg(path, ts, max_side=int(self.config["max_side"])))

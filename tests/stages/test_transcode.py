@@ -157,11 +157,6 @@ def test_cuts_are_frame_accurate(tc_lake, corpus):
         assert nearest == [r["start_frame"], r["end_frame"] - 1]
 
 
-@pytest.mark.xfail(
-    reason="platform bug: coordinator/columns.py compares declared and stored types exactly; a "
-    "committed blob column reads back as lance BlobType, so each run resets transcode's columns",
-    strict=False,
-)
 def test_rerun_is_a_no_op(tc_lake):
     assert tc_lake.run("transcode")["progress"]["rows"] == 0
 

@@ -1,0 +1,275 @@
+"""The Ray executor: the driver claims fragments, loads segments, writes and commits; the
+stage's preprocess / compute / postprocess run in separate Ray actor pools, each with its own
+worker count and resources. In-flight work per pool is bounded, so a slow compute pool
+throttles loading instead of flooding the object store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+from sila.coordinator.inputs import InputPlan
+from sila.coordinator.steps import SegmentResult
+from sila.coordinator.worker import FragmentWorker, WorkerOptions
+
+from sila.errors import SilaError
+from sila.stage import Resources, Stage, StageContext
+
+log = logging.getLogger(__name__)
+
+STEPS = ("preprocess", "compute", "postprocess")
+MAX_ATTEMPTS = 3
+
+
+def init_ray(address: str | None) -> dict:
+    """Join a cluster (`address`, `RAY_ADDRESS`) or start a local one sized to this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count(), **kwargs)
+    except ConnectionError as e:
+        raise SilaError(f"cannot join the Ray cluster at {address}: {e}; start one with `ray start --head` "
+                        "or leave --address unset to run a local one") from e
+    return ray.cluster_resources()
+
+
+def steps_of(cls: type[Stage]) -> list[str]:
+    """Steps the stage really implements (an identity step needs no pool or round trip)."""
+    return [s for s in STEPS if s == "compute" or getattr(cls, s) is not getattr(Stage, s)]
+
+
+def plan_pools(cls: type[Stage], cluster: dict) -> dict[str, Resources]:
+    """Worker count and resources per pool, never demanding more than the cluster has."""
+    cpus, gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
+    steps = steps_of(cls)
+    res = {s: getattr(cls, f"{s}_resources") for s in steps}
+    counts: dict[str, int] = {}
+    for s, r in res.items():
+        if r.workers:
+            counts[s] = r.workers
+        elif r.gpus:
+            counts[s] = max(1, int(gpus // r.gpus)) if gpus else 1
+        elif s == "compute":
+            counts[s] = max(1, int((cpus - (len(steps) - 1)) // max(r.cpus, 1e-3)))
+        else:
+            counts[s] = 1
+    demand = sum(counts[s] * res[s].cpus for s in steps)
+    scale = min(1.0, cpus / demand) if demand else 1.0  # small machines: share cores fractionally
+    out = {}
+    for s in steps:
+        r = res[s]
+        if r.gpus and r.gpus > gpus:
+            raise SilaError(f"stage '{cls.name}' {s} needs {r.gpus} GPU(s) per worker; the Ray cluster has {gpus:g}")
+        out[s] = Resources(cpus=math.floor(r.cpus * scale * 1000) / 1000, gpus=r.gpus, memory_gb=r.memory_gb, workers=counts[s])
+    return out
+
+
+class StepActor:
+    """Holds one stage instance; runs one of its steps. Made a Ray actor by `make_actor`."""
+
+    def __init__(self, portable, conf: dict, ctx: StageContext, step: str) -> None:
+        from sila.coordinator.inputs import BlobMaterializer
+
+        from sila.lake import Lake
+        from sila.registry import from_portable
+
+        self.stage = from_portable(portable)(**conf)
+        self.step = step
+        ctx.step = step
+        self.stage.setup(ctx)
+        self.blobs = BlobMaterializer(Lake(ctx.lake_uri, storage_options=ctx.storage_options))
+        self.busy = 0.0
+
+    def run(self, payload, plan: InputPlan | None, part: pa.RecordBatch | None):
+        """One step on one segment; the first pool materialises the inputs on its own node."""
+        from sila.coordinator.inputs import materialize
+
+        t0 = time.perf_counter()
+        try:
+            if plan is not None:
+                payload = materialize(plan, part, self.blobs)
+            return getattr(self.stage, self.step)(payload)
+        finally:
+            self.blobs.trim()
+            self.busy += time.perf_counter() - t0
+
+    def isolate(self, plan: InputPlan, part: pa.RecordBatch) -> SegmentResult:
+        """All three steps here, rows isolated on failure (the contract's error path)."""
+        from sila.coordinator.inputs import materialize
+        from sila.coordinator.steps import run_steps
+
+        t0 = time.perf_counter()
+        try:
+            return run_steps(self.stage, materialize(plan, part, self.blobs))
+        finally:
+            self.blobs.trim()
+            self.busy += time.perf_counter() - t0
+
+    def stats(self) -> dict:
+        return {"busy_s": self.busy, "pid": os.getpid()}
+
+
+@dataclass
+class PoolMetrics:
+    rows: int = 0
+    calls: int = 0
+    waiting: int = 0  # segments queued for this pool (backpressure shows here)
+    retries: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class Pool:
+    """A fixed set of actors for one step; at most `capacity` segments in flight."""
+
+    def __init__(self, step: str, resources: Resources, make) -> None:
+        import ray
+
+        self.step, self.resources, self._make = step, resources, make
+        self.actors = [make() for _ in range(resources.workers or 1)]
+        self.idle = list(self.actors)
+        self.cond = threading.Condition()
+        self.metrics = PoolMetrics()
+        self._ray = ray
+
+    def call(self, method: str, *args, rows: int = 0):
+        with self.cond:
+            self.metrics.waiting += 1
+            while not self.idle:
+                self.cond.wait()
+            actor = self.idle.pop()
+            self.metrics.waiting -= 1
+        try:
+            for attempt in range(MAX_ATTEMPTS):
+                try:
+                    out = self._ray.get(getattr(actor, method).remote(*args))
+                    self.metrics.rows += rows
+                    self.metrics.calls += 1
+                    return out
+                except self._ray.exceptions.RayActorError as e:
+                    log.warning("%s actor died (%s); replacing it and retrying", self.step, e)
+                    self.metrics.retries += 1
+                    actor = self._replace(actor)
+                    if attempt == MAX_ATTEMPTS - 1:
+                        raise
+        finally:
+            with self.cond:
+                self.idle.append(actor)
+                self.cond.notify()
+
+    def _replace(self, dead):
+        new = self._make()
+        with self.cond:
+            self.actors = [new if a is dead else a for a in self.actors]
+        return new
+
+    def snapshot(self) -> dict:
+        busy = sum(self._ray.get([a.stats.remote() for a in self.actors], timeout=30)[i]["busy_s"]
+                   for i in range(len(self.actors)))
+        wall = max(time.monotonic() - self.metrics.started, 1e-9)
+        return {"actors": len(self.actors), "cpus_each": self.resources.cpus, "gpus_each": self.resources.gpus,
+                "rows": self.metrics.rows, "rows_per_s": round(self.metrics.rows / wall, 2),
+                "queue_depth": self.metrics.waiting, "busy_fraction": round(busy / (wall * len(self.actors)), 3),
+                "actor_restarts": self.metrics.retries}
+
+
+class RayRunner:
+    """Segment runner for FragmentWorker: pre -> compute -> post through the pools."""
+
+    def __init__(self, pools: dict[str, Pool]) -> None:
+        self.pools = pools
+
+    def start(self) -> None:  # the actors ran setup() when they were created
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __call__(self, plan: InputPlan, part: pa.RecordBatch) -> SegmentResult:
+        from sila.coordinator.steps import _conform
+
+        n = part.num_rows
+        try:
+            payload, first = None, True
+            for step in STEPS:
+                if step in self.pools:
+                    args = (None, plan, part) if first else (payload, None, None)
+                    payload = self.pools[step].call("run", *args, rows=n)
+                    first = False
+            stage = self.pools["compute"].stage_cls
+            return _conform(stage, payload, n)
+        except Exception as e:  # noqa: BLE001 - contract errors re-raise from isolate
+            if isinstance(e, self.pools["compute"]._ray.exceptions.RayActorError):
+                return _dead_rows(self.pools["compute"].stage_cls, n, str(e))
+            from sila.errors import ContractError
+
+            if isinstance(e, ContractError):
+                raise
+            try:
+                return self.pools["compute"].call("isolate", plan, part, rows=0)
+            except self.pools["compute"]._ray.exceptions.RayTaskError as te:
+                raise te.as_instanceof_cause() from None
+
+
+def _dead_rows(cls, n: int, why: str) -> SegmentResult:
+    """A segment whose workers kept dying: its rows get errors instead of stalling the job."""
+    arrays = [pa.nulls(n, f.type) for f in cls.outputs] + [pa.array([f"worker died {MAX_ATTEMPTS} times: {why[:200]}"] * n)]
+    return SegmentResult(pa.RecordBatch.from_arrays(arrays, schema=pa.schema(cls.output_fields())), None, 0)
+
+
+def run_ray(lake, portable, cls: type[Stage], conf: dict, opts: WorkerOptions, workers: int, report, job,
+            address: str | None = None) -> None:
+    import ray
+
+    cluster = init_ray(address)
+    plan = plan_pools(cls, cluster)
+    pools: dict[str, Pool] = {}
+    for step, r in plan.items():
+        # max_concurrency=2: `stats` answers while `run` works (the pool never sends two runs)
+        actor_cls = ray.remote(StepActor).options(num_cpus=r.cpus, num_gpus=r.gpus or 0, max_concurrency=2,
+                                                   memory=int(r.memory_gb * 2**30) if r.memory_gb else None)
+        ctx = StageContext(lake.uri, lake.storage_options, opts.endpoint_url, f"ray-{step}", opts.allow_random_weights)
+
+        def make(actor_cls=actor_cls, ctx=ctx, step=step):
+            return actor_cls.remote(portable, conf, ctx, step)
+
+        pools[step] = Pool(step, r, make)
+        pools[step].stage_cls = cls
+    # Fragments in flight: enough to keep every actor fed, bounded so memory stays flat.
+    concurrency = workers if workers > 1 else sum(r.workers or 1 for r in plan.values()) + 1
+    job.metrics = {"cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
+                   "fragments_in_flight": concurrency}
+    stop = threading.Event()
+
+    def publish() -> None:
+        while not stop.wait(2.0):
+            try:
+                job.metrics["pools"] = {s: p.snapshot() for s, p in pools.items()}
+                report({})
+            except Exception:  # noqa: BLE001 - metrics must never break the job
+                pass
+
+    threading.Thread(target=publish, daemon=True).start()
+    try:
+        FragmentWorker(lake, cls(**conf), opts, report, runner=RayRunner(pools), concurrency=concurrency).run()
+    finally:
+        stop.set()
+        try:
+            job.metrics["pools"] = {s: p.snapshot() for s, p in pools.items()}
+        except Exception:  # noqa: BLE001
+            pass
+        for p in pools.values():
+            for a in p.actors:
+                ray.kill(a)
