@@ -39,6 +39,9 @@ def init_ray(address: str | None) -> dict:
         if address:
             ray.init(address=address, **kwargs)
         else:
+            from sila.coordinator import reaper
+
+            reaper.start()  # a SIGKILLed driver must not leave Ray's agents running
             ray.init(num_cpus=os.cpu_count(), **kwargs)
     except ConnectionError as e:
         raise SilaError(f"cannot join the Ray cluster at {address}: {e}; start one with `ray start --head` "
