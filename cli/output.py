@@ -29,6 +29,15 @@ def fail(message: str, as_json: bool = False, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def obstore_errors() -> type[BaseException]:
+    try:
+        from obstore.exceptions import BaseError
+
+        return BaseError
+    except ImportError:  # pragma: no cover
+        return OSError
+
+
 def handle_errors(fn: Callable) -> Callable:
     """SilaErrors become a clean message and exit code 1; anything else keeps its traceback."""
 
@@ -40,6 +49,10 @@ def handle_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except SilaError as e:
             fail(str(e), as_json)
+        except (OSError, obstore_errors()) as e:  # storage unreachable, denied, ...: a message, not a trace
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            fail(f"storage error ({type(e).__name__}): {first[:500]}; check the lake URI, the endpoint and "
+                 "credentials (AWS_* variables or --storage-option)", as_json)
         except KeyboardInterrupt:
             fail("interrupted; run the same command again to resume where it stopped", as_json, 130)
 

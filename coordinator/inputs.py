@@ -110,9 +110,25 @@ class BlobMaterializer:
                         shutil.copyfileobj(blob, out, 1 << 20)
                     blob.close()
                 elif fallback.get(addr):
-                    path = fallback[addr]
+                    path = self._local_copy(fallback[addr])
                 self._paths[(table, column, addr)] = path
         return [self._paths[(table, column, a)] for a in addresses]
+
+    def _local_copy(self, uri: str) -> str:
+        """A referenced file on an object store is downloaded once into the scratch dir."""
+        from sila.coordinator.store import is_remote, open_store
+
+        if not is_remote(uri):
+            return uri
+        import obstore
+
+        scheme, _, rest = uri.partition("://")
+        bucket, _, key = rest.partition("/")
+        path = os.path.join(self.dir, "ref-" + str(abs(hash(uri))) + "-" + os.path.basename(key))
+        with open(path, "wb") as out:
+            for chunk in obstore.get(open_store(f"{scheme}://{bucket}", self.lake.storage_options), key).stream():
+                out.write(chunk)
+        return path
 
     def _reference_uris(self, ds: lance.LanceDataset, addresses: list[int]) -> dict[int, str]:
         """Sources ingested by reference keep a path in `uri` instead of bytes."""

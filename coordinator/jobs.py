@@ -15,6 +15,20 @@ from sila.coordinator.store import Store
 MAX_ERRORS = 50
 
 
+SECRET_WORDS = ("secret", "token", "password", "key", "credential", "sas", "signature")
+
+
+def redact(argv: list[str]) -> list[str]:
+    """Job records and logs never carry secrets: KEY=VALUE args with a secret-looking key are masked."""
+    out = []
+    for a in argv:
+        low = a.lower()
+        hits = [low.find(w) for w in SECRET_WORDS if w in low]
+        eq = a.find("=", min(hits)) if hits else -1
+        out.append(a[: eq + 1] + "***" if eq >= 0 else a)
+    return out
+
+
 def new_job_id(stage: str) -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{stage}-{uuid.uuid4().hex[:6]}"
 
@@ -51,7 +65,7 @@ class JobRecord:
     ended_at: float | None = None
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
-    argv: list[str] = field(default_factory=lambda: list(sys.argv))
+    argv: list[str] = field(default_factory=lambda: redact(sys.argv))
     progress: Progress = field(default_factory=Progress)
     errors: list[str] = field(default_factory=list)
     message: str = ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import obstore
@@ -47,29 +47,57 @@ class Entry:
     modified: datetime
 
 
+def env_storage_options(uri: str) -> dict[str, str]:
+    """Credentials and endpoint from the standard environment variables (explicit options win)."""
+    out: dict[str, str] = {}
+    if uri.startswith("s3://"):
+        for env, key in (("AWS_ENDPOINT_URL", "aws_endpoint"), ("AWS_ENDPOINT_URL_S3", "aws_endpoint"),
+                         ("AWS_ACCESS_KEY_ID", "aws_access_key_id"), ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+                         ("AWS_SESSION_TOKEN", "aws_session_token"), ("AWS_DEFAULT_REGION", "aws_region"),
+                         ("AWS_REGION", "aws_region"), ("AWS_ALLOW_HTTP", "allow_http")):
+            if os.environ.get(env):
+                out[key] = os.environ[env]
+        if out.get("aws_endpoint", "").startswith("http://"):
+            out.setdefault("allow_http", "true")
+    return out
+
+
+def open_store(url: str, storage_options: dict[str, str] | None = None):
+    """An obstore store for an object-store URL, configured like Lance is (same option names)."""
+    config: dict[str, str] = {}
+    client: dict[str, object] = {}
+    for k, v in (storage_options or {}).items():
+        lk = k.lower()
+        if lk in _CLIENT_KEYS:
+            client[lk] = str(v).lower() == "true" if lk == "allow_http" else v
+        elif lk in _S3_ALIASES and url.startswith("s3://"):
+            config[_S3_ALIASES[lk]] = v
+        else:
+            config[lk] = v
+    client.setdefault("timeout", "30s")  # a dead endpoint fails, never hangs
+    client.setdefault("connect_timeout", "5s")
+    return from_url(url, config=config or None, client_options=client or None,
+                    retry_config={"max_retries": 2, "retry_timeout": timedelta(seconds=20)})
+
+
 class Store:
     """Keys are relative to `<lake>/_sila/`."""
 
     def __init__(self, lake_uri: str, storage_options: dict[str, str] | None = None) -> None:
-        opts = dict(storage_options or {})
         if is_remote(lake_uri):
-            config: dict[str, str] = {}
-            client: dict[str, object] = {}
-            for k, v in opts.items():
-                lk = k.lower()
-                if lk in _CLIENT_KEYS:
-                    client[lk] = str(v).lower() == "true" if lk == "allow_http" else v
-                elif lk in _S3_ALIASES and lake_uri.startswith("s3://"):
-                    config[_S3_ALIASES[lk]] = v
-                else:
-                    config[lk] = v
-            self._store = from_url(
-                lake_uri.rstrip("/") + "/_sila", config=config or None, client_options=client or None
-            )
+            base = lake_uri.rstrip("/")
+            self._store = open_store(base + "/_sila", storage_options)
+            self._root = open_store(base, storage_options)
         else:
             root = Path(local_path(lake_uri)) / "_sila"
             root.mkdir(parents=True, exist_ok=True)
             self._store = LocalStore(str(root), mkdir=True)
+            self._root = LocalStore(str(root.parent))
+
+    def lake_dirs(self) -> list[str]:
+        """Names of the top-level 'directories' of the lake (tables end in .lance)."""
+        res = obstore.list_with_delimiter(self._root)
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in res["common_prefixes"]]
 
     def create(self, key: str, data: bytes) -> bool:
         """Write `key` only if absent. True when this call created it."""

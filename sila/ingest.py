@@ -112,9 +112,47 @@ def _describe(path: str) -> dict:
     return row
 
 
+def _fetch_remote(inputs: list[str], storage_options: dict, scratch: str) -> tuple[dict[str, str], list[str]]:
+    """Download object-store inputs (an object or every object under a prefix) to `scratch`.
+    Returns {local path: remote uri} and the inputs that matched nothing."""
+    import obstore
+
+    from sila.coordinator.store import open_store
+
+    local: dict[str, str] = {}
+    missing: list[str] = []
+    for uri in inputs:
+        scheme, _, rest = uri.partition("://")
+        bucket, _, key = rest.partition("/")
+        store = open_store(f"{scheme}://{bucket}", storage_options)
+        keys = [m["path"] for chunk in obstore.list(store, prefix=key or None) for m in chunk
+                if m["path"] == key or not key or m["path"].startswith(key.rstrip("/") + "/")]
+        if not keys:
+            missing.append(uri)
+        for k in sorted(keys):
+            path = os.path.join(scratch, hashlib.sha1(k.encode()).hexdigest()[:16] + "-" + os.path.basename(k))
+            with open(path, "wb") as out:
+                for chunk in obstore.get(store, k).stream():
+                    out.write(chunk)
+            local[path] = f"{scheme}://{bucket}/{k}"
+    return local, missing
+
+
 def ingest(lake: Lake, inputs: list[str], *, reference: bool = False, progress: bool = False) -> IngestReport:
+    import tempfile
+
+    from sila.coordinator.store import is_remote
+
+    with tempfile.TemporaryDirectory(prefix="sila-ingest-") as scratch:
+        remote, missing = _fetch_remote([i for i in inputs if is_remote(i)], lake.storage_options, scratch)
+        return _ingest(lake, [i for i in inputs if not is_remote(i)], remote, missing, reference)
+
+
+def _ingest(lake: Lake, inputs: list[str], remote: dict[str, str], missing: list[str], reference: bool) -> IngestReport:
     report = IngestReport()
     files, report.missing = expand(inputs)
+    files += list(remote)
+    report.missing += missing
     lake.init()
     schema = sources_schema()
     known: set[str] = set()
@@ -125,6 +163,9 @@ def ingest(lake: Lake, inputs: list[str], *, reference: bool = False, progress: 
     new: list[dict] = []
     with ThreadPoolExecutor(max_workers=4) as pool:
         for row in pool.map(_describe, files):
+            if row["uri"] in remote:  # keep where it came from; read the downloaded copy
+                row["_local"], row["uri"] = row["uri"], remote[row["uri"]]
+                row["filename"] = os.path.basename(row["uri"])
             if row["id"] in known:
                 report.present += 1
                 continue
@@ -155,7 +196,7 @@ def _batch(rows: list[dict], schema: pa.Schema, reference: bool) -> pa.RecordBat
     for f in schema:
         if f.name == "media":
             cols["media"] = pa.array(
-                [None if reference or r.get("ingest_error", "").startswith("unreadable") else _read(r["uri"]) for r in rows],
+                [None if reference or r.get("ingest_error", "").startswith("unreadable") else _read(r.get("_local") or r["uri"]) for r in rows],
                 pa.large_binary(),
             )
         else:

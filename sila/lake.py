@@ -15,7 +15,13 @@ from typing import Any
 import lance
 import pyarrow as pa
 
-from sila.coordinator.store import Store, ensure_local_dir, is_remote, local_path
+from sila.coordinator.store import (
+    Store,
+    ensure_local_dir,
+    env_storage_options,
+    is_remote,
+    local_path,
+)
 from sila.errors import LakeError
 
 LANCE_SUFFIX = ".lance"
@@ -33,7 +39,7 @@ class Lake:
         if not is_remote(uri):
             uri = os.path.abspath(local_path(uri))
         self.uri = uri.rstrip("/")
-        self.storage_options = dict(storage_options or {})
+        self.storage_options = {**env_storage_options(self.uri), **(storage_options or {})}
         self._store: Store | None = None
 
     def __repr__(self) -> str:
@@ -57,17 +63,7 @@ class Lake:
     def tables(self) -> list[str]:
         """Names of the tables in the lake, e.g. ['clips', 'sources']."""
         if is_remote(self.uri):
-            import obstore
-            from obstore.store import from_url
-
-            from sila.coordinator.store import Store as _S
-
-            s = _S(self.uri, self.storage_options)
-            root = from_url(self.uri, config=s._store.config) if hasattr(s._store, "config") else None
-            if root is None:
-                return []
-            res = obstore.list_with_delimiter(root)
-            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in res["common_prefixes"]]
+            names = self.store.lake_dirs()
         else:
             if not os.path.isdir(self.uri):
                 return []

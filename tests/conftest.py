@@ -37,7 +37,8 @@ def lake(tmp_path) -> sila.Lake:
 def make_numbers(lake: sila.Lake, fragments: int, rows_per_fragment: int, name: str = "nums") -> lance.LanceDataset:
     n = fragments * rows_per_fragment
     tbl = pa.table({"id": [f"r{i}" for i in range(n)], "x": np.arange(n, dtype=np.float64)})
-    return lance.write_dataset(tbl, lake.table_uri(name), max_rows_per_file=rows_per_fragment)
+    return lance.write_dataset(tbl, lake.table_uri(name), max_rows_per_file=rows_per_fragment,
+                               storage_options=lake.storage_options or None)
 
 
 @pytest.fixture
@@ -56,3 +57,22 @@ def stage_file(tmp_path):
         return p
 
     return write
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3 server (moto) for the object-store backend."""
+    from tests import s3
+
+    server = s3.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend_lake(request, tmp_path) -> sila.Lake:
+    """The same test on a local directory lake and on an S3 lake."""
+    if request.param == "local":
+        return sila.Lake(tmp_path / "lake").init()
+    server = request.getfixturevalue("s3_server")
+    return sila.Lake(f"s3://{server.bucket()}/lake", storage_options=server.options).init()
