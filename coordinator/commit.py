@@ -71,7 +71,7 @@ class Committer:
         batch, self.pending = self.pending, []
         skipped: list[Finished] = []
         if self.leases is not None:  # fencing: never commit a fragment whose lease we lost
-            owned = [f for f in batch if f.lease is None or self.leases.still_owned(f.lease)]
+            owned = [f for f in batch if f.lease is None or self.leases.valid(f.lease)]
             skipped += [f for f in batch if f not in owned]
             batch = owned
         from sila.coordinator.faults import fault_point

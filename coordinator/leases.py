@@ -112,6 +112,16 @@ class LeaseStore:
             self.store.delete(old)
         return lease
 
+    def valid(self, lease: Lease, margin: float | None = None) -> bool:
+        """Ours without asking the store: nobody can take a lease before it expires, so a lease
+        renewed recently enough is still ours. Otherwise check the store (fencing)."""
+        margin = self.ttl / 4 if margin is None else margin
+        if lease.lost:
+            return False
+        if lease.expires_at - time.time() > margin:
+            return True
+        return self.still_owned(lease)
+
     def still_owned(self, lease: Lease) -> bool:
         gens = self._generations(lease.table, lease.stage, lease.fragment)
         if not gens or gens[-1][0] != lease.gen:
@@ -130,7 +140,7 @@ class LeaseStore:
         return True
 
     def release(self, lease: Lease, *, committed: bool = False) -> None:
-        if lease.lost or not self.still_owned(lease):
+        if not self.valid(lease):
             return
         lease.state = COMMITTED if committed else RELEASED
         lease.expires_at = 0.0

@@ -7,6 +7,7 @@ create-if-absent, get, list, overwrite and delete are the only operations the co
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -81,7 +82,9 @@ def open_store(url: str, storage_options: dict[str, str] | None = None):
 
 
 class Store:
-    """Keys are relative to `<lake>/_sila/`."""
+    """Keys are relative to `<lake>/_sila/`. `Store.requests` counts calls per kind (benchmarks)."""
+
+    requests: Counter[str] = Counter()
 
     def __init__(self, lake_uri: str, storage_options: dict[str, str] | None = None) -> None:
         if is_remote(lake_uri):
@@ -101,6 +104,7 @@ class Store:
 
     def create(self, key: str, data: bytes) -> bool:
         """Write `key` only if absent. True when this call created it."""
+        Store.requests["put"] += 1
         try:
             obstore.put(self._store, key, data, mode="create")
             return True
@@ -113,9 +117,11 @@ class Store:
 
     def put(self, key: str, data: bytes) -> None:
         """Write `key` whole (an object appears complete or not at all)."""
+        Store.requests["put"] += 1
         obstore.put(self._store, key, data)
 
     def get(self, key: str) -> bytes | None:
+        Store.requests["get"] += 1
         try:
             return bytes(obstore.get(self._store, key).bytes())
         except FileNotFoundError:
@@ -124,6 +130,7 @@ class Store:
             return None
 
     def list(self, prefix: str) -> list[Entry]:
+        Store.requests["list"] += 1
         out: list[Entry] = []
         for chunk in obstore.list(self._store, prefix=prefix.rstrip("/") + "/" if prefix else None):
             for m in chunk:
@@ -131,6 +138,7 @@ class Store:
         return out
 
     def delete(self, key: str) -> None:
+        Store.requests["delete"] += 1
         try:
             obstore.delete(self._store, key)
         except (FileNotFoundError, obstore.exceptions.NotFoundError):

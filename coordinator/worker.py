@@ -201,7 +201,8 @@ class FragmentWorker:
     def _committed(self, committed: list[Finished], skipped: list[Finished]) -> None:
         for f in committed + skipped:
             self.heartbeat.drop(f.lease) if f.lease else None
-            self.checkpoints.clear(f.ref.key)
+            if f.lease is None or f.lease.gen > 1 or f.lease.segments_done:  # else none were written
+                self.checkpoints.clear(f.ref.key)
         self.report({
             "fragments_done": len(committed), "fragments_skipped": len(skipped), "commits": 1 if committed else 0,
             "rows": sum(f.rows for f in committed), "row_errors": sum(f.errors for f in committed),

@@ -1,0 +1,108 @@
+"""A tiny OpenAI chat-completions client (what vLLM and most model servers speak)."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from sila.coordinator.endpoint_process import EndpointError
+
+log = logging.getLogger(__name__)
+
+
+def image_part(data: bytes, mime: str = "image/jpeg") -> dict[str, Any]:
+    """A chat content part carrying an image inline, as OpenAI-compatible servers accept."""
+    b64 = base64.b64encode(data).decode()
+    return {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{b64}"}}
+
+
+class OpenAIClient:
+    """Minimal OpenAI chat-completions client with retries on connection errors, 429 and 5xx."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout_s: float = 120.0,
+        retries: int = 4,
+        backoff_s: float = 0.5,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.session = requests.Session()
+        if urlsplit(self.base_url).hostname in ("127.0.0.1", "localhost", "::1"):
+            self.session.trust_env = False  # node-local: never through an HTTP proxy
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+        self.session.headers["Authorization"] = f"Bearer {key}"
+        self._models: list[str] | None = None
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        url = f"{self.base_url}{path}"
+        for attempt in range(self.retries + 1):
+            try:
+                r = self.session.request(method, url, json=body, timeout=self.timeout_s)
+            except requests.RequestException as e:
+                problem = f"{type(e).__name__}: {e}"
+            else:
+                if r.status_code < 400:
+                    return r.json()
+                problem = f"HTTP {r.status_code}: {_error_message(r)}"
+                if r.status_code != 429 and r.status_code < 500:
+                    raise EndpointError(f"{method} {url} failed: {problem}")
+            if attempt < self.retries:
+                log.warning(
+                    "%s %s: %s (retry %d/%d)", method, url, problem, attempt + 1, self.retries
+                )
+                time.sleep(self.backoff_s * 2**attempt)
+        raise EndpointError(
+            f"{method} {url} failed after {self.retries + 1} attempts: {problem}; "
+            "is the endpoint running (`sila endpoint ls`)?"
+        )
+
+    def models(self) -> list[str]:
+        self._models = [m["id"] for m in self._request("GET", "/models")["data"]]
+        return self._models
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        model: str | None = None,
+        temperature: float = 0.0,
+        response_format: dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        **extra: Any,
+    ) -> str:
+        """The assistant's reply text. `model` defaults to the server's first model."""
+        if model is None:
+            model = (self._models or self.models() or [None])[0]
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "temperature": temperature,
+            **extra,
+        }
+        if response_format is not None:
+            body["response_format"] = response_format
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        out = self._request("POST", "/chat/completions", body)
+        try:
+            return out["choices"][0]["message"]["content"] or ""
+        except (KeyError, IndexError, TypeError) as e:
+            raise EndpointError(
+                f"malformed chat completion from {self.base_url}: {out!r:.300}"
+            ) from e
+
+
+def _error_message(r: requests.Response) -> str:
+    try:
+        return str(r.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return r.text[:300]
