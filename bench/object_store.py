@@ -5,10 +5,7 @@ requests the S3 server saw, Lance's included)."""
 
 from __future__ import annotations
 
-from bench._util import report  # first: sets LANCE_LOG
-
 import argparse  # noqa: E402
-import os  # noqa: E402
 import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -21,11 +18,12 @@ from pathlib import Path  # noqa: E402
 import lance  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
-
-import sila  # noqa: E402
 from sila.coordinator.discovery import split_fragments  # noqa: E402
 from sila.coordinator.leases import LeaseStore  # noqa: E402
 from sila.coordinator.store import Store  # noqa: E402
+
+import sila  # noqa: E402
+from bench._util import report  # first: sets LANCE_LOG
 
 STAGE = """
 import pyarrow as pa, pyarrow.compute as pc

@@ -15,6 +15,10 @@ from sila.lake import Lake, default_lake_uri
 app = typer.Typer(help="SILA: curate raw media into training-ready samples in one wide Lance table.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
+from sila.cli.endpoint import endpoint_app  # noqa: E402
+
+app.add_typer(endpoint_app, name="endpoint")
+
 LakeOpt = Annotated[str, typer.Option("--lake", "-l", help="lake directory or URI (default $SILA_LAKE, else ./lake)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 StorageOpt = Annotated[list[str] | None, typer.Option("--storage-option", help="KEY=VALUE for object stores")]

@@ -137,6 +137,11 @@ class EndpointProcess:
         """Launch the server (no wait: see `wait_healthy`)."""
         if self.alive():
             return
+        if _listening(self.port):  # else /health could answer for someone else's server
+            raise EndpointError(
+                f"endpoint '{self.spec.name}': port {self.port} is already in use on this node; "
+                "stop whatever listens there or choose another port"
+            )
         cmd = self.command()
         self.starts += 1
         with open(self.log_path, "a") as logf:
@@ -251,8 +256,20 @@ class EndpointProcess:
         self.proc.wait()
         self.proc = None
         if self.guard_pid is not None:
-            _signal(None, {self.guard_pid}, signal.SIGKILL)
+            try:  # only if that pid is still our guard, not a process that reused it
+                if psutil.Process(self.guard_pid).cmdline()[1:3] == ["-c", _GUARD]:
+                    os.kill(self.guard_pid, signal.SIGKILL)
+            except (psutil.Error, OSError):
+                pass
             self.guard_pid = None
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def _signal(pgid: int | None, pids: set[int], sig: int) -> None:

@@ -2,7 +2,7 @@
 actor, and a small OpenAI chat-completions client that stages use to talk to it.
 
     spec = EndpointSpec(name="captioner", gpus=1,
-                        command=["vllm", "serve", "Qwen/Qwen3-VL-8B", "--port", "{port}"])
+                        command=["vllm", "serve", "Qwen/Qwen3-VL-8B-Instruct", "--port", "{port}"])
     ensure_node_endpoints(spec)                  # driver: one EndpointActor per node
     url = endpoint_url_for_current_node(spec)    # worker: this node's http://127.0.0.1:PORT/v1
     OpenAIClient(url).chat([{"role": "user", "content": "hi"}])
@@ -151,7 +151,8 @@ class EndpointActor:
                     failures, backoff = 0, 1.0
                     continue
                 except EndpointError as e:
-                    log.error("%s", e)
+                    if not self._stopping.is_set():
+                        log.error("%s", e)
             if self._stopping.wait(backoff):  # a crash loop: back off, outside the lock
                 return
             backoff = min(backoff * 2, 60.0)
@@ -237,8 +238,9 @@ def endpoint_url_for_current_node(spec: EndpointSpec) -> str:
         actor = ray.get_actor(spec.actor_name(node_id), namespace=NAMESPACE)
     except ValueError as e:
         raise EndpointError(
-            f"no endpoint '{spec.name}' on node {node_id[:8]}; the driver must "
-            "call ensure_node_endpoints(spec) before workers start"
+            f"no endpoint '{spec.name}' on node {node_id[:8]}: the driver must call "
+            "ensure_node_endpoints(spec) before workers start, and only nodes with "
+            f"{spec.gpus:g} GPU(s) get one (schedule the workers that call it there)"
         ) from e
     return _ray_get(actor.start.remote(), f"endpoint '{spec.name}' on node {node_id[:8]}")
 

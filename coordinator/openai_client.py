@@ -22,7 +22,8 @@ def image_part(data: bytes, mime: str = "image/jpeg") -> dict[str, Any]:
 
 
 class OpenAIClient:
-    """Minimal OpenAI chat-completions client with retries on connection errors, 429 and 5xx."""
+    """Minimal OpenAI chat-completions client with retries on connection errors, 429 and 5xx
+    (4xx fail at once, with the server's message). One per thread: it keeps a connection pool."""
 
     def __init__(
         self,
@@ -52,7 +53,10 @@ class OpenAIClient:
                 problem = f"{type(e).__name__}: {e}"
             else:
                 if r.status_code < 400:
-                    return r.json()
+                    try:
+                        return r.json()
+                    except ValueError as e:
+                        raise EndpointError(f"{method} {url}: answer is not JSON: {e}") from e
                 problem = f"HTTP {r.status_code}: {_error_message(r)}"
                 if r.status_code != 429 and r.status_code < 500:
                     raise EndpointError(f"{method} {url} failed: {problem}")
@@ -70,7 +74,7 @@ class OpenAIClient:
         self._models = [m["id"] for m in self._request("GET", "/models")["data"]]
         return self._models
 
-    def chat(
+    def complete(
         self,
         messages: list[dict[str, Any]],
         model: str | None = None,
@@ -78,21 +82,27 @@ class OpenAIClient:
         response_format: dict[str, Any] | None = None,
         max_tokens: int | None = None,
         **extra: Any,
-    ) -> str:
-        """The assistant's reply text. `model` defaults to the server's first model."""
+    ) -> dict[str, Any]:
+        """The whole `chat.completion` response (choices, usage...). `model` defaults to the
+        server's first model; `extra` goes into the request body as is (e.g. `seed`)."""
         if model is None:
             model = (self._models or self.models() or [None])[0]
-        body: dict[str, Any] = {
-            "model": model,
-            "messages": messages,
-            "temperature": temperature,
-            **extra,
-        }
+        body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
         if response_format is not None:
             body["response_format"] = response_format
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
-        out = self._request("POST", "/chat/completions", body)
+        return self._request("POST", "/chat/completions", {**body, **extra})
+
+    def chat(self, messages: list[dict[str, Any]], model: str | None = None, **kwargs: Any) -> str:
+        """The assistant's reply text; the options are `complete`'s.
+
+        Example::
+
+            client.chat([{"role": "user", "content": [
+                {"type": "text", "text": "Caption this frame."}, image_part(jpeg_bytes)]}])
+        """
+        out = self.complete(messages, model, **kwargs)
         try:
             return out["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError) as e:
@@ -102,7 +112,9 @@ class OpenAIClient:
 
 
 def _error_message(r: requests.Response) -> str:
+    """OpenAI nests the message under "error"; vLLM (some versions) puts it at the top."""
     try:
-        return str(r.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
+        body = r.json()
+        return str((body.get("error") or body)["message"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         return r.text[:300]

@@ -34,6 +34,9 @@ def init_ray(address: str | None) -> dict:
     if ray.is_initialized():
         return ray.cluster_resources()
     address = address or os.environ.get("RAY_ADDRESS")
+    if address and address != "auto" and not _reachable(address):
+        raise SilaError(f"no Ray cluster answers at {address}; start one with `ray start --head` "
+                        "or leave --address unset to run a local one")
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
     try:
         if address:
@@ -47,6 +50,17 @@ def init_ray(address: str | None) -> dict:
         raise SilaError(f"cannot join the Ray cluster at {address}: {e}; start one with `ray start --head` "
                         "or leave --address unset to run a local one") from e
     return ray.cluster_resources()
+
+
+def _reachable(address: str) -> bool:
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def steps_of(cls: type[Stage]) -> list[str]:
@@ -92,6 +106,10 @@ class StepActor:
         self.stage = from_portable(portable)(**conf)
         self.step = step
         ctx.step = step
+        if self.stage.endpoint is not None and ctx.endpoint_url is None:
+            from sila.coordinator.endpoints import endpoint_url_for_current_node
+
+            ctx.endpoint_url = endpoint_url_for_current_node(self.stage.endpoint)  # this node's server
         self.stage.setup(ctx)
         self.blobs = BlobMaterializer(Lake(ctx.lake_uri, storage_options=ctx.storage_options))
         self.busy = 0.0
@@ -238,10 +256,20 @@ def run_ray(lake, portable, cls: type[Stage], conf: dict, opts: WorkerOptions, w
 
     cluster = init_ray(address)
     plan = plan_pools(cls, cluster)
+    if cls.endpoint is not None and not opts.endpoint_url:
+        from sila.coordinator.endpoints import ensure_node_endpoints
+
+        job.metrics["endpoints"] = ensure_node_endpoints(cls.endpoint)  # one server per node
     pools: dict[str, Pool] = {}
+    cpus = float(cluster.get("CPU", 1))
     for step, r in plan.items():
+        # Ray pins OMP threads to num_cpus (a fraction rounds to 1): let the compute actors share
+        # every core (pre/post pools are mostly idle in between), or a 2-core box computes on one.
+        threads = max(1, int(cpus // (r.workers or 1))) if step == "compute" else max(1, int(r.cpus))
+        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         # max_concurrency=2: `stats` answers while `run` works (the pool never sends two runs)
         actor_cls = ray.remote(StepActor).options(num_cpus=r.cpus, num_gpus=r.gpus or 0, max_concurrency=2,
+                                                   runtime_env={"env_vars": env},
                                                    memory=int(r.memory_gb * 2**30) if r.memory_gb else None)
         ctx = StageContext(lake.uri, lake.storage_options, opts.endpoint_url, f"ray-{step}", opts.allow_random_weights)
 
@@ -252,8 +280,8 @@ def run_ray(lake, portable, cls: type[Stage], conf: dict, opts: WorkerOptions, w
         pools[step].stage_cls = cls
     # Fragments in flight: enough to keep every actor fed, bounded so memory stays flat.
     concurrency = workers if workers > 1 else sum(r.workers or 1 for r in plan.values()) + 1
-    job.metrics = {"cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
-                   "fragments_in_flight": concurrency}
+    job.metrics.update({"cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
+                        "fragments_in_flight": concurrency})
     stop = threading.Event()
 
     def publish() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import contextmanager
 from typing import Any
 
 from sila.coordinator.columns import prepare_columns
@@ -59,7 +60,8 @@ def run_stage(lake, spec, *, executor: str = "auto", workers: int = 1, where: st
             last_write[0] = time.monotonic()
 
     try:
-        with view:
+        with view, _local_endpoint(cls, opts, executor) as url:
+            opts.endpoint_url = url
             if executor == "inline" and workers <= 1:
                 FragmentWorker(lake, stage, opts, report).run()
             elif executor in ("inline", "processes"):  # N fragment workers, one process each
@@ -98,3 +100,23 @@ def _rollback_columns(lake, cls) -> None:
         ds.drop_columns(names)
     except (OSError, ValueError) as e:
         log.warning("could not remove the columns of failed stage %s: %s", cls.name, e)
+
+
+@contextmanager
+def _local_endpoint(cls, opts: WorkerOptions, executor: str):
+    """Off Ray, a stage's endpoint runs on this machine for the job's duration."""
+    if cls.endpoint is None or opts.endpoint_url or executor == "ray":
+        yield opts.endpoint_url
+        return
+    import tempfile
+
+    from sila.coordinator.endpoint_process import EndpointProcess
+
+    with tempfile.TemporaryDirectory(prefix="sila-endpoint-") as logs:
+        proc = EndpointProcess(cls.endpoint, logs)
+        proc.start()
+        try:
+            proc.wait_healthy(cls.endpoint.startup_timeout_s)
+            yield proc.url
+        finally:
+            proc.stop()

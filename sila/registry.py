@@ -120,6 +120,13 @@ def portable_spec(spec, cls: type[Stage]) -> object:
         return spec
     import ray.cloudpickle as cloudpickle
 
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None) or ""
+    if module is not None and cls.__module__ != "__main__" and "site-packages" not in path \
+            and not cls.__module__.startswith("sila."):
+        # a user's own module (a notebook's helper file, a test): ship its code, since workers
+        # elsewhere cannot import it by name
+        cloudpickle.register_pickle_by_value(module)
     return cloudpickle.dumps(cls)
 
 
