@@ -40,7 +40,10 @@ def run_stage(lake, spec, *, executor: str = "auto", workers: int = 1, where: st
         raise SilaError(f"unknown run option(s) {sorted(unknown)}; known: {sorted(_OPTION_KEYS)}")
     executor = choose_executor(executor, workers, address)
     cls = resolve(spec)
-    conf = stage_settings(load_recipe(recipe), cls.name, settings)
+    recipe_doc = load_recipe(recipe)
+    for k, v in recipe_doc.get("storage", {}).items():  # the recipe's [storage]; explicit options win
+        lake.storage_options.setdefault(k, str(v))
+    conf = stage_settings(recipe_doc, cls.name, settings)
     stage = cls(**conf)  # validates settings before anything is written
     ds, _reset = prepare_columns(lake, cls, recompute=recompute)
     _, pending = split_fragments(ds, cls.name)

@@ -29,9 +29,12 @@ def table_status(ds, name: str) -> dict:
     rows = sum(f.count_rows() for f in frags)
     stages: dict[str, dict] = {}
     fields_by_stage: dict[str, list] = {}
+    names = set(ds.schema.names)
     for f in ds.schema:
         o = owner(f)
-        if o and o != "ingest":
+        # a stage's progress shows on the table it runs on (the one holding its error column),
+        # not on the child rows an explode stage created
+        if o and o != "ingest" and f"{o}_error" in names:
             fields_by_stage.setdefault(o, []).append(f)
     for stage, fields in fields_by_stage.items():
         done, pending = split_fragments(ds, stage)

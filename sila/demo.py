@@ -51,6 +51,7 @@ def run_demo(lake_uri: str, *, media_dir: str | None = None, quiet: bool = False
     for cmd in (
         f"sila status --lake {lake.uri}",
         f"sila sql \"select filename, media_kind, duration_s, ingest_error from sources\" --lake {lake.uri}",
+        f"sila sql \"select id, start_s, end_s, video_width, video_height, crop_box from clips\" --lake {lake.uri}",
         f"sila run thumbnail --lake {lake.uri}        # nothing to do: every row has its outputs",
         "sila stages",
     ):

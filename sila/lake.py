@@ -39,7 +39,10 @@ class Lake:
         if not is_remote(uri):
             uri = os.path.abspath(local_path(uri))
         self.uri = uri.rstrip("/")
-        self.storage_options = {**env_storage_options(self.uri), **(storage_options or {})}
+        from sila.recipe import load_recipe  # $SILA_RECIPE's [storage] section, if any
+
+        recipe_opts = {k: str(v) for k, v in load_recipe(None).get("storage", {}).items()}
+        self.storage_options = {**env_storage_options(self.uri), **recipe_opts, **(storage_options or {})}
         self._store: Store | None = None
 
     def __repr__(self) -> str:

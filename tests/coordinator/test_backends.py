@@ -183,3 +183,18 @@ def test_ingest_from_and_into_object_storage(s3_server, corpus):
         columns=["filename", "uri", "thumbnail", "thumbnail_error"]).to_pylist()}
     assert rows["multishot_a.mp4"]["uri"] == f"s3://{src}/raw/multishot_a.mp4"
     assert rows["multishot_a.mp4"]["thumbnail"][:2] == b"\xff\xd8" and job["progress"]["row_errors"] == 1
+
+
+def test_recipe_storage_section_reaches_every_part(tmp_path, s3_server, stage):
+    bucket = s3_server.bucket()
+    recipe = tmp_path / "s3lake.toml"
+    recipe.write_text("[storage]\n" + "".join(f'{k} = "{v}"\n' for k, v in s3_server.options.items()))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"SILA_RECIPE": str(recipe)}
+    lake = sila.Lake(f"s3://{bucket}/lake", storage_options=s3_server.options).init()
+    make_numbers(lake, 2, 10)
+    res = subprocess.run([str(BIN / "sila"), "run", stage, "--lake", lake.uri, "--json"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([str(BIN / "sila"), "sql", "select count(*) as n from nums where p is not null",
+                          "--lake", lake.uri, "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert json.loads(res.stdout)["rows"] == [{"n": 20}]
