@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     import torch
-    from sila.stages.split import load_transnet, predict_stream
+    from sila.stages.transnetv2 import load_transnet, predict_stream
 
     import sila
 

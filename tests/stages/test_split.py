@@ -12,13 +12,11 @@ import torch
 from sila.stages.split import (
     CHILD_FIELDS,
     Clip,
-    FrameStream,
     clips_from_shots,
     fixed_stride_clips,
-    load_transnet,
-    predict_stream,
     shots_from_predictions,
 )
+from sila.stages.transnetv2 import FrameStream, load_transnet, predict_stream
 
 import sila
 from sila.errors import SilaError
