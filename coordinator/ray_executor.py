@@ -64,22 +64,28 @@ def _reachable(address: str) -> bool:
 
 
 def steps_of(cls: type[Stage]) -> list[str]:
-    """Steps the stage really implements (an identity step needs no pool or round trip)."""
-    return [s for s in STEPS if s == "compute" or getattr(cls, s) is not getattr(Stage, s)]
+    """Pools the stage needs: one per step it implements (an identity step needs no pool), or a
+    single fused "all" pool when its steps ask for the same CPU-only resources: then separate
+    pools would only add object-store round trips (Ray Data fuses such operators too)."""
+    steps = [s for s in STEPS if s == "compute" or getattr(cls, s) is not getattr(Stage, s)]
+    res = {getattr(cls, f"{s}_resources") for s in steps}
+    if len(steps) > 1 and len(res) == 1 and not next(iter(res)).gpus:
+        return ["all"]
+    return steps
 
 
 def plan_pools(cls: type[Stage], cluster: dict) -> dict[str, Resources]:
     """Worker count and resources per pool, never demanding more than the cluster has."""
     cpus, gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
     steps = steps_of(cls)
-    res = {s: getattr(cls, f"{s}_resources") for s in steps}
+    res = {s: getattr(cls, f"{'compute' if s == 'all' else s}_resources") for s in steps}
     counts: dict[str, int] = {}
     for s, r in res.items():
         if r.workers:
             counts[s] = r.workers
         elif r.gpus:
             counts[s] = max(1, int(gpus // r.gpus)) if gpus else 1
-        elif s == "compute":
+        elif s in ("compute", "all"):
             counts[s] = max(1, int((cpus - (len(steps) - 1)) // max(r.cpus, 1e-3)))
         else:
             counts[s] = 1
@@ -122,6 +128,8 @@ class StepActor:
         try:
             if plan is not None:
                 payload = materialize(plan, part, self.blobs)
+            if self.step == "all":
+                return self.stage.postprocess(self.stage.compute(self.stage.preprocess(payload)))
             return getattr(self.stage, self.step)(payload)
         finally:
             self.blobs.trim()
@@ -211,6 +219,7 @@ class RayRunner:
 
     def __init__(self, pools: dict[str, Pool]) -> None:
         self.pools = pools
+        self.main = pools.get("compute") or pools["all"]  # has the model: runs the isolation path
 
     def start(self) -> None:  # the actors ran setup() when they were created
         pass
@@ -224,23 +233,22 @@ class RayRunner:
         n = part.num_rows
         try:
             payload, first = None, True
-            for step in STEPS:
+            for step in ("all", *STEPS):
                 if step in self.pools:
                     args = (None, plan, part) if first else (payload, None, None)
                     payload = self.pools[step].call("run", *args, rows=n)
                     first = False
-            stage = self.pools["compute"].stage_cls
-            return _conform(stage, payload, n)
+            return _conform(self.main.stage_cls, payload, n)
         except Exception as e:  # noqa: BLE001 - contract errors re-raise from isolate
-            if isinstance(e, self.pools["compute"]._ray.exceptions.RayActorError):
-                return _dead_rows(self.pools["compute"].stage_cls, n, str(e))
+            if isinstance(e, self.main._ray.exceptions.RayActorError):
+                return _dead_rows(self.main.stage_cls, n, str(e))
             from sila.errors import ContractError
 
             if isinstance(e, ContractError):
                 raise
             try:
-                return self.pools["compute"].call("isolate", plan, part, rows=0)
-            except self.pools["compute"]._ray.exceptions.RayTaskError as te:
+                return self.main.call("isolate", plan, part, rows=0)
+            except self.main._ray.exceptions.RayTaskError as te:
                 raise te.as_instanceof_cause() from None
 
 
@@ -265,7 +273,7 @@ def run_ray(lake, portable, cls: type[Stage], conf: dict, opts: WorkerOptions, w
     for step, r in plan.items():
         # Ray pins OMP threads to num_cpus (a fraction rounds to 1): let the compute actors share
         # every core (pre/post pools are mostly idle in between), or a 2-core box computes on one.
-        threads = max(1, int(cpus // (r.workers or 1))) if step == "compute" else max(1, int(r.cpus))
+        threads = max(1, int(cpus // (r.workers or 1))) if step in ("compute", "all") else max(1, int(r.cpus))
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         # max_concurrency=2: `stats` answers while `run` works (the pool never sends two runs)
         actor_cls = ray.remote(StepActor).options(num_cpus=r.cpus, num_gpus=r.gpus or 0, max_concurrency=2,

@@ -52,7 +52,7 @@ def run_stage(lake, spec, *, executor: str = "auto", workers: int = 1, where: st
     jobs = JobLog(lake.store)
     jobs.write(job)
     opts = WorkerOptions(job=job.job, where=where, retry_errors=retry_errors, workers=workers, **options)
-    view = ProgressView(job, enabled=progress)
+    view = ProgressView(job, enabled=progress and (job.progress.fragments_total > 0 or retry_errors))
     last_write = [time.monotonic()]
 
     def report(event: dict) -> None:

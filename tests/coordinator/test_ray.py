@@ -32,6 +32,8 @@ class Three(Stage):
     name = "three"; table = "nums"; inputs = ["x"]; version = "1"
     outputs = [pa.field("z", pa.float64())]
     segment_rows = 50
+    preprocess_resources = Resources(cpus=0.5)   # different resources: three separate pools
+    postprocess_resources = Resources(cpus=0.5)
 
     def preprocess(self, batch):
         mark = MARKS / f"pending-{uuid.uuid4().hex}"
@@ -155,6 +157,20 @@ def test_a_segment_that_keeps_killing_workers_gets_row_errors(tmp_path, ray_env)
     bad = [r for r in t if r["dies_error"]]
     assert len(bad) == 20 and all("worker died" in r["dies_error"] for r in bad)  # x in [0, 20)
     assert all(r["w"] == r["x"] + 0.5 for r in t if not r["dies_error"])
+
+
+def test_steps_with_equal_cpu_resources_fuse_into_one_pool():
+    class Light(sila.Stage):
+        name = "light"
+        table = "nums"
+        inputs = ["x"]
+        outputs = [pa.field("l", pa.float32())]
+
+        def preprocess(self, batch):
+            return batch
+
+    plan = plan_pools(Light, {"CPU": 2.0})
+    assert list(plan) == ["all"] and plan["all"].workers == 2 and plan["all"].cpus == 1  # one per core
 
 
 def test_pool_plan_fits_the_cluster():
