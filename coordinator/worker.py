@@ -200,7 +200,8 @@ class FragmentWorker:
 
     def _committed(self, committed: list[Finished], skipped: list[Finished]) -> None:
         for f in committed + skipped:
-            self.heartbeat.drop(f.lease) if f.lease else None
+            if f.lease:
+                self.heartbeat.drop(f.lease)
             if f.lease is None or f.lease.gen > 1 or f.lease.segments_done:  # else none were written
                 self.checkpoints.clear(f.ref.key)
         self.report({

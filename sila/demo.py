@@ -8,6 +8,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from sila.errors import SilaError
 from sila.lake import Lake
 from sila.recipe import load_recipe
 from sila.registry import registered
@@ -27,14 +28,17 @@ def run_demo(lake_uri: str, *, media_dir: str | None = None, quiet: bool = False
     console.print(f"    added {rep.added}, already present {rep.present}, failed {rep.failed}")
     for f in rep.failures:
         console.print(f"    [yellow]expected failure[/] {os.path.basename(f['path'])}: {f['error']}")
-    recipe = load_recipe("demo")
+    try:
+        recipe, recipe_name = load_recipe("demo"), "demo"
+    except SilaError:  # installed without the repo's datasets/: the same pipeline, default settings
+        recipe, recipe_name = {"pipeline": {"stages": ["thumbnail", "split", "transcode"]}}, None
     available = registered()
     jobs = {}
     names = [s for s in recipe.get("pipeline", {}).get("stages", []) if s in available]
     console.print(f"[bold]3/3[/] running stages: {', '.join(names)}")
     for name in names:
         t = time.monotonic()
-        job = lake.run(name, recipe="demo", progress=not quiet)
+        job = lake.run(name, recipe=recipe_name, progress=not quiet)
         p = job["progress"]
         jobs[name] = {**p, "seconds": round(time.monotonic() - t, 2)}
         console.print(f"    {name}: {p['rows']} rows, {p['row_errors']} row errors, "

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import lance
@@ -161,17 +161,3 @@ class Lake:
             return con.sql(query).to_arrow_table()
         except duckdb.Error as e:
             raise LakeError(f"SQL failed: {e}") from e
-
-    def stages_on(self, table: str) -> Iterable[str]:
-        from sila.schema import owner
-
-        seen: list[str] = []
-        for f in self.table(table).schema:
-            o = owner(f)
-            if o and o not in seen:
-                seen.append(o)
-        return seen
-
-
-def _is_blob_type(f: pa.Field) -> bool:
-    return "blob" in str(f.type).lower() or (f.metadata or {}).get(b"lance-encoding:blob") == b"true"
