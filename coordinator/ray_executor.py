@@ -287,9 +287,11 @@ def run_ray(lake, portable, cls: type[Stage], conf: dict, opts: WorkerOptions, w
         pools[step] = Pool(step, r, make)
         pools[step].stage_cls = cls
     # Fragments in flight: enough to keep every actor fed, bounded so memory stays flat.
-    concurrency = workers if workers > 1 else sum(r.workers or 1 for r in plan.values()) + 1
+    actors = sum(r.workers or 1 for r in plan.values())
+    concurrency = workers if workers > 1 else actors + 1
+    segments = 2 * actors  # segments in flight across fragments: every actor busy, one queued each
     job.metrics.update({"cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
-                        "fragments_in_flight": concurrency})
+                        "fragments_in_flight": concurrency, "segments_in_flight": segments})
     stop = threading.Event()
 
     def publish() -> None:
@@ -302,7 +304,8 @@ def run_ray(lake, portable, cls: type[Stage], conf: dict, opts: WorkerOptions, w
 
     threading.Thread(target=publish, daemon=True).start()
     try:
-        FragmentWorker(lake, cls(**conf), opts, report, runner=RayRunner(pools), concurrency=concurrency).run()
+        FragmentWorker(lake, cls(**conf), opts, report, runner=RayRunner(pools), concurrency=concurrency,
+                       segment_concurrency=segments).run()
     finally:
         stop.set()
         try:

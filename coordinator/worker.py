@@ -83,7 +83,7 @@ class FragmentWorker:
     `concurrency` fragments may be in flight at once (the Ray executor uses both)."""
 
     def __init__(self, lake: Lake, stage: Stage, opts: WorkerOptions, report: Callable[[dict], None],
-                 runner=None, concurrency: int = 1):
+                 runner=None, concurrency: int = 1, segment_concurrency: int = 1):
         self.lake, self.stage, self.opts, self.report = lake, stage, opts, report
         cls = type(stage)
         self.table, self.name = cls.table, cls.name
@@ -100,6 +100,10 @@ class FragmentWorker:
         self.ok_rows = 0
         self.unexpected = 0
         self.concurrency = max(1, concurrency)
+        # Segments of one fragment computed at once (Ray: keeps every actor busy on the last
+        # fragment too). Their number across all fragments is bounded by this pool's size.
+        self.segment_pool = (ThreadPoolExecutor(segment_concurrency, "sila-segment")
+                             if segment_concurrency > 1 else None)
         self.runner = runner or LocalRunner(lake, stage, StageContext(
             lake.uri, lake.storage_options, opts.endpoint_url, self.owner, opts.allow_random_weights))
         self._lock = threading.Lock()
@@ -114,6 +118,8 @@ class FragmentWorker:
         finally:
             self.heartbeat.stop()
             self.runner.close()
+            if self.segment_pool is not None:
+                self.segment_pool.shutdown(wait=True, cancel_futures=True)
             for lease in list(self.heartbeat.held.values()):  # abandoned on error: free them now
                 if lease.state != COMMITTED:
                     self.leases.release(lease)
@@ -222,28 +228,43 @@ class FragmentWorker:
         results: list[SegmentResult] = []
         plan = InputPlan.of(cls, ds.schema)
         at_stake = 0.0  # compute seconds since the last durable point
-        for i, (a, b) in enumerate(bounds):
-            if lease.lost:
-                raise LeaseLost(ref.key)
-            cached = self.checkpoints.load(ref.key, i, sig) if i in saved else None
-            if cached is not None:
-                results.append(SegmentResult(cached[0], cached[1]))
-                self.report({"segments_reused": 1})
-                continue
-            t0 = time.perf_counter()
-            res = self.runner(plan, segment_part(sel, a, b))
-            at_stake += time.perf_counter() - t0
-            self._watch_for_bugs(res, b - a)
-            fault_point("before_checkpoint")
-            if i < len(bounds) - 1 and at_stake >= self.opts.checkpoint_min_s:
-                self.checkpoints.save(ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children)
-                lease.segments_done, at_stake = i + 1, 0.0
-                fault_point("after_checkpoint")
-            results.append(res)
-            self.report({"segments_computed": 1})
+        ahead: dict[int, Future] = {}
+        if self.segment_pool is not None:  # submit the uncached segments now, consume in order
+            for i, (a, b) in enumerate(bounds):
+                if i not in saved:
+                    ahead[i] = self.segment_pool.submit(self._timed, plan, segment_part(sel, a, b))
+        try:
+            for i, (a, b) in enumerate(bounds):
+                if lease.lost:
+                    raise LeaseLost(ref.key)
+                cached = self.checkpoints.load(ref.key, i, sig) if i in saved else None
+                if cached is not None:
+                    results.append(SegmentResult(cached[0], cached[1]))
+                    self.report({"segments_reused": 1})
+                    continue
+                if i in ahead:
+                    res, took = ahead.pop(i).result()
+                else:
+                    res, took = self._timed(plan, segment_part(sel, a, b))
+                at_stake += took
+                self._watch_for_bugs(res, b - a)
+                fault_point("before_checkpoint")
+                if i < len(bounds) - 1 and at_stake >= self.opts.checkpoint_min_s:
+                    self.checkpoints.save(ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children)
+                    lease.segments_done, at_stake = i + 1, 0.0
+                    fault_point("after_checkpoint")
+                results.append(res)
+                self.report({"segments_computed": 1})
+        finally:
+            for fut in ahead.values():
+                fut.cancel()
         if lease.lost:
             raise LeaseLost(ref.key)
         return self._finish(ds, ref, lease, sel.offsets, results)
+
+    def _timed(self, plan: InputPlan, part: pa.RecordBatch) -> tuple[SegmentResult, float]:
+        t0 = time.perf_counter()
+        return self.runner(plan, part), time.perf_counter() - t0
 
     def _finish(self, ds, ref: FragmentRef, lease, offsets: np.ndarray, results: list[SegmentResult]) -> Finished:
         cls = type(self.stage)
