@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -98,6 +99,9 @@ def content_id(path: str) -> tuple[str, int]:
 def _describe(path: str) -> dict:
     row: dict = {"uri": path, "filename": os.path.basename(path)}
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
+            raise OSError(0, "not a regular file (a pipe, socket or device)")
         row["id"], row["size_bytes"] = content_id(path)
     except OSError as e:
         row["id"] = "unreadable-" + hashlib.blake2b(path.encode(), digest_size=12).hexdigest()

@@ -94,3 +94,13 @@ def test_reference_mode_keeps_a_path(lake, corpus):
     thumbs = lake.table("sources").to_table(columns=["thumbnail"])
     assert thumbs["thumbnail"][0].as_py()[:2] == b"\xff\xd8"
     assert pc.sum(pc.is_null(thumbs["thumbnail"])).as_py() == 0
+
+
+def test_pipes_and_broken_links_do_not_hang_ingest(lake, tmp_path):
+    d = tmp_path / "odd"
+    d.mkdir()
+    os.mkfifo(d / "pipe.mp4")  # opening it for reading would block forever
+    (d / "broken.mp4").symlink_to(d / "nowhere")
+    rep = lake.ingest([d])
+    errors = {os.path.basename(f["path"]): f["error"] for f in rep.failures}
+    assert "not a regular file" in errors["pipe.mp4"] and "unreadable" in errors["broken.mp4"]
