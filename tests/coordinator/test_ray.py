@@ -215,4 +215,4 @@ def test_killed_ray_driver_leaves_no_processes(tmp_path, ray_env):
     os.kill(p.pid, signal.SIGKILL)
     p.wait()
     gone, alive = psutil.wait_procs(tree, timeout=20)
-    assert not alive, f"left behind: {[a.cmdline()[:1] for a in alive]}"
+    assert not alive, f"left behind: {[' '.join(a.cmdline()) for a in alive]}"
