@@ -36,8 +36,20 @@ class Score(Stage):
 
 def sila_run(lake: str, stage: Path, *extra: str) -> tuple[float, dict]:
     t0 = time.perf_counter()
-    out = subprocess.run([str(Path(sys.executable).parent / "sila"), "run", f"{stage}:Score", "--lake", lake,
-                          "--json", *extra], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "sila"),
+            "run",
+            f"{stage}:Score",
+            "--lake",
+            lake,
+            "--json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return time.perf_counter() - t0, json.loads(out)
 
 
@@ -58,8 +70,11 @@ def main(argv: list[str]) -> int:
         stage = Path(d) / "score_stage.py"
         stage.write_text(STAGE)
         base = f"{d}/base/nums.lance"
-        lance.write_dataset(pa.table({"id": np.arange(n).astype(str), "x": np.arange(n, dtype=np.float64)}),
-                            base, max_rows_per_file=a.rows)
+        lance.write_dataset(
+            pa.table({"id": np.arange(n).astype(str), "x": np.arange(n, dtype=np.float64)}),
+            base,
+            max_rows_per_file=a.rows,
+        )
         for name in ("ours", "ours4", "pylance", "loop"):
             shutil.copytree(f"{d}/base", f"{d}/{name}")
 
@@ -70,8 +85,10 @@ def main(argv: list[str]) -> int:
 
         t0 = time.perf_counter()
         ds = lance.dataset(f"{d}/pylance/nums.lance")
-        ds.add_columns(lambda b: pa.record_batch([pc.add(pc.multiply(b["x"], 2.0), 1.0)], ["score"]),
-                       read_columns=["x"])
+        ds.add_columns(
+            lambda b: pa.record_batch([pc.add(pc.multiply(b["x"], 2.0), 1.0)], ["score"]),
+            read_columns=["x"],
+        )
         t_pylance = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -82,24 +99,39 @@ def main(argv: list[str]) -> int:
         groups = []
         for frag in ds.get_fragments():
             x = frag.to_table(columns=["x"])["x"]
-            meta = lance.fragment.write_fragments(pa.table({"score": pc.add(pc.multiply(x, 2.0), 1.0)}), ds,
-                                                  schema=field)
+            meta = lance.fragment.write_fragments(
+                pa.table({"score": pc.add(pc.multiply(x, 2.0), 1.0)}), ds, schema=field
+            )
             groups.append(LanceOperation.DataReplacementGroup(frag.fragment_id, meta[0].files[0]))
-        lance.LanceDataset.commit(ds.uri, LanceOperation.DataReplacement(groups), read_version=ds.version)
+        lance.LanceDataset.commit(
+            ds.uri, LanceOperation.DataReplacement(groups), read_version=ds.version
+        )
         t_loop = time.perf_counter() - t0
 
         t4, job4 = sila_run(f"{d}/ours4", stage, "--workers", "4")
         ours4 = t4 - start
 
-        print(f"# {n:,} rows in {f:,} fragments; sila start-up (process + imports) {start:.2f} s, excluded")
-        for name, t in (("sila run", ours), ("pylance add_columns", t_pylance), ("plain loop", t_loop)):
+        print(
+            f"# {n:,} rows in {f:,} fragments; sila start-up (process + imports) {start:.2f} s, excluded"
+        )
+        for name, t in (
+            ("sila run", ours),
+            ("pylance add_columns", t_pylance),
+            ("plain loop", t_loop),
+        ):
             print(f"#   {name}: {t:.2f} s = {t / f * 1000:.2f} ms/fragment, {n / t:,.0f} rows/s")
         report("cheap_stage_vs_pylance_add_columns", ours, t_pylance)
         report("cheap_stage_vs_plain_loop", ours, t_loop)
         report("ms_per_fragment_vs_11ms_target", ours / f * 1000, 11.0, unit="ms")
-        report("workers4_vs_inline", ours4, ours,
-               note=f"coordination overhead {(ours4 - ours) / f * 1000:+.2f} ms/fragment on 2 cores")
+        report(
+            "workers4_vs_inline",
+            ours4,
+            ours,
+            note=f"coordination overhead {(ours4 - ours) / f * 1000:+.2f} ms/fragment on 2 cores",
+        )
         for name in ("ours", "pylance", "loop", "ours4"):
             col = lance.dataset(f"{d}/{name}/nums.lance").to_table(columns=["x", "score"])
-            assert pc.all(pc.equal(col["score"], pc.add(pc.multiply(col["x"], 2.0), 1.0))).as_py(), name
+            assert pc.all(
+                pc.equal(col["score"], pc.add(pc.multiply(col["x"], 2.0), 1.0))
+            ).as_py(), name
     return 0

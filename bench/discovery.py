@@ -38,7 +38,9 @@ def main(argv: list[str]) -> int:
         pend = pending_fragments(lance.dataset(f"{d}/t.lance"), "b")
         ours = time.perf_counter() - t0
         t0 = time.perf_counter()
-        scan = lance.dataset(f"{d}/t.lance").to_table(columns=[], filter="y IS NULL", with_row_address=True)
+        scan = lance.dataset(f"{d}/t.lance").to_table(
+            columns=[], filter="y IS NULL", with_row_address=True
+        )
         frags = np.unique(scan.column("_rowaddr").to_numpy() >> 32)
         ref = time.perf_counter() - t0
         assert len(pend) == len(frags) == a.fragments
@@ -49,15 +51,28 @@ def main(argv: list[str]) -> int:
         y = pa.table({"y": np.zeros(a.rows), "b_error": pa.nulls(a.rows, pa.string())})
         files = [write_data_file(ds, y) for _ in range(2 * n)]
         t0 = time.perf_counter()
-        lance.LanceDataset.commit(ds.uri, LanceOperation.DataReplacement(
-            [LanceOperation.DataReplacementGroup(i, files[i]) for i in range(n)]), read_version=ds.version)
+        lance.LanceDataset.commit(
+            ds.uri,
+            LanceOperation.DataReplacement(
+                [LanceOperation.DataReplacementGroup(i, files[i]) for i in range(n)]
+            ),
+            read_version=ds.version,
+        )
         batched = time.perf_counter() - t0
         t0 = time.perf_counter()
         for i in range(n, 2 * n):
             cur = lance.dataset(ds.uri)
-            lance.LanceDataset.commit(ds.uri, LanceOperation.DataReplacement(
-                [LanceOperation.DataReplacementGroup(i, files[i])]), read_version=cur.version)
+            lance.LanceDataset.commit(
+                ds.uri,
+                LanceOperation.DataReplacement([LanceOperation.DataReplacementGroup(i, files[i])]),
+                read_version=cur.version,
+            )
         single = time.perf_counter() - t0
-        report("commit_fragments_per_s", n / batched, n / single, unit="/s",
-               note=f"coalesced vs per-fragment commits, table of {a.fragments} fragments")
+        report(
+            "commit_fragments_per_s",
+            n / batched,
+            n / single,
+            unit="/s",
+            note=f"coalesced vs per-fragment commits, table of {a.fragments} fragments",
+        )
     return 0

@@ -42,8 +42,11 @@ def start_moto(log: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    p = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                         stdout=subprocess.DEVNULL, stderr=open(log, "w"))  # noqa: SIM115
+    p = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w"),  # noqa: SIM115 - the server writes its access log here until stopped
+    )
     for _ in range(300):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -54,13 +57,19 @@ def start_moto(log: Path) -> tuple[subprocess.Popen, str]:
 
 
 def http_requests(log: Path) -> Counter:
-    return Counter(m.group(1) for m in re.finditer(r'"(GET|PUT|POST|DELETE|HEAD) ', log.read_text()))
+    return Counter(
+        m.group(1) for m in re.finditer(r'"(GET|PUT|POST|DELETE|HEAD) ', log.read_text())
+    )
 
 
 def measure(lake: sila.Lake, stage: str, fragments: int, rows: int, log: Path | None) -> dict:
     n = fragments * rows
-    lance.write_dataset(pa.table({"id": np.arange(n).astype(str), "x": np.arange(n, dtype=np.float64)}),
-                        lake.table_uri("nums"), max_rows_per_file=rows, storage_options=lake.storage_options or None)
+    lance.write_dataset(
+        pa.table({"id": np.arange(n).astype(str), "x": np.arange(n, dtype=np.float64)}),
+        lake.table_uri("nums"),
+        max_rows_per_file=rows,
+        storage_options=lake.storage_options or None,
+    )
     t0 = time.perf_counter()
     _, pending = split_fragments(lake.table("nums"), "score")
     discovery = time.perf_counter() - t0
@@ -77,7 +86,13 @@ def measure(lake: sila.Lake, stage: str, fragments: int, rows: int, log: Path | 
     assert job["progress"]["rows"] == n
     ours = dict(Store.requests)
     http = http_requests(log) - before if log else Counter()
-    return {"discovery": discovery, "claim": claim, "fps": fragments / run_s, "ours": ours, "http": http}
+    return {
+        "discovery": discovery,
+        "claim": claim,
+        "fps": fragments / run_s,
+        "ours": ours,
+        "http": http,
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -94,12 +109,27 @@ def main(argv: list[str]) -> int:
             import boto3
 
             bucket = "bench-" + uuid.uuid4().hex[:8]
-            opts = {"aws_endpoint": endpoint, "allow_http": "true", "aws_region": "us-east-1",
-                    "aws_access_key_id": "x", "aws_secret_access_key": "x"}
-            boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x",
-                         region_name="us-east-1").create_bucket(Bucket=bucket)
-            s3 = measure(sila.Lake(f"s3://{bucket}/lake", storage_options=opts), f"{stage}:Score",
-                         a.fragments, a.rows, log)
+            opts = {
+                "aws_endpoint": endpoint,
+                "allow_http": "true",
+                "aws_region": "us-east-1",
+                "aws_access_key_id": "x",
+                "aws_secret_access_key": "x",
+            }
+            boto3.client(
+                "s3",
+                endpoint_url=endpoint,
+                aws_access_key_id="x",
+                aws_secret_access_key="x",
+                region_name="us-east-1",
+            ).create_bucket(Bucket=bucket)
+            s3 = measure(
+                sila.Lake(f"s3://{bucket}/lake", storage_options=opts),
+                f"{stage}:Score",
+                a.fragments,
+                a.rows,
+                log,
+            )
             local = measure(sila.Lake(f"{d}/lake"), f"{stage}:Score", a.fragments, a.rows, None)
         finally:
             proc.terminate()
@@ -108,11 +138,20 @@ def main(argv: list[str]) -> int:
     report("lease_claim_s3_vs_local", s3["claim"] * 1000, local["claim"] * 1000, unit="ms")
     report("commit_throughput_s3_vs_local", s3["fps"], local["fps"], unit=" fragments/s")
     for kind in ("list", "get", "put", "delete"):
-        print(f"# sila requests per fragment ({kind}): s3={s3['ours'].get(kind, 0) / f:.2f} "
-              f"local={local['ours'].get(kind, 0) / f:.2f}")
+        print(
+            f"# sila requests per fragment ({kind}): s3={s3['ours'].get(kind, 0) / f:.2f} "
+            f"local={local['ours'].get(kind, 0) / f:.2f}"
+        )
     total_http = sum(s3["http"].values())
-    print(f"# all HTTP requests the S3 server saw during the run, per fragment: {total_http / f:.2f} "
-          + " ".join(f"{k}={v / f:.2f}" for k, v in sorted(s3["http"].items())))
-    report("sila_requests_per_fragment_vs_all_http", sum(s3["ours"].values()) / f, total_http / f, unit="",
-           note="SILA's own share of the object-store traffic")
+    print(
+        f"# all HTTP requests the S3 server saw during the run, per fragment: {total_http / f:.2f} "
+        + " ".join(f"{k}={v / f:.2f}" for k, v in sorted(s3["http"].items()))
+    )
+    report(
+        "sila_requests_per_fragment_vs_all_http",
+        sum(s3["ours"].values()) / f,
+        total_http / f,
+        unit="",
+        note="SILA's own share of the object-store traffic",
+    )
     return 0

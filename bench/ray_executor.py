@@ -20,7 +20,7 @@ import pyarrow as pa  # noqa: E402
 from bench._util import report  # first: sets LANCE_LOG
 
 SIDE = 224
-STAGE = '''
+STAGE = """
 import time
 import numpy as np
 import pyarrow as pa
@@ -63,19 +63,24 @@ class Embed(Stage):
 
     def postprocess(self, emb):
         return {"emb": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), 512)}
-'''
+"""
 
 
 def make_table(path: str, n: int) -> None:
     rng = np.random.default_rng(0)
     pixels = [rng.integers(0, 255, SIDE * SIDE * 3, dtype=np.uint8).tobytes() for _ in range(n)]
-    lance.write_dataset(pa.table({"id": [str(i) for i in range(n)], "pixels": pa.array(pixels, pa.binary())}),
-                        path, max_rows_per_file=128)
+    lance.write_dataset(
+        pa.table({"id": [str(i) for i in range(n)], "pixels": pa.array(pixels, pa.binary())}),
+        path,
+        max_rows_per_file=128,
+    )
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench ray_executor")
-    ap.add_argument("--images", type=int, default=768)  # actor start (torch import, model) is ~3 s, paid once
+    ap.add_argument(
+        "--images", type=int, default=768
+    )  # actor start (torch import, model) is ~3 s, paid once
     a = ap.parse_args(argv)
     import importlib.util
 
@@ -102,9 +107,13 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()  # model creation counts on both sides (our actors create theirs)
         torch.manual_seed(0)
         model = open_clip.create_model("ViT-B-32", pretrained=None).eval()
-        for batch in lance.dataset(f"{d}/ours/images.lance").to_batches(columns=["pixels"], batch_size=32):
+        for batch in lance.dataset(f"{d}/ours/images.lance").to_batches(
+            columns=["pixels"], batch_size=32
+        ):
             with torch.no_grad():
-                model.encode_image(torch.from_numpy(mod.prepare(batch["pixels"].to_pylist()))).numpy()
+                model.encode_image(
+                    torch.from_numpy(mod.prepare(batch["pixels"].to_pylist()))
+                ).numpy()
         plain = time.perf_counter() - t0
         del model
 
@@ -125,18 +134,34 @@ def main(argv: list[str]) -> int:
 
             def __call__(self, batch):
                 with torch.no_grad():
-                    emb = self.model.encode_image(torch.from_numpy(mod.prepare(list(batch["pixels"])))).numpy()
+                    emb = self.model.encode_image(
+                        torch.from_numpy(mod.prepare(list(batch["pixels"])))
+                    ).numpy()
                 return {"id": batch["id"], "emb": list(emb)}
 
         t0 = time.perf_counter()
-        ds = ray.data.read_lance(f"{d}/raydata.lance").map_batches(RayDataEmbed, batch_size=32, concurrency=1,
-                                                                  batch_format="numpy")
-        lance.write_dataset(pa.Table.from_batches(ds.to_arrow_refs() and [
-            b for t in ray.get(ds.to_arrow_refs()) for b in t.to_batches()]), f"{d}/raydata_out.lance")
+        ds = ray.data.read_lance(f"{d}/raydata.lance").map_batches(
+            RayDataEmbed, batch_size=32, concurrency=1, batch_format="numpy"
+        )
+        lance.write_dataset(
+            pa.Table.from_batches(
+                ds.to_arrow_refs()
+                and [b for t in ray.get(ds.to_arrow_refs()) for b in t.to_batches()]
+            ),
+            f"{d}/raydata_out.lance",
+        )
         peer = time.perf_counter() - t0
 
-        print(f"# {n} images 224x224, ViT-B-32 random weights on CPU; Ray start {ray_start:.1f} s excluded")
-        report("ray_executor_throughput_vs_plain_loop", n / ours, n / plain, unit=" img/s", note="target >= 0.9")
+        print(
+            f"# {n} images 224x224, ViT-B-32 random weights on CPU; Ray start {ray_start:.1f} s excluded"
+        )
+        report(
+            "ray_executor_throughput_vs_plain_loop",
+            n / ours,
+            n / plain,
+            unit=" img/s",
+            note="target >= 0.9",
+        )
         report("ray_executor_vs_ray_data_map_batches", n / ours, n / peer, unit=" img/s")
 
         # 10x slower compute: memory must stay bounded (backpressure), not grow with the table
@@ -148,21 +173,35 @@ def main(argv: list[str]) -> int:
             total = ray.cluster_resources().get("object_store_memory", 0)
             while not stop.wait(0.2):
                 peak["rss"] = max(peak["rss"], me.memory_info().rss)
-                peak["store"] = max(peak["store"], total - ray.available_resources().get("object_store_memory", total))
+                peak["store"] = max(
+                    peak["store"],
+                    total - ray.available_resources().get("object_store_memory", total),
+                )
 
         th = threading.Thread(target=sample, daemon=True)
         th.start()
         slow_n = min(n, 64)
         lake_slow = sila.Lake(f"{d}/slow")
         t0 = time.perf_counter()
-        slow_job = lake_slow.run(f"{stage_file}:Embed", executor="ray", settings={"slowdown": 10.0},
-                                 where=f"cast(id as int) < {slow_n}")
+        slow_job = lake_slow.run(
+            f"{stage_file}:Embed",
+            executor="ray",
+            settings={"slowdown": 10.0},
+            where=f"cast(id as int) < {slow_n}",
+        )
         stop.set()
         th.join()
         bound_mb = slow_job["metrics"]["segments_in_flight"] * 32 * SIDE * SIDE * 3 / 2**20
-        print(f"# slow run: {slow_n} images ({slow_n * SIDE * SIDE * 3 / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f} s; "
-              f"driver peak RSS {peak['rss'] / 2**20:.0f} MiB; object store peak {peak['store'] / 2**20:.1f} MiB")
-        report("slow_compute_object_store_peak_vs_inflight_bound", peak["store"] / 2**20, bound_mb, unit="MiB",
-               note="segments in flight x one segment of inputs: flat however large the table")
+        print(
+            f"# slow run: {slow_n} images ({slow_n * SIDE * SIDE * 3 / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f} s; "
+            f"driver peak RSS {peak['rss'] / 2**20:.0f} MiB; object store peak {peak['store'] / 2**20:.1f} MiB"
+        )
+        report(
+            "slow_compute_object_store_peak_vs_inflight_bound",
+            peak["store"] / 2**20,
+            bound_mb,
+            unit="MiB",
+            note="segments in flight x one segment of inputs: flat however large the table",
+        )
         ray.shutdown()
     return 0

@@ -50,10 +50,26 @@ def main(argv: list[str]) -> int:
         stage.write_text(STAGE)
         lake = f"{d}/lake"
         rows, per_frag = 200, 200 // 25
-        lance.write_dataset(pa.table({"id": np.arange(rows).astype(str), "x": np.arange(rows, dtype=np.float64)}),
-                            f"{lake}/nums.lance", max_rows_per_file=rows)
-        cmd = [SILA, "run", f"{stage}:Slow", "--lake", lake, "--json", "--lease-ttl", str(a.ttl), "--checkpoint-min-s", "0"]
-        killed = subprocess.run(cmd, capture_output=True, env={**os.environ, "SILA_FAULT": "after_checkpoint:5"})
+        lance.write_dataset(
+            pa.table({"id": np.arange(rows).astype(str), "x": np.arange(rows, dtype=np.float64)}),
+            f"{lake}/nums.lance",
+            max_rows_per_file=rows,
+        )
+        cmd = [
+            SILA,
+            "run",
+            f"{stage}:Slow",
+            "--lake",
+            lake,
+            "--json",
+            "--lease-ttl",
+            str(a.ttl),
+            "--checkpoint-min-s",
+            "0",
+        ]
+        killed = subprocess.run(
+            cmd, capture_output=True, env={**os.environ, "SILA_FAULT": "after_checkpoint:5"}
+        )
         t_kill = time.time()
         assert killed.returncode != 0
         first = lease_files(lake)[0]
@@ -62,18 +78,33 @@ def main(argv: list[str]) -> int:
         resumed_after = newest["acquired_at"] - first["renewed_at"]
         computed = res["progress"]["segments_computed"]
         redone = computed - (per_frag - res["progress"]["segments_reused"])
-        report("resume_after_sigkill_vs_ttl", resumed_after, a.ttl,
-               note=f"from the dead owner's last heartbeat to the new claim ({time.time() - t_kill:.1f} s incl. the rerun)")
-        report("work_redone_vs_one_segment", max(redone, 0) / per_frag, 1 / per_frag, unit="",
-               note=f"segments reused {res['progress']['segments_reused']}/{per_frag}, computed {computed}")
+        report(
+            "resume_after_sigkill_vs_ttl",
+            resumed_after,
+            a.ttl,
+            note=f"from the dead owner's last heartbeat to the new claim ({time.time() - t_kill:.1f} s incl. the rerun)",
+        )
+        report(
+            "work_redone_vs_one_segment",
+            max(redone, 0) / per_frag,
+            1 / per_frag,
+            unit="",
+            note=f"segments reused {res['progress']['segments_reused']}/{per_frag}, computed {computed}",
+        )
 
         big = f"{d}/big"
         n = a.startup_fragments
-        lance.write_dataset(pa.table({"id": np.arange(n * 2).astype(str), "x": np.arange(n * 2, dtype=np.float64)}),
-                            f"{big}/nums.lance", max_rows_per_file=2)
+        lance.write_dataset(
+            pa.table({"id": np.arange(n * 2).astype(str), "x": np.arange(n * 2, dtype=np.float64)}),
+            f"{big}/nums.lance",
+            max_rows_per_file=2,
+        )
         t0 = time.time()
-        p = subprocess.Popen([SILA, "run", f"{stage}:Slow", "--lake", big, "--json"], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [SILA, "run", f"{stage}:Slow", "--lake", big, "--json"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         leases = os.path.join(big, "_sila", "leases")
         while not any(f for _, _, f in os.walk(leases)):
             time.sleep(0.01)
@@ -82,6 +113,10 @@ def main(argv: list[str]) -> int:
         first_claim = time.time() - t0
         p.kill()
         p.wait()
-        report(f"first_claim_{n}_fragments_vs_5s_target", first_claim, 5.0,
-               note="sila run start (process, imports, schema, discovery) to first lease")
+        report(
+            f"first_claim_{n}_fragments_vs_5s_target",
+            first_claim,
+            5.0,
+            note="sila run start (process, imports, schema, discovery) to first lease",
+        )
     return 0

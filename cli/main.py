@@ -12,16 +12,25 @@ from sila.cli.output import console, emit_json, fail, handle_errors
 
 from sila.lake import Lake, default_lake_uri
 
-app = typer.Typer(help="SILA: curate raw media into training-ready samples in one wide Lance table.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="SILA: curate raw media into training-ready samples in one wide Lance table.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 from sila.cli.endpoint import endpoint_app  # noqa: E402
 
 app.add_typer(endpoint_app, name="endpoint")
 
-LakeOpt = Annotated[str, typer.Option("--lake", "-l", help="lake directory or URI (default $SILA_LAKE, else ./lake)")]
+LakeOpt = Annotated[
+    str,
+    typer.Option("--lake", "-l", help="lake directory or URI (default $SILA_LAKE, else ./lake)"),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
-StorageOpt = Annotated[list[str] | None, typer.Option("--storage-option", help="KEY=VALUE for object stores")]
+StorageOpt = Annotated[
+    list[str] | None, typer.Option("--storage-option", help="KEY=VALUE for object stores")
+]
 
 
 def open_lake(uri: str | None, storage: list[str] | None = None) -> Lake:
@@ -45,9 +54,13 @@ def init(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: StorageOp
 @app.command()
 @handle_errors
 def ingest(
-    paths: Annotated[list[str], typer.Argument(help="files, directories, globs or .jsonl/.csv manifests")],
+    paths: Annotated[
+        list[str], typer.Argument(help="files, directories, globs or .jsonl/.csv manifests")
+    ],
     lake: LakeOpt = "",
-    reference: Annotated[bool, typer.Option(help="keep a path to the file instead of its bytes")] = False,
+    reference: Annotated[
+        bool, typer.Option(help="keep a path to the file instead of its bytes")
+    ] = False,
     as_json: JsonOpt = False,
     storage_option: StorageOpt = None,
 ) -> None:
@@ -59,8 +72,10 @@ def ingest(
     if as_json:
         emit_json(out)
     else:
-        console.print(f"added [bold]{rep.added}[/], already present {rep.present}, "
-                      f"failed {rep.failed} ({out['seconds']} s)")
+        console.print(
+            f"added [bold]{rep.added}[/], already present {rep.present}, "
+            f"failed {rep.failed} ({out['seconds']} s)"
+        )
         for f in rep.failures[:20]:
             console.print(f"  [red]failed[/] {f['path']}: {f['error']}")
         for m in rep.missing:
@@ -72,39 +87,77 @@ def ingest(
 @app.command()
 @handle_errors
 def run(
-    stage: Annotated[str, typer.Argument(help="registered name, path/to/file.py:Class or package.module:Class")],
+    stage: Annotated[
+        str, typer.Argument(help="registered name, path/to/file.py:Class or package.module:Class")
+    ],
     lake: LakeOpt = "",
     workers: Annotated[int, typer.Option(help="fragment workers")] = 1,
-    executor: Annotated[str, typer.Option(
-        help="auto (Ray if --address/RAY_ADDRESS, processes if --workers > 1, else inline) | inline | processes | ray")] = "auto",
-    address: Annotated[str | None, typer.Option(help="Ray cluster address (default $RAY_ADDRESS)")] = None,
-    where: Annotated[str | None, typer.Option(help="SQL predicate: only matching rows are computed")] = None,
-    recompute: Annotated[bool, typer.Option(help="reset the stage's columns and compute everything")] = False,
-    retry_errors: Annotated[bool, typer.Option(help="recompute only rows whose <stage>_error is set")] = False,
-    recipe: Annotated[str | None, typer.Option(help="recipe name in datasets/ or a .toml path")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="stage setting KEY=VALUE (repeatable)")] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="auto (Ray if --address/RAY_ADDRESS, processes if --workers > 1, else inline) | inline | processes | ray"
+        ),
+    ] = "auto",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default $RAY_ADDRESS)")
+    ] = None,
+    where: Annotated[
+        str | None, typer.Option(help="SQL predicate: only matching rows are computed")
+    ] = None,
+    recompute: Annotated[
+        bool, typer.Option(help="reset the stage's columns and compute everything")
+    ] = False,
+    retry_errors: Annotated[
+        bool, typer.Option(help="recompute only rows whose <stage>_error is set")
+    ] = False,
+    recipe: Annotated[
+        str | None, typer.Option(help="recipe name in datasets/ or a .toml path")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="stage setting KEY=VALUE (repeatable)")
+    ] = None,
     segment_rows: Annotated[int | None, typer.Option(help="rows per checkpointed segment")] = None,
     lease_ttl: Annotated[float, typer.Option(help="lease time-to-live in seconds")] = 60.0,
-    checkpoint_min_s: Annotated[float, typer.Option(
-        help="checkpoint a segment once this many compute seconds are at stake (0: every segment)")] = 1.0,
-    endpoint_url: Annotated[str | None, typer.Option(help="use this model endpoint instead of starting one")] = None,
+    checkpoint_min_s: Annotated[
+        float,
+        typer.Option(
+            help="checkpoint a segment once this many compute seconds are at stake (0: every segment)"
+        ),
+    ] = 1.0,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="use this model endpoint instead of starting one")
+    ] = None,
     as_json: JsonOpt = False,
     storage_option: StorageOpt = None,
 ) -> None:
     """Run a stage over every row whose outputs are missing (one commit per batch of fragments)."""
     lk = open_lake(lake, storage_option)
     t0 = time.monotonic()
-    job = lk.run(stage, executor=executor, workers=workers, where=where, recompute=recompute,
-                 retry_errors=retry_errors, settings=set_, recipe=recipe, progress=not as_json,
-                 segment_rows=segment_rows, ttl=lease_ttl, endpoint_url=endpoint_url,
-                 checkpoint_min_s=checkpoint_min_s, address=address)
+    job = lk.run(
+        stage,
+        executor=executor,
+        workers=workers,
+        where=where,
+        recompute=recompute,
+        retry_errors=retry_errors,
+        settings=set_,
+        recipe=recipe,
+        progress=not as_json,
+        segment_rows=segment_rows,
+        ttl=lease_ttl,
+        endpoint_url=endpoint_url,
+        checkpoint_min_s=checkpoint_min_s,
+        address=address,
+    )
     p = job["progress"]
     if as_json:
         emit_json({"ok": True, **job, "seconds": round(time.monotonic() - t0, 2)})
         return
     if p["fragments_done"] == 0 and p["fragments_skipped"] == 0:
-        console.print(f"[green]nothing to do[/]: every fragment of '{job['table']}' already has "
-                      f"'{job['stage']}' outputs (use --recompute or --retry-errors to redo)")
+        console.print(
+            f"[green]nothing to do[/]: every fragment of '{job['table']}' already has "
+            f"'{job['stage']}' outputs (use --recompute or --retry-errors to redo)"
+        )
         return
     console.print(
         f"[bold]{job['stage']}[/]: {p['fragments_done']} fragment(s), {p['rows']} rows, "
@@ -124,20 +177,30 @@ def stages(as_json: JsonOpt = False) -> None:
     rows = []
     for name, info in sorted(registered().items()):
         cls = info.cls
-        rows.append({
-            "name": name, "origin": info.origin, "error": info.error,
-            "table": cls.table if cls else None, "kind": cls.kind if cls else None,
-            "inputs": list(cls.inputs) if cls else [],
-            "outputs": [f"{f.name}: {f.type}" for f in cls.output_fields()] if cls else [],
-            "version": cls.resolved_version() if cls else None,
-        })
+        rows.append(
+            {
+                "name": name,
+                "origin": info.origin,
+                "error": info.error,
+                "table": cls.table if cls else None,
+                "kind": cls.kind if cls else None,
+                "inputs": list(cls.inputs) if cls else [],
+                "outputs": [f"{f.name}: {f.type}" for f in cls.output_fields()] if cls else [],
+                "version": cls.resolved_version() if cls else None,
+            }
+        )
     if as_json:
         emit_json({"stages": rows})
         return
     t = Table("stage", "table", "inputs", "outputs (owned columns)", "origin")
     for r in rows:
-        t.add_row(r["name"], r["table"] or "[red]broken[/]", ", ".join(r["inputs"]),
-                  "\n".join(r["outputs"]) or (r["error"] or ""), r["origin"])
+        t.add_row(
+            r["name"],
+            r["table"] or "[red]broken[/]",
+            ", ".join(r["inputs"]),
+            "\n".join(r["outputs"]) or (r["error"] or ""),
+            r["origin"],
+        )
     console.print(t)
 
 
@@ -154,21 +217,39 @@ def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storage
         console.print(f"lake {lk.uri} has no tables yet: `sila ingest PATH --lake {lk.uri}`")
         return
     for name, t in st["tables"].items():
-        console.print(f"[bold]{name}[/]: {t['rows']} rows in {t['fragments']} fragments (version {t['version']})")
+        console.print(
+            f"[bold]{name}[/]: {t['rows']} rows in {t['fragments']} fragments (version {t['version']})"
+        )
         if t["stages"]:
             tab = Table("stage", "done", "pending", "row errors", "coverage", "version")
             for s, d in t["stages"].items():
-                ver = str(d["version"]) + (f" [red]STALE: code is {d['current_version']}; "
-                                           f"{d['stale_fragments']} fragment(s) from an older version, "
-                                           f"run `sila run {s} --recompute`[/]" if d["stale_fragments"] else "")
+                ver = str(d["version"]) + (
+                    f" [red]STALE: code is {d['current_version']}; "
+                    f"{d['stale_fragments']} fragment(s) from an older version, "
+                    f"run `sila run {s} --recompute`[/]"
+                    if d["stale_fragments"]
+                    else ""
+                )
                 cov = "-" if d["coverage"] is None else f"{d['coverage']:.0%}"
-                tab.add_row(s, str(d["fragments_done"]), str(d["fragments_pending"]), str(d["errors"]), cov, ver)
+                tab.add_row(
+                    s,
+                    str(d["fragments_done"]),
+                    str(d["fragments_pending"]),
+                    str(d["errors"]),
+                    cov,
+                    ver,
+                )
             console.print(tab)
     if st["leases"]:
         tab = Table("live lease", "owner", "age s", "heartbeat lag s", "segments done")
         for lease in st["leases"]:
-            tab.add_row(f"{lease['table']}/{lease['stage']}/{lease['fragment']} gen {lease['gen']}",
-                        lease["owner"], str(lease["age_s"]), str(lease["heartbeat_lag_s"]), str(lease["segments_done"]))
+            tab.add_row(
+                f"{lease['table']}/{lease['stage']}/{lease['fragment']} gen {lease['gen']}",
+                lease["owner"],
+                str(lease["age_s"]),
+                str(lease["heartbeat_lag_s"]),
+                str(lease["segments_done"]),
+            )
         console.print(tab)
     running = [j for j in st["jobs"] if j["state"] == "running"]
     for j in running:
@@ -177,8 +258,13 @@ def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storage
 
 @app.command()
 @handle_errors
-def sql(query: Annotated[str, typer.Argument(help="DuckDB SQL; lake tables are visible by name")],
-        lake: LakeOpt = "", as_json: JsonOpt = False, limit: int = 50, storage_option: StorageOpt = None) -> None:
+def sql(
+    query: Annotated[str, typer.Argument(help="DuckDB SQL; lake tables are visible by name")],
+    lake: LakeOpt = "",
+    as_json: JsonOpt = False,
+    limit: int = 50,
+    storage_option: StorageOpt = None,
+) -> None:
     """Query the lake with DuckDB, e.g. `sila sql "select media_kind, count(*) from sources group by 1"`."""
     res = open_lake(lake, storage_option).sql(query)
     if as_json:
@@ -201,15 +287,20 @@ def _short(v) -> str:
 
 @app.command()
 @handle_errors
-def compact(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
+def compact(
+    lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: StorageOpt = None
+) -> None:
     """Compact small fragments (refuses while any lease is live: compaction renumbers fragments)."""
     from sila.coordinator.leases import LeaseStore
 
     lk = open_lake(lake, storage_option)
     live = LeaseStore(lk.store).live()
     if live:
-        fail(f"{len(live)} lease(s) are live (a `sila run` is working): compaction would conflict with "
-             "it and renumber its fragments; wait for it to finish (see `sila status`)", as_json)
+        fail(
+            f"{len(live)} lease(s) are live (a `sila run` is working): compaction would conflict with "
+            "it and renumber its fragments; wait for it to finish (see `sila status`)",
+            as_json,
+        )
     out = {}
     for name in lk.tables():
         m = lk.table(name).optimize.compact_files()
@@ -219,12 +310,17 @@ def compact(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storag
 
 @app.command()
 @handle_errors
-def demo(lake: LakeOpt = "", as_json: JsonOpt = False,
-         media: Annotated[str | None, typer.Option(help="where to write the generated media")] = None) -> None:
+def demo(
+    lake: LakeOpt = "",
+    as_json: JsonOpt = False,
+    media: Annotated[str | None, typer.Option(help="where to write the generated media")] = None,
+) -> None:
     """Generate a small corpus, ingest it, run every stage, print a summary and what to try next."""
     from sila.demo import run_demo
 
-    out = run_demo(lake or os.environ.get("SILA_LAKE") or "./demo/lake", media_dir=media, quiet=as_json)
+    out = run_demo(
+        lake or os.environ.get("SILA_LAKE") or "./demo/lake", media_dir=media, quiet=as_json
+    )
     if as_json:
         emit_json(out)
 

@@ -49,10 +49,16 @@ def handle_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except SilaError as e:
             fail(str(e), as_json)
-        except (OSError, obstore_errors()) as e:  # storage unreachable, denied, ...: a message, not a trace
+        except (
+            OSError,
+            obstore_errors(),
+        ) as e:  # storage unreachable, denied, ...: a message, not a trace
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            fail(f"storage error ({type(e).__name__}): {first[:500]}; check the lake URI, the endpoint and "
-                 "credentials (AWS_* variables or --storage-option)", as_json)
+            fail(
+                f"storage error ({type(e).__name__}): {first[:500]}; check the lake URI, the endpoint and "
+                "credentials (AWS_* variables or --storage-option)",
+                as_json,
+            )
         except KeyboardInterrupt:
             fail("interrupted; run the same command again to resume where it stopped", as_json, 130)
 

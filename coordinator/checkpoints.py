@@ -39,15 +39,26 @@ class Checkpoints:
     def _key(self, fragment: str, segment: int, suffix: str = "") -> str:
         return f"{self.prefix}/{fragment}/{segment:06d}{suffix}.arrow"
 
-    def save(self, fragment: str, segment: int, signature: str, outputs: pa.RecordBatch,
-             offsets: np.ndarray, children: pa.Table | None) -> None:
+    def save(
+        self,
+        fragment: str,
+        segment: int,
+        signature: str,
+        outputs: pa.RecordBatch,
+        offsets: np.ndarray,
+        children: pa.Table | None,
+    ) -> None:
         meta = {"stage_version": self.version, "selection": signature}
         if children is not None:  # children first: the segment file's presence implies them
             self.store.put(self._key(fragment, segment, ".children"), _ipc(children, meta))
         tbl = pa.Table.from_batches([outputs]).append_column(OFFSET, pa.array(offsets, pa.uint32()))
-        self.store.put(self._key(fragment, segment), _ipc(tbl, {**meta, "children": str(children is not None)}))
+        self.store.put(
+            self._key(fragment, segment), _ipc(tbl, {**meta, "children": str(children is not None)})
+        )
 
-    def load(self, fragment: str, segment: int, signature: str) -> tuple[pa.RecordBatch, pa.Table | None] | None:
+    def load(
+        self, fragment: str, segment: int, signature: str
+    ) -> tuple[pa.RecordBatch, pa.Table | None] | None:
         raw = self.store.get(self._key(fragment, segment))
         if raw is None:
             return None
@@ -74,12 +85,20 @@ class Checkpoints:
         out = set()
         for e in self.store.list(f"{self.prefix}/{fragment}"):
             name = e.key.rsplit("/", 1)[-1]
-            if name.endswith(".arrow") and not name.endswith(".children.arrow") and name[:-6].isdigit():
+            if (
+                name.endswith(".arrow")
+                and not name.endswith(".children.arrow")
+                and name[:-6].isdigit()
+            ):
                 out.add(int(name[:-6]))
         return out
 
     def count(self, fragment: str) -> int:
-        return sum(1 for e in self.store.list(f"{self.prefix}/{fragment}") if not e.key.endswith(".children.arrow"))
+        return sum(
+            1
+            for e in self.store.list(f"{self.prefix}/{fragment}")
+            if not e.key.endswith(".children.arrow")
+        )
 
     def clear(self, fragment: str) -> None:
         self.store.delete_prefix(f"{self.prefix}/{fragment}")

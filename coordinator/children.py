@@ -10,7 +10,9 @@ from sila.schema import owned
 
 
 def child_schema(stage_cls) -> pa.Schema:
-    return pa.schema(owned(stage_cls.child_fields, stage_cls.name, stage_cls.resolved_version(), stage_cls.model))
+    return pa.schema(
+        owned(stage_cls.child_fields, stage_cls.name, stage_cls.resolved_version(), stage_cls.model)
+    )
 
 
 def append_children(lake: Lake, stage_cls, children: pa.Table) -> int:
@@ -20,8 +22,7 @@ def append_children(lake: Lake, stage_cls, children: pa.Table) -> int:
         children = children.select(schema.names).cast(schema)
     except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as e:
         raise ContractError(
-            f"stage '{stage_cls.name}': child rows do not match child_fields "
-            f"{schema.names}: {e}"
+            f"stage '{stage_cls.name}': child rows do not match child_fields {schema.names}: {e}"
         ) from e
     if children.column("id").null_count:
         raise ContractError(f"stage '{stage_cls.name}': every child row needs an id")
@@ -34,5 +35,9 @@ def append_children(lake: Lake, stage_cls, children: pa.Table) -> int:
                 continue  # someone created it first: merge instead
         ds = lake.table(stage_cls.child_table)
         res = ds.merge_insert("id").when_not_matched_insert_all().execute(children)
-        return int(res.get("num_inserted_rows", children.num_rows)) if isinstance(res, dict) else children.num_rows
+        return (
+            int(res.get("num_inserted_rows", children.num_rows))
+            if isinstance(res, dict)
+            else children.num_rows
+        )
     raise ContractError(f"could not create table '{stage_cls.child_table}'")

@@ -16,7 +16,13 @@ log = logging.getLogger(__name__)
 
 def declared_fields(stage_cls) -> list[pa.Field]:
     spec = stage_cls.__dict__.get("__sila_spec__")
-    return owned(stage_cls.output_fields(), stage_cls.name, stage_cls.resolved_version(), stage_cls.model, spec)
+    return owned(
+        stage_cls.output_fields(),
+        stage_cls.name,
+        stage_cls.resolved_version(),
+        stage_cls.model,
+        spec,
+    )
 
 
 def check_inputs(lake: Lake, stage_cls, ds: lance.LanceDataset) -> None:
@@ -31,7 +37,9 @@ def check_inputs(lake: Lake, stage_cls, ds: lance.LanceDataset) -> None:
                     f"which table '{stage_cls.table}' does not have"
                 )
             if ocol not in lake.table(other).schema.names:
-                raise ContractError(f"stage '{stage_cls.name}': input '{col}': table '{other}' has no column '{ocol}'")
+                raise ContractError(
+                    f"stage '{stage_cls.name}': input '{col}': table '{other}' has no column '{ocol}'"
+                )
         elif col not in names:
             raise ContractError(
                 f"stage '{stage_cls.name}': input column '{col}' does not exist in table "
@@ -40,7 +48,9 @@ def check_inputs(lake: Lake, stage_cls, ds: lance.LanceDataset) -> None:
             )
 
 
-def prepare_columns(lake: Lake, stage_cls, *, recompute: bool = False) -> tuple[lance.LanceDataset, bool]:
+def prepare_columns(
+    lake: Lake, stage_cls, *, recompute: bool = False
+) -> tuple[lance.LanceDataset, bool]:
     """Make the table's schema hold the stage's columns at the stage's version.
 
     Returns (dataset, reset) where reset says the columns were (re)created, so every
@@ -55,7 +65,8 @@ def prepare_columns(lake: Lake, stage_cls, *, recompute: bool = False) -> tuple[
     if existing:
         have = {f.name: f.type for f in existing}
         same_shape = have.keys() == {f.name for f in fields} and all(
-            type_matches(f.type, have[f.name]) for f in fields)
+            type_matches(f.type, have[f.name]) for f in fields
+        )
         old_versions = {version_of(f) for f in existing}
         if same_shape and old_versions == {version} and not recompute:
             return ds, False
@@ -67,9 +78,11 @@ def prepare_columns(lake: Lake, stage_cls, *, recompute: bool = False) -> tuple[
                 f"stage '{stage_cls.name}' changed since its columns were computed (version "
                 f"{', '.join(sorted(v or '?' for v in old_versions))} -> {version}; {len(done)} "
                 f"fragment(s) hold the old outputs). Run `sila run {stage_cls.name} --recompute` "
-                f"to recompute them, or pin `version = \"...\"` on the class to keep them."
+                f'to recompute them, or pin `version = "..."` on the class to keep them.'
             )
-        reason = "--recompute" if recompute else f"version {sorted(map(str, old_versions))} -> {version}"
+        reason = (
+            "--recompute" if recompute else f"version {sorted(map(str, old_versions))} -> {version}"
+        )
         log.warning("stage %s: resetting its columns (%s)", stage_cls.name, reason)
         ds.drop_columns([f.name for f in existing])
         ds = lake.table(stage_cls.table)

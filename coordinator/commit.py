@@ -38,7 +38,9 @@ def write_data_file(ds: lance.LanceDataset, table: pa.Table):
     """Write `table` (all physical rows of one fragment) as one data file with the dataset's field ids."""
     schema = pa.schema([ds.schema.field(n) for n in table.schema.names])
     table = table.cast(schema)
-    metas = lance.fragment.write_fragments(table, ds, schema=schema, max_rows_per_file=max(1, table.num_rows))
+    metas = lance.fragment.write_fragments(
+        table, ds, schema=schema, max_rows_per_file=max(1, table.num_rows)
+    )
     if len(metas) != 1 or len(metas[0].files) != 1:
         raise LakeError(f"expected one data file for one fragment, got {len(metas)} fragments")
     return metas[0].files[0]
@@ -47,8 +49,16 @@ def write_data_file(ds: lance.LanceDataset, table: pa.Table):
 class Committer:
     """Groups finished fragments; `flush` commits them in one DataReplacement."""
 
-    def __init__(self, lake: Lake, table: str, stage: str, leases: LeaseStore | None,
-                 max_batch: int = 64, max_wait_s: float = 2.0, on_commit=None) -> None:
+    def __init__(
+        self,
+        lake: Lake,
+        table: str,
+        stage: str,
+        leases: LeaseStore | None,
+        max_batch: int = 64,
+        max_wait_s: float = 2.0,
+        on_commit=None,
+    ) -> None:
         self.lake, self.table, self.stage, self.leases = lake, table, stage, leases
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.pending: list[Finished] = []
@@ -87,7 +97,9 @@ class Committer:
             try:
                 fault_point("during_commit")
                 lance.LanceDataset.commit(
-                    ds.uri, LanceOperation.DataReplacement(groups), read_version=ds.version,
+                    ds.uri,
+                    LanceOperation.DataReplacement(groups),
+                    read_version=ds.version,
                     storage_options=self.lake.storage_options or None,
                 )
                 break
@@ -95,7 +107,9 @@ class Committer:
                 log.info("commit conflict (attempt %d): %s", attempt + 1, str(e).split(",")[0])
                 time.sleep(min(0.05 * 2**attempt, 1.0))
         else:
-            raise LakeError(f"could not commit {len(batch)} fragment(s) of stage '{self.stage}' after 30 attempts")
+            raise LakeError(
+                f"could not commit {len(batch)} fragment(s) of stage '{self.stage}' after 30 attempts"
+            )
         if self.leases is not None:
             for f in batch:
                 if f.lease is not None:

@@ -37,7 +37,11 @@ def _stage_fields(ds: lance.LanceDataset, stage: str) -> dict[str, frozenset[int
             out += ids(c)
         return out
 
-    return {f.name(): frozenset(ids(f)) for f in ds.lance_schema.fields() if owner(f.to_arrow()) == stage}
+    return {
+        f.name(): frozenset(ids(f))
+        for f in ds.lance_schema.fields()
+        if owner(f.to_arrow()) == stage
+    }
 
 
 def _has_all(columns: dict[str, frozenset[int]], have: set[int]) -> bool:
@@ -50,7 +54,9 @@ def fragment_ref(frag) -> FragmentRef:
     return FragmentRef(frag.fragment_id, f"{frag.fragment_id}-{base[:16]}", frag.physical_rows)
 
 
-def split_fragments(ds: lance.LanceDataset, stage: str) -> tuple[list[FragmentRef], list[FragmentRef]]:
+def split_fragments(
+    ds: lance.LanceDataset, stage: str
+) -> tuple[list[FragmentRef], list[FragmentRef]]:
     """(done, pending) fragments for `stage`, from the manifest alone."""
     wanted = _stage_fields(ds, stage)
     done: list[FragmentRef] = []

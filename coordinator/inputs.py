@@ -37,7 +37,9 @@ def combine_where(*preds: str | None) -> str | None:
     return " AND ".join(parts) if parts else None
 
 
-def select_rows(ds: lance.LanceDataset, stage_cls, fragment_id: int, where: str | None) -> Selection:
+def select_rows(
+    ds: lance.LanceDataset, stage_cls, fragment_id: int, where: str | None
+) -> Selection:
     frag = ds.get_fragment(fragment_id)
     schema = ds.schema
     plain = [c for c in stage_cls.inputs if "." not in c and not is_blob(schema.field(c))]
@@ -126,7 +128,9 @@ class BlobMaterializer:
         bucket, _, key = rest.partition("/")
         path = os.path.join(self.dir, "ref-" + str(abs(hash(uri))) + "-" + os.path.basename(key))
         with open(path, "wb") as out:
-            for chunk in obstore.get(open_store(f"{scheme}://{bucket}", self.lake.storage_options), key).stream():
+            for chunk in obstore.get(
+                open_store(f"{scheme}://{bucket}", self.lake.storage_options), key
+            ).stream():
                 out.write(chunk)
         return path
 
@@ -135,12 +139,16 @@ class BlobMaterializer:
         if "uri" not in ds.schema.names or "stored" not in ds.schema.names:
             return {}
         rows = ds._take_rows(addresses, columns=["uri", "stored"]).to_pylist()
-        return {a: r["uri"] for a, r in zip(addresses, rows, strict=True) if r["stored"] == "reference"}
+        return {
+            a: r["uri"] for a, r in zip(addresses, rows, strict=True) if r["stored"] == "reference"
+        }
 
     def lookup(self, table: str, ids: list[str | None]) -> list[int | None]:
         if table not in self._id_maps:
             t = self._ds(table).to_table(columns=["id"], with_row_address=True)
-            self._id_maps[table] = dict(zip(t.column("id").to_pylist(), t.column(ADDR).to_pylist(), strict=True))
+            self._id_maps[table] = dict(
+                zip(t.column("id").to_pylist(), t.column(ADDR).to_pylist(), strict=True)
+            )
         m = self._id_maps[table]
         return [m.get(i) if i is not None else None for i in ids]
 
@@ -161,8 +169,11 @@ class InputPlan:
 
 def segment_part(sel: Selection, start: int, stop: int) -> pa.RecordBatch:
     """The plain columns (and row addresses) of selected rows [start, stop): cheap to ship."""
-    return sel.table.slice(start, stop - start).combine_chunks().to_batches()[0] if stop > start else (
-        pa.RecordBatch.from_pylist([], schema=sel.table.schema))
+    return (
+        sel.table.slice(start, stop - start).combine_chunks().to_batches()[0]
+        if stop > start
+        else (pa.RecordBatch.from_pylist([], schema=sel.table.schema))
+    )
 
 
 def materialize(plan: InputPlan, part: pa.RecordBatch, blobs: BlobMaterializer) -> pa.RecordBatch:
@@ -178,11 +189,19 @@ def materialize(plan: InputPlan, part: pa.RecordBatch, blobs: BlobMaterializer) 
             present = [t for t in targets if t is not None]
             if is_blob(ofield):
                 got = dict(zip(present, blobs.paths(other, ocol, present), strict=True))
-                cols[c] = pa.array([got.get(t) if t is not None else None for t in targets], pa.string())
+                cols[c] = pa.array(
+                    [got.get(t) if t is not None else None for t in targets], pa.string()
+                )
             else:
-                vals = blobs._ds(other)._take_rows(present, columns=[ocol]).column(ocol).to_pylist() if present else []
+                vals = (
+                    blobs._ds(other)._take_rows(present, columns=[ocol]).column(ocol).to_pylist()
+                    if present
+                    else []
+                )
                 got = dict(zip(present, vals, strict=True))
-                cols[c] = pa.array([got.get(t) if t is not None else None for t in targets], ofield.type)
+                cols[c] = pa.array(
+                    [got.get(t) if t is not None else None for t in targets], ofield.type
+                )
         elif c in plan.blob_inputs:
             cols[c] = pa.array(blobs.paths(plan.table, c, addrs), pa.string())
         else:
@@ -192,14 +211,25 @@ def materialize(plan: InputPlan, part: pa.RecordBatch, blobs: BlobMaterializer) 
     return pa.RecordBatch.from_pydict(cols)
 
 
-def scatter(physical_rows: int, offsets: np.ndarray, values: pa.Table, base: pa.Table | None = None) -> pa.Table:
+def scatter(
+    physical_rows: int, offsets: np.ndarray, values: pa.Table, base: pa.Table | None = None
+) -> pa.Table:
     """A table of `physical_rows` rows: `values` at `offsets`, `base` (or nulls) elsewhere."""
     idx = np.full(physical_rows, -1, dtype=np.int64)
     idx[offsets.astype(np.int64)] = np.arange(len(offsets))
     mask = idx < 0
     take = pa.array(np.where(mask, 0, idx), mask=mask)
-    out = values.take(take) if len(offsets) else pa.table({f.name: pa.nulls(physical_rows, f.type) for f in values.schema}, schema=values.schema)
+    out = (
+        values.take(take)
+        if len(offsets)
+        else pa.table(
+            {f.name: pa.nulls(physical_rows, f.type) for f in values.schema}, schema=values.schema
+        )
+    )
     if base is None:
         return out
     keep = pa.array(mask)
-    return pa.table({n: pc.if_else(keep, base.column(n), out.column(n)) for n in values.schema.names}, schema=values.schema)
+    return pa.table(
+        {n: pc.if_else(keep, base.column(n), out.column(n)) for n in values.schema.names},
+        schema=values.schema,
+    )

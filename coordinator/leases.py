@@ -92,8 +92,16 @@ class LeaseStore:
         gens = self._generations(table, stage, fragment)
         return self.read(gens[-1][1]) if gens else None
 
-    def acquire(self, table: str, stage: str, fragment: str, *, owner: str, job: str,
-                stage_version: str = "") -> Lease | None:
+    def acquire(
+        self,
+        table: str,
+        stage: str,
+        fragment: str,
+        *,
+        owner: str,
+        job: str,
+        stage_version: str = "",
+    ) -> Lease | None:
         """Take the fragment, or None when someone else holds a live lease (or wins the race)."""
         gens = self._generations(table, stage, fragment)
         top, previous = 0, None
@@ -104,8 +112,19 @@ class LeaseStore:
                 return None
             previous = cur.get("state") if cur else None
         now = time.time()
-        lease = Lease(table, stage, fragment, top + 1, owner, job, stage_version=stage_version,
-                      acquired_at=now, expires_at=now + self.ttl, renewed_at=now, previous_state=previous)
+        lease = Lease(
+            table,
+            stage,
+            fragment,
+            top + 1,
+            owner,
+            job,
+            stage_version=stage_version,
+            acquired_at=now,
+            expires_at=now + self.ttl,
+            renewed_at=now,
+            previous_state=previous,
+        )
         if not self.store.create(lease.key, lease.payload()):
             return None
         for _, old in gens[:-1]:  # keep the previous gen: it shows who we took over from
@@ -195,7 +214,9 @@ class Heartbeat:
         for lease in leases:
             try:
                 if not self.leases.renew(lease):
-                    log.warning("lost lease on %s/%s fragment %s", lease.table, lease.stage, lease.fragment)
+                    log.warning(
+                        "lost lease on %s/%s fragment %s", lease.table, lease.stage, lease.fragment
+                    )
             except Exception as e:  # noqa: BLE001 - a flaky store must not kill the worker
                 log.warning("heartbeat failed for %s: %s", lease.key, e)
         self.last_beat = time.time()

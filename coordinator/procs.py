@@ -28,10 +28,23 @@ def run_processes(lake, portable_spec, conf: dict, opts, workers: int, report) -
     procs: list[subprocess.Popen] = []
     events: queue.Queue = queue.Queue()
     for i in range(workers):
-        payload = pickle.dumps((lake.uri, lake.storage_options, portable_spec, conf,
-                                replace(opts, worker_index=i, workers=workers), os.getpid()))
-        p = subprocess.Popen([sys.executable, "-m", "sila.coordinator.procs"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, env=env, text=True)
+        payload = pickle.dumps(
+            (
+                lake.uri,
+                lake.storage_options,
+                portable_spec,
+                conf,
+                replace(opts, worker_index=i, workers=workers),
+                os.getpid(),
+            )
+        )
+        p = subprocess.Popen(
+            [sys.executable, "-m", "sila.coordinator.procs"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
         p.stdin.write(base64.b64encode(payload).decode() + "\n")
         p.stdin.close()
         threading.Thread(target=_pump, args=(p, events), daemon=True).start()
@@ -89,7 +102,9 @@ def main() -> int:
     from sila.lake import Lake
     from sila.registry import from_portable
 
-    lake_uri, storage, spec, conf, opts, parent = pickle.loads(base64.b64decode(sys.stdin.readline()))
+    lake_uri, storage, spec, conf, opts, parent = pickle.loads(
+        base64.b64decode(sys.stdin.readline())
+    )
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     out = sys.stdout
     lock = threading.Lock()
@@ -101,8 +116,9 @@ def main() -> int:
 
     try:
         cls = from_portable(spec)
-        FragmentWorker(Lake(lake_uri, storage_options=storage), cls(**conf), opts,
-                       lambda e: send({"event": e})).run()
+        FragmentWorker(
+            Lake(lake_uri, storage_options=storage), cls(**conf), opts, lambda e: send({"event": e})
+        ).run()
         return 0
     except BaseException as e:  # noqa: BLE001 - reported to the driver, which fails the job
         send({"error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"})

@@ -21,15 +21,18 @@ class ProgressView:
                 TextColumn(f"[bold]{self.job.stage}[/] on {self.job.table}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("fragments · {task.fields[rows]} rows · {task.fields[errors]} row errors"),
+                TextColumn(
+                    "fragments · {task.fields[rows]} rows · {task.fields[errors]} row errors"
+                ),
                 TimeElapsedColumn(),
                 TextColumn("{task.fields[pools]}"),
                 console=Console(file=sys.stderr),
                 transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task("run", total=self.job.progress.fragments_total or None,
-                                                 rows=0, errors=0, pools="")
+            self._task = self._progress.add_task(
+                "run", total=self.job.progress.fragments_total or None, rows=0, errors=0, pools=""
+            )
         return self
 
     def update(self, event: dict) -> None:
@@ -38,9 +41,15 @@ class ProgressView:
         p = self.job.progress
         pools = " ".join(  # Ray: per pool rows/s, queue depth, busy fraction
             f"{name}[{m['actors']}]: {m['rows_per_s']:.0f}/s q{m['queue_depth']} {m['busy_fraction']:.0%}"
-            for name, m in (self.job.metrics.get("pools") or {}).items())
-        self._progress.update(self._task, completed=p.fragments_done + p.fragments_skipped,
-                              rows=p.rows, errors=p.row_errors, pools=pools)
+            for name, m in (self.job.metrics.get("pools") or {}).items()
+        )
+        self._progress.update(
+            self._task,
+            completed=p.fragments_done + p.fragments_skipped,
+            rows=p.rows,
+            errors=p.row_errors,
+            pools=pools,
+        )
 
     def __exit__(self, *exc) -> None:
         if self._progress is not None:

@@ -35,9 +35,16 @@ def init_ray(address: str | None) -> dict:
         return ray.cluster_resources()
     address = address or os.environ.get("RAY_ADDRESS")
     if address and address != "auto" and not _reachable(address):
-        raise SilaError(f"no Ray cluster answers at {address}; start one with `ray start --head` "
-                        "or leave --address unset to run a local one")
-    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
+        raise SilaError(
+            f"no Ray cluster answers at {address}; start one with `ray start --head` "
+            "or leave --address unset to run a local one"
+        )
+    kwargs = dict(
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=True,
+        logging_level=logging.WARNING,
+    )
     try:
         if address:
             ray.init(address=address, **kwargs)
@@ -47,8 +54,10 @@ def init_ray(address: str | None) -> dict:
             reaper.start()  # a SIGKILLed driver must not leave Ray's agents running
             ray.init(num_cpus=os.cpu_count(), **kwargs)
     except ConnectionError as e:
-        raise SilaError(f"cannot join the Ray cluster at {address}: {e}; start one with `ray start --head` "
-                        "or leave --address unset to run a local one") from e
+        raise SilaError(
+            f"cannot join the Ray cluster at {address}: {e}; start one with `ray start --head` "
+            "or leave --address unset to run a local one"
+        ) from e
     return ray.cluster_resources()
 
 
@@ -95,8 +104,15 @@ def plan_pools(cls: type[Stage], cluster: dict) -> dict[str, Resources]:
     for s in steps:
         r = res[s]
         if r.gpus and r.gpus > gpus:
-            raise SilaError(f"stage '{cls.name}' {s} needs {r.gpus} GPU(s) per worker; the Ray cluster has {gpus:g}")
-        out[s] = Resources(cpus=math.floor(r.cpus * scale * 1000) / 1000, gpus=r.gpus, memory_gb=r.memory_gb, workers=counts[s])
+            raise SilaError(
+                f"stage '{cls.name}' {s} needs {r.gpus} GPU(s) per worker; the Ray cluster has {gpus:g}"
+            )
+        out[s] = Resources(
+            cpus=math.floor(r.cpus * scale * 1000) / 1000,
+            gpus=r.gpus,
+            memory_gb=r.memory_gb,
+            workers=counts[s],
+        )
     return out
 
 
@@ -115,7 +131,9 @@ class StepActor:
         if self.stage.endpoint is not None and ctx.endpoint_url is None:
             from sila.coordinator.endpoints import endpoint_url_for_current_node
 
-            ctx.endpoint_url = endpoint_url_for_current_node(self.stage.endpoint)  # this node's server
+            ctx.endpoint_url = endpoint_url_for_current_node(
+                self.stage.endpoint
+            )  # this node's server
         self.stage.setup(ctx)
         self.blobs = BlobMaterializer(Lake(ctx.lake_uri, storage_options=ctx.storage_options))
         self.busy = 0.0
@@ -205,13 +223,21 @@ class Pool:
         return new
 
     def snapshot(self) -> dict:
-        busy = sum(self._ray.get([a.stats.remote() for a in self.actors], timeout=30)[i]["busy_s"]
-                   for i in range(len(self.actors)))
+        busy = sum(
+            self._ray.get([a.stats.remote() for a in self.actors], timeout=30)[i]["busy_s"]
+            for i in range(len(self.actors))
+        )
         wall = max(time.monotonic() - self.metrics.started, 1e-9)
-        return {"actors": len(self.actors), "cpus_each": self.resources.cpus, "gpus_each": self.resources.gpus,
-                "rows": self.metrics.rows, "rows_per_s": round(self.metrics.rows / wall, 2),
-                "queue_depth": self.metrics.waiting, "busy_fraction": round(busy / (wall * len(self.actors)), 3),
-                "actor_restarts": self.metrics.retries}
+        return {
+            "actors": len(self.actors),
+            "cpus_each": self.resources.cpus,
+            "gpus_each": self.resources.gpus,
+            "rows": self.metrics.rows,
+            "rows_per_s": round(self.metrics.rows / wall, 2),
+            "queue_depth": self.metrics.waiting,
+            "busy_fraction": round(busy / (wall * len(self.actors)), 3),
+            "actor_restarts": self.metrics.retries,
+        }
 
 
 class RayRunner:
@@ -254,12 +280,25 @@ class RayRunner:
 
 def _dead_rows(cls, n: int, why: str) -> SegmentResult:
     """A segment whose workers kept dying: its rows get errors instead of stalling the job."""
-    arrays = [pa.nulls(n, f.type) for f in cls.outputs] + [pa.array([f"worker died {MAX_ATTEMPTS} times: {why[:200]}"] * n)]
-    return SegmentResult(pa.RecordBatch.from_arrays(arrays, schema=pa.schema(cls.output_fields())), None, 0)
+    arrays = [pa.nulls(n, f.type) for f in cls.outputs] + [
+        pa.array([f"worker died {MAX_ATTEMPTS} times: {why[:200]}"] * n)
+    ]
+    return SegmentResult(
+        pa.RecordBatch.from_arrays(arrays, schema=pa.schema(cls.output_fields())), None, 0
+    )
 
 
-def run_ray(lake, portable, cls: type[Stage], conf: dict, opts: WorkerOptions, workers: int, report, job,
-            address: str | None = None) -> None:
+def run_ray(
+    lake,
+    portable,
+    cls: type[Stage],
+    conf: dict,
+    opts: WorkerOptions,
+    workers: int,
+    report,
+    job,
+    address: str | None = None,
+) -> None:
     import ray
 
     cluster = init_ray(address)
@@ -273,13 +312,27 @@ def run_ray(lake, portable, cls: type[Stage], conf: dict, opts: WorkerOptions, w
     for step, r in plan.items():
         # Ray pins OMP threads to num_cpus (a fraction rounds to 1): let the compute actors share
         # every core (pre/post pools are mostly idle in between), or a 2-core box computes on one.
-        threads = max(1, int(cpus // (r.workers or 1))) if step in ("compute", "all") else max(1, int(r.cpus))
+        threads = (
+            max(1, int(cpus // (r.workers or 1)))
+            if step in ("compute", "all")
+            else max(1, int(r.cpus))
+        )
         env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         # max_concurrency=2: `stats` answers while `run` works (the pool never sends two runs)
-        actor_cls = ray.remote(StepActor).options(num_cpus=r.cpus, num_gpus=r.gpus or 0, max_concurrency=2,
-                                                   runtime_env={"env_vars": env},
-                                                   memory=int(r.memory_gb * 2**30) if r.memory_gb else None)
-        ctx = StageContext(lake.uri, lake.storage_options, opts.endpoint_url, f"ray-{step}", opts.allow_random_weights)
+        actor_cls = ray.remote(StepActor).options(
+            num_cpus=r.cpus,
+            num_gpus=r.gpus or 0,
+            max_concurrency=2,
+            runtime_env={"env_vars": env},
+            memory=int(r.memory_gb * 2**30) if r.memory_gb else None,
+        )
+        ctx = StageContext(
+            lake.uri,
+            lake.storage_options,
+            opts.endpoint_url,
+            f"ray-{step}",
+            opts.allow_random_weights,
+        )
 
         def make(actor_cls=actor_cls, ctx=ctx, step=step):
             return actor_cls.remote(portable, conf, ctx, step)
@@ -290,8 +343,13 @@ def run_ray(lake, portable, cls: type[Stage], conf: dict, opts: WorkerOptions, w
     actors = sum(r.workers or 1 for r in plan.values())
     concurrency = workers if workers > 1 else actors + 1
     segments = 2 * actors  # segments in flight across fragments: every actor busy, one queued each
-    job.metrics.update({"cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
-                        "fragments_in_flight": concurrency, "segments_in_flight": segments})
+    job.metrics.update(
+        {
+            "cluster": {k: v for k, v in cluster.items() if k in ("CPU", "GPU", "memory")},
+            "fragments_in_flight": concurrency,
+            "segments_in_flight": segments,
+        }
+    )
     stop = threading.Event()
 
     def publish() -> None:
@@ -304,8 +362,15 @@ def run_ray(lake, portable, cls: type[Stage], conf: dict, opts: WorkerOptions, w
 
     threading.Thread(target=publish, daemon=True).start()
     try:
-        FragmentWorker(lake, cls(**conf), opts, report, runner=RayRunner(pools), concurrency=concurrency,
-                       segment_concurrency=segments).run()
+        FragmentWorker(
+            lake,
+            cls(**conf),
+            opts,
+            report,
+            runner=RayRunner(pools),
+            concurrency=concurrency,
+            segment_concurrency=segments,
+        ).run()
     finally:
         stop.set()
         try:

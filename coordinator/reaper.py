@@ -20,9 +20,13 @@ SESSION = re.compile(r"session_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_\d+")
 
 
 def start(pid: int | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sila.coordinator.reaper", str(pid or os.getpid())],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sila.coordinator.reaper", str(pid or os.getpid())],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _cmdline(p: psutil.Process) -> str:

@@ -20,7 +20,13 @@ from sila.registry import portable_spec, resolve
 
 log = logging.getLogger(__name__)
 
-_OPTION_KEYS = set(WorkerOptions.__dataclass_fields__) - {"job", "worker_index", "workers", "where", "retry_errors"}
+_OPTION_KEYS = set(WorkerOptions.__dataclass_fields__) - {
+    "job",
+    "worker_index",
+    "workers",
+    "where",
+    "retry_errors",
+}
 
 
 def choose_executor(executor: str, workers: int, address: str | None) -> str:
@@ -32,27 +38,47 @@ def choose_executor(executor: str, workers: int, address: str | None) -> str:
     return "processes" if workers > 1 else "inline"
 
 
-def run_stage(lake, spec, *, executor: str = "auto", workers: int = 1, where: str | None = None,
-              recompute: bool = False, retry_errors: bool = False, settings=None, recipe: str | None = None,
-              progress: bool = False, address: str | None = None, **options: Any) -> dict:
+def run_stage(
+    lake,
+    spec,
+    *,
+    executor: str = "auto",
+    workers: int = 1,
+    where: str | None = None,
+    recompute: bool = False,
+    retry_errors: bool = False,
+    settings=None,
+    recipe: str | None = None,
+    progress: bool = False,
+    address: str | None = None,
+    **options: Any,
+) -> dict:
     unknown = set(options) - _OPTION_KEYS
     if unknown:
         raise SilaError(f"unknown run option(s) {sorted(unknown)}; known: {sorted(_OPTION_KEYS)}")
     executor = choose_executor(executor, workers, address)
     cls = resolve(spec)
     recipe_doc = load_recipe(recipe)
-    for k, v in recipe_doc.get("storage", {}).items():  # the recipe's [storage]; explicit options win
+    for k, v in recipe_doc.get(
+        "storage", {}
+    ).items():  # the recipe's [storage]; explicit options win
         lake.storage_options.setdefault(k, str(v))
     conf = stage_settings(recipe_doc, cls.name, settings)
     stage = cls(**conf)  # validates settings before anything is written
     ds, _reset = prepare_columns(lake, cls, recompute=recompute)
     _, pending = split_fragments(ds, cls.name)
-    job = JobRecord(new_job_id(cls.name), cls.name, cls.table, cls.resolved_version(), executor, workers)
+    job = JobRecord(
+        new_job_id(cls.name), cls.name, cls.table, cls.resolved_version(), executor, workers
+    )
     job.progress.fragments_total = len(pending) if not retry_errors else 0
     jobs = JobLog(lake.store)
     jobs.write(job)
-    opts = WorkerOptions(job=job.job, where=where, retry_errors=retry_errors, workers=workers, **options)
-    view = ProgressView(job, enabled=progress and (job.progress.fragments_total > 0 or retry_errors))
+    opts = WorkerOptions(
+        job=job.job, where=where, retry_errors=retry_errors, workers=workers, **options
+    )
+    view = ProgressView(
+        job, enabled=progress and (job.progress.fragments_total > 0 or retry_errors)
+    )
     last_write = [time.monotonic()]
 
     def report(event: dict) -> None:
@@ -74,7 +100,17 @@ def run_stage(lake, spec, *, executor: str = "auto", workers: int = 1, where: st
             elif executor == "ray":
                 from sila.coordinator.ray_executor import run_ray
 
-                run_ray(lake, portable_spec(spec, cls), cls, conf, opts, workers, report, job, address=address)
+                run_ray(
+                    lake,
+                    portable_spec(spec, cls),
+                    cls,
+                    conf,
+                    opts,
+                    workers,
+                    report,
+                    job,
+                    address=address,
+                )
             else:
                 raise SilaError(f"unknown executor '{executor}' (auto, inline, processes, ray)")
         job.state = "succeeded"

@@ -39,12 +39,18 @@ def table_status(ds, name: str) -> dict:
     for stage, fields in fields_by_stage.items():
         done, pending = split_fragments(ds, stage)
         err = f"{stage}_error"
-        errors = ds.count_rows(filter=f"{err} IS NOT NULL") if err in ds.schema.names and done else 0
+        errors = (
+            ds.count_rows(filter=f"{err} IS NOT NULL") if err in ds.schema.names and done else 0
+        )
         versions = sorted({v for f in fields if (v := version_of(f))})
         spec = next((s for f in fields if (s := spec_of(f))), None)
         now = current_version(spec)
         stale = bool(now and versions and now not in versions)
-        done_rows = sum(ds.get_fragment(d.id).count_rows() for d in done) if rows and len(done) < 2000 else None
+        done_rows = (
+            sum(ds.get_fragment(d.id).count_rows() for d in done)
+            if rows and len(done) < 2000
+            else None
+        )
         stages[stage] = {
             "fragments_done": len(done),
             "fragments_pending": len(pending),
@@ -52,7 +58,9 @@ def table_status(ds, name: str) -> dict:
             "version": versions[0] if len(versions) == 1 else versions,
             "current_version": now,
             "stale_fragments": len(done) if stale else 0,
-            "coverage": round(done_rows / rows, 4) if done_rows is not None and rows else (1.0 if not pending else None),
+            "coverage": round(done_rows / rows, 4)
+            if done_rows is not None and rows
+            else (1.0 if not pending else None),
         }
     return {"rows": rows, "fragments": len(frags), "version": ds.version, "stages": stages}
 
@@ -64,16 +72,35 @@ def lake_status(lake) -> dict:
     now = time.time()
     leases = []
     for lease in LeaseStore(lake.store).live():
-        leases.append({
-            "table": lease["table"], "stage": lease["stage"], "fragment": lease["fragment"],
-            "gen": lease["gen"], "owner": lease["owner"], "job": lease["job"],
-            "age_s": round(now - lease["acquired_at"], 1),
-            "heartbeat_lag_s": round(now - lease.get("renewed_at", lease["acquired_at"]), 1),
-            "segments_done": lease.get("segments_done", 0),
-        })
+        leases.append(
+            {
+                "table": lease["table"],
+                "stage": lease["stage"],
+                "fragment": lease["fragment"],
+                "gen": lease["gen"],
+                "owner": lease["owner"],
+                "job": lease["job"],
+                "age_s": round(now - lease["acquired_at"], 1),
+                "heartbeat_lag_s": round(now - lease.get("renewed_at", lease["acquired_at"]), 1),
+                "segments_done": lease.get("segments_done", 0),
+            }
+        )
     out["leases"] = leases
     out["jobs"] = [
-        {k: j.get(k) for k in ("job", "stage", "table", "state", "started_at", "ended_at", "heartbeat_at", "progress", "message")}
+        {
+            k: j.get(k)
+            for k in (
+                "job",
+                "stage",
+                "table",
+                "state",
+                "started_at",
+                "ended_at",
+                "heartbeat_at",
+                "progress",
+                "message",
+            )
+        }
         for j in JobLog(lake.store).all()[-10:]
     ]
     return out

@@ -35,8 +35,12 @@ def run_steps(stage: Stage, batch: pa.RecordBatch) -> SegmentResult:
         raise
     except Exception as first:  # noqa: BLE001 - any stage failure is isolated per row below
         if batch.num_rows == 1:
-            return _failed_rows(stage, batch, [_message(first)], unexpected=not isinstance(first, RowError))
-        log.info("stage %s: batch of %d failed (%s); isolating rows", stage.name, batch.num_rows, first)
+            return _failed_rows(
+                stage, batch, [_message(first)], unexpected=not isinstance(first, RowError)
+            )
+        log.info(
+            "stage %s: batch of %d failed (%s); isolating rows", stage.name, batch.num_rows, first
+        )
     parts: list[SegmentResult] = []
     unexpected = 0
     for i in range(batch.num_rows):
@@ -75,12 +79,16 @@ def _message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _failed_rows(stage: Stage, batch: pa.RecordBatch, messages: list[str], *, unexpected: bool) -> SegmentResult:
+def _failed_rows(
+    stage: Stage, batch: pa.RecordBatch, messages: list[str], *, unexpected: bool
+) -> SegmentResult:
     n = batch.num_rows
     arrays = [pa.nulls(n, f.type) for f in stage.outputs]
     arrays.append(pa.array(messages * n if len(messages) == 1 else messages, pa.string()))
     schema = pa.schema(stage.output_fields())
-    return SegmentResult(pa.RecordBatch.from_arrays(arrays, schema=schema), None, n if unexpected else 0)
+    return SegmentResult(
+        pa.RecordBatch.from_arrays(arrays, schema=schema), None, n if unexpected else 0
+    )
 
 
 def _conform(stage: Stage, result, n: int) -> SegmentResult:
@@ -92,7 +100,9 @@ def _conform(stage: Stage, result, n: int) -> SegmentResult:
         if children is not None and not isinstance(children, pa.Table):
             raise ContractError(f"stage '{stage.name}': Emit.children must be a pyarrow Table")
     elif stage.kind == "explode":
-        raise ContractError(f"stage '{stage.name}' is an explode stage: return sila.Emit(outputs, children)")
+        raise ContractError(
+            f"stage '{stage.name}' is an explode stage: return sila.Emit(outputs, children)"
+        )
     columns = _columns(stage, result)
     err_name = stage.error_column()
     declared = {f.name for f in stage.outputs}
@@ -101,7 +111,8 @@ def _conform(stage: Stage, result, n: int) -> SegmentResult:
     if missing or extra:
         raise ContractError(
             f"stage '{stage.name}' returned columns {sorted(columns)} but declares outputs "
-            f"{sorted(declared)}" + (f"; missing {sorted(missing)}" if missing else "")
+            f"{sorted(declared)}"
+            + (f"; missing {sorted(missing)}" if missing else "")
             + (f"; undeclared {sorted(extra)} (add them to `outputs`)" if extra else "")
         )
     arrays = []
@@ -148,7 +159,13 @@ def _to_array(stage: Stage, field: pa.Field, values) -> pa.Array:
         if hasattr(values, "tolist") and not isinstance(values, list | tuple):
             values = values.tolist()  # numpy
         return pa.array(list(values), type=field.type)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError) as e:
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        pa.ArrowNotImplementedError,
+        TypeError,
+        ValueError,
+    ) as e:
         got = values.type if isinstance(values, pa.Array) else type(values).__name__
         raise ContractError(
             f"stage '{stage.name}': output '{field.name}' is declared {field.type} but the stage "

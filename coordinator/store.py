@@ -52,10 +52,16 @@ def env_storage_options(uri: str) -> dict[str, str]:
     """Credentials and endpoint from the standard environment variables (explicit options win)."""
     out: dict[str, str] = {}
     if uri.startswith("s3://"):
-        for env, key in (("AWS_ENDPOINT_URL", "aws_endpoint"), ("AWS_ENDPOINT_URL_S3", "aws_endpoint"),
-                         ("AWS_ACCESS_KEY_ID", "aws_access_key_id"), ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
-                         ("AWS_SESSION_TOKEN", "aws_session_token"), ("AWS_DEFAULT_REGION", "aws_region"),
-                         ("AWS_REGION", "aws_region"), ("AWS_ALLOW_HTTP", "allow_http")):
+        for env, key in (
+            ("AWS_ENDPOINT_URL", "aws_endpoint"),
+            ("AWS_ENDPOINT_URL_S3", "aws_endpoint"),
+            ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+            ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+            ("AWS_SESSION_TOKEN", "aws_session_token"),
+            ("AWS_DEFAULT_REGION", "aws_region"),
+            ("AWS_REGION", "aws_region"),
+            ("AWS_ALLOW_HTTP", "allow_http"),
+        ):
             if os.environ.get(env):
                 out[key] = os.environ[env]
         if out.get("aws_endpoint", "").startswith("http://"):
@@ -77,8 +83,12 @@ def open_store(url: str, storage_options: dict[str, str] | None = None):
             config[lk] = v
     client.setdefault("timeout", "30s")  # a dead endpoint fails, never hangs
     client.setdefault("connect_timeout", "5s")
-    return from_url(url, config=config or None, client_options=client or None,
-                    retry_config={"max_retries": 2, "retry_timeout": timedelta(seconds=20)})
+    return from_url(
+        url,
+        config=config or None,
+        client_options=client or None,
+        retry_config={"max_retries": 2, "retry_timeout": timedelta(seconds=20)},
+    )
 
 
 class Store:

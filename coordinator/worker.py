@@ -82,8 +82,16 @@ class FragmentWorker:
     """Claims fragments and drives them to a commit; `runner` computes their segments and
     `concurrency` fragments may be in flight at once (the Ray executor uses both)."""
 
-    def __init__(self, lake: Lake, stage: Stage, opts: WorkerOptions, report: Callable[[dict], None],
-                 runner=None, concurrency: int = 1, segment_concurrency: int = 1):
+    def __init__(
+        self,
+        lake: Lake,
+        stage: Stage,
+        opts: WorkerOptions,
+        report: Callable[[dict], None],
+        runner=None,
+        concurrency: int = 1,
+        segment_concurrency: int = 1,
+    ):
         self.lake, self.stage, self.opts, self.report = lake, stage, opts, report
         cls = type(stage)
         self.table, self.name = cls.table, cls.name
@@ -92,20 +100,42 @@ class FragmentWorker:
         self.leases = LeaseStore(lake.store, ttl=opts.ttl)
         self.heartbeat = Heartbeat(self.leases, opts.heartbeat or opts.ttl / 4)
         self.checkpoints = Checkpoints(lake.store, self.table, self.name, self.version)
-        self.committer = Committer(lake, self.table, self.name, self.leases, opts.commit_batch,
-                                   opts.commit_window_s, on_commit=self._committed)
+        self.committer = Committer(
+            lake,
+            self.table,
+            self.name,
+            self.leases,
+            opts.commit_batch,
+            opts.commit_window_s,
+            on_commit=self._committed,
+        )
         self.segment_rows = opts.segment_rows or cls.segment_rows
-        self.where = combine_where(cls.where, opts.where,
-                                   f"{cls.error_column()} IS NOT NULL" if opts.retry_errors else None)
+        self.where = combine_where(
+            cls.where,
+            opts.where,
+            f"{cls.error_column()} IS NOT NULL" if opts.retry_errors else None,
+        )
         self.ok_rows = 0
         self.unexpected = 0
         self.concurrency = max(1, concurrency)
         # Segments of one fragment computed at once (Ray: keeps every actor busy on the last
         # fragment too). Their number across all fragments is bounded by this pool's size.
-        self.segment_pool = (ThreadPoolExecutor(segment_concurrency, "sila-segment")
-                             if segment_concurrency > 1 else None)
-        self.runner = runner or LocalRunner(lake, stage, StageContext(
-            lake.uri, lake.storage_options, opts.endpoint_url, self.owner, opts.allow_random_weights))
+        self.segment_pool = (
+            ThreadPoolExecutor(segment_concurrency, "sila-segment")
+            if segment_concurrency > 1
+            else None
+        )
+        self.runner = runner or LocalRunner(
+            lake,
+            stage,
+            StageContext(
+                lake.uri,
+                lake.storage_options,
+                opts.endpoint_url,
+                self.owner,
+                opts.allow_random_weights,
+            ),
+        )
         self._lock = threading.Lock()
 
     # -- main loop --------------------------------------------------------------------------
@@ -129,7 +159,9 @@ class FragmentWorker:
         done, pending = split_fragments(ds, self.name)
         if self.opts.retry_errors:
             err = self.stage.error_column()
-            with_errors = {f.id for f in done if ds.get_fragment(f.id).count_rows(f"{err} IS NOT NULL")}
+            with_errors = {
+                f.id for f in done if ds.get_fragment(f.id).count_rows(f"{err} IS NOT NULL")
+            }
             pending = [f for f in done if f.id in with_errors]
         if not pending:
             return []
@@ -138,13 +170,19 @@ class FragmentWorker:
 
     def _loop(self) -> None:
         attempted: set[str] = set()  # fragments this worker finished or saw committed
-        pool = ThreadPoolExecutor(self.concurrency, "sila-fragment") if self.concurrency > 1 else None
+        pool = (
+            ThreadPoolExecutor(self.concurrency, "sila-fragment") if self.concurrency > 1 else None
+        )
         inflight: set[Future] = set()
 
         def collect(block: bool) -> None:
             if not inflight:
                 return
-            done, _ = wait(inflight, return_when=FIRST_COMPLETED if block else ALL_COMPLETED, timeout=None if block else 0)
+            done, _ = wait(
+                inflight,
+                return_when=FIRST_COMPLETED if block else ALL_COMPLETED,
+                timeout=None if block else 0,
+            )
             for fut in done:
                 inflight.discard(fut)
                 fin = fut.result()  # re-raises StageFailed / ContractError: the job stops
@@ -184,13 +222,22 @@ class FragmentWorker:
                 pool.shutdown(wait=True, cancel_futures=True)
 
     def _claim(self, ref: FragmentRef):
-        lease = self.leases.acquire(self.table, self.name, ref.key, owner=self.owner,
-                                    job=self.opts.job, stage_version=self.version)
+        lease = self.leases.acquire(
+            self.table,
+            self.name,
+            ref.key,
+            owner=self.owner,
+            job=self.opts.job,
+            stage_version=self.version,
+        )
         if lease is None:
             return None
         # Someone committed it after our listing: only then is a fresh manifest read needed.
-        if (lease.previous_state == COMMITTED and not self.opts.retry_errors
-                and is_done(self.lake.table(self.table), self.name, ref.id)):
+        if (
+            lease.previous_state == COMMITTED
+            and not self.opts.retry_errors
+            and is_done(self.lake.table(self.table), self.name, ref.id)
+        ):
             self.leases.release(lease, committed=True)  # finished by someone else
             return None
         self.heartbeat.add(lease)
@@ -208,12 +255,19 @@ class FragmentWorker:
         for f in committed + skipped:
             if f.lease:
                 self.heartbeat.drop(f.lease)
-            if f.lease is None or f.lease.gen > 1 or f.lease.segments_done:  # else none were written
+            if (
+                f.lease is None or f.lease.gen > 1 or f.lease.segments_done
+            ):  # else none were written
                 self.checkpoints.clear(f.ref.key)
-        self.report({
-            "fragments_done": len(committed), "fragments_skipped": len(skipped), "commits": 1 if committed else 0,
-            "rows": sum(f.rows for f in committed), "row_errors": sum(f.errors for f in committed),
-        })
+        self.report(
+            {
+                "fragments_done": len(committed),
+                "fragments_skipped": len(skipped),
+                "commits": 1 if committed else 0,
+                "rows": sum(f.rows for f in committed),
+                "row_errors": sum(f.errors for f in committed),
+            }
+        )
 
     # -- one fragment ---------------------------------------------------------------------------
     def _process(self, ref: FragmentRef, lease) -> Finished:
@@ -250,7 +304,9 @@ class FragmentWorker:
                 self._watch_for_bugs(res, b - a)
                 fault_point("before_checkpoint")
                 if i < len(bounds) - 1 and at_stake >= self.opts.checkpoint_min_s:
-                    self.checkpoints.save(ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children)
+                    self.checkpoints.save(
+                        ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children
+                    )
                     lease.segments_done, at_stake = i + 1, 0.0
                     fault_point("after_checkpoint")
                 results.append(res)
@@ -266,10 +322,16 @@ class FragmentWorker:
         t0 = time.perf_counter()
         return self.runner(plan, part), time.perf_counter() - t0
 
-    def _finish(self, ds, ref: FragmentRef, lease, offsets: np.ndarray, results: list[SegmentResult]) -> Finished:
+    def _finish(
+        self, ds, ref: FragmentRef, lease, offsets: np.ndarray, results: list[SegmentResult]
+    ) -> Finished:
         cls = type(self.stage)
         schema = pa.schema(cls.output_fields())
-        values = pa.Table.from_batches([r.outputs for r in results], schema=schema) if results else schema.empty_table()
+        values = (
+            pa.Table.from_batches([r.outputs for r in results], schema=schema)
+            if results
+            else schema.empty_table()
+        )
         base = None
         if self.opts.retry_errors:
             base = ds.get_fragment(ref.id).to_table(columns=schema.names).cast(schema)
@@ -282,8 +344,14 @@ class FragmentWorker:
         fault_point("before_commit")
         data_file = write_data_file(ds, full)
         n_errors = len(offsets) - values.column(cls.error_column()).null_count
-        return Finished(ref, data_file, lease, rows=len(offsets), errors=n_errors,
-                        replace=self.opts.retry_errors)
+        return Finished(
+            ref,
+            data_file,
+            lease,
+            rows=len(offsets),
+            errors=n_errors,
+            replace=self.opts.retry_errors,
+        )
 
     def _watch_for_bugs(self, res: SegmentResult, n: int) -> None:
         """A stage that fails every row it has ever seen is broken: stop before writing more."""

@@ -1,9 +1,9 @@
 """SILA: curate raw media into training-ready samples, one wide Lance table per entity.
 
-    import sila
-    lake = sila.Lake("./lake")
-    lake.ingest(["videos/"])
-    lake.run("thumbnail")
+import sila
+lake = sila.Lake("./lake")
+lake.ingest(["videos/"])
+lake.run("thumbnail")
 """
 
 import os
@@ -40,4 +40,3 @@ __all__ = [
     "stage",
 ]
 __version__ = "0.1.0"
-

@@ -33,7 +33,11 @@ def stage(
     model: str | None = None,
 ) -> Callable[[Callable], type[Stage]]:
     """Turn `fn(batch: pa.RecordBatch) -> dict | values` into a Stage class."""
-    fields = [pa.field(k, v) for k, v in outputs.items()] if isinstance(outputs, Mapping) else list(outputs)
+    fields = (
+        [pa.field(k, v) for k, v in outputs.items()]
+        if isinstance(outputs, Mapping)
+        else list(outputs)
+    )
 
     def wrap(fn: Callable[[pa.RecordBatch], Any]) -> type[Stage]:
         single = fields[0].name if len(fields) == 1 else None

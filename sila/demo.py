@@ -14,7 +14,9 @@ from sila.recipe import load_recipe
 from sila.registry import registered
 
 
-def run_demo(lake_uri: str, *, media_dir: str | None = None, quiet: bool = False, small: bool = False) -> dict:
+def run_demo(
+    lake_uri: str, *, media_dir: str | None = None, quiet: bool = False, small: bool = False
+) -> dict:
     from sila.demo_corpus import make_corpus
 
     console = Console(quiet=quiet)
@@ -27,7 +29,9 @@ def run_demo(lake_uri: str, *, media_dir: str | None = None, quiet: bool = False
     rep = lake.ingest(files)
     console.print(f"    added {rep.added}, already present {rep.present}, failed {rep.failed}")
     for f in rep.failures:
-        console.print(f"    [yellow]expected failure[/] {os.path.basename(f['path'])}: {f['error']}")
+        console.print(
+            f"    [yellow]expected failure[/] {os.path.basename(f['path'])}: {f['error']}"
+        )
     try:
         recipe, recipe_name = load_recipe("demo"), "demo"
     except SilaError:  # installed without the repo's datasets/: the same pipeline, default settings
@@ -41,24 +45,34 @@ def run_demo(lake_uri: str, *, media_dir: str | None = None, quiet: bool = False
         job = lake.run(name, recipe=recipe_name, progress=not quiet)
         p = job["progress"]
         jobs[name] = {**p, "seconds": round(time.monotonic() - t, 2)}
-        console.print(f"    {name}: {p['rows']} rows, {p['row_errors']} row errors, "
-                      f"{p['children']} child rows, {jobs[name]['seconds']} s")
+        console.print(
+            f"    {name}: {p['rows']} rows, {p['row_errors']} row errors, "
+            f"{p['children']} child rows, {jobs[name]['seconds']} s"
+        )
     status = lake.status()
     tab = Table("table", "rows", "fragments", "stage: done/pending fragments, row errors")
     for tname, t in status["tables"].items():
-        stages = "; ".join(f"{s}: {d['fragments_done']}/{d['fragments_pending']}, {d['errors']} err"
-                           for s, d in t["stages"].items())
+        stages = "; ".join(
+            f"{s}: {d['fragments_done']}/{d['fragments_pending']}, {d['errors']} err"
+            for s, d in t["stages"].items()
+        )
         tab.add_row(tname, str(t["rows"]), str(t["fragments"]), stages)
     console.print(tab)
     seconds = round(time.monotonic() - t0, 1)
     console.print(f"demo finished in {seconds} s. Try next:")
     for cmd in (
         f"sila status --lake {lake.uri}",
-        f"sila sql \"select filename, media_kind, duration_s, ingest_error from sources\" --lake {lake.uri}",
-        f"sila sql \"select id, start_s, end_s, video_width, video_height, crop_box from clips\" --lake {lake.uri}",
+        f'sila sql "select filename, media_kind, duration_s, ingest_error from sources" --lake {lake.uri}',
+        f'sila sql "select id, start_s, end_s, video_width, video_height, crop_box from clips" --lake {lake.uri}',
         f"sila run thumbnail --lake {lake.uri}        # nothing to do: every row has its outputs",
         "sila stages",
     ):
         console.print(f"  {cmd}")
-    return {"lake": lake.uri, "media": media_dir, "ingest": rep.to_dict(), "jobs": jobs,
-            "status": status, "seconds": seconds}
+    return {
+        "lake": lake.uri,
+        "media": media_dir,
+        "ingest": rep.to_dict(),
+        "jobs": jobs,
+        "status": status,
+        "seconds": seconds,
+    }

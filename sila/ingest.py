@@ -40,8 +40,13 @@ class IngestReport:
     missing: list[str] = field(default_factory=list)  # inputs that matched no file
 
     def to_dict(self) -> dict:
-        return {"added": self.added, "already_present": self.present, "failed": self.failed,
-                "failures": self.failures, "missing": self.missing}
+        return {
+            "added": self.added,
+            "already_present": self.present,
+            "failed": self.failed,
+            "failures": self.failures,
+            "missing": self.missing,
+        }
 
 
 def expand(inputs: list[str]) -> tuple[list[str], list[str]]:
@@ -116,7 +121,9 @@ def _describe(path: str) -> dict:
     return row
 
 
-def _fetch_remote(inputs: list[str], storage_options: dict, scratch: str) -> tuple[dict[str, str], list[str]]:
+def _fetch_remote(
+    inputs: list[str], storage_options: dict, scratch: str
+) -> tuple[dict[str, str], list[str]]:
     """Download object-store inputs (an object or every object under a prefix) to `scratch`.
     Returns {local path: remote uri} and the inputs that matched nothing."""
     import obstore
@@ -129,12 +136,18 @@ def _fetch_remote(inputs: list[str], storage_options: dict, scratch: str) -> tup
         scheme, _, rest = uri.partition("://")
         bucket, _, key = rest.partition("/")
         store = open_store(f"{scheme}://{bucket}", storage_options)
-        keys = [m["path"] for chunk in obstore.list(store, prefix=key or None) for m in chunk
-                if m["path"] == key or not key or m["path"].startswith(key.rstrip("/") + "/")]
+        keys = [
+            m["path"]
+            for chunk in obstore.list(store, prefix=key or None)
+            for m in chunk
+            if m["path"] == key or not key or m["path"].startswith(key.rstrip("/") + "/")
+        ]
         if not keys:
             missing.append(uri)
         for k in sorted(keys):
-            path = os.path.join(scratch, hashlib.sha1(k.encode()).hexdigest()[:16] + "-" + os.path.basename(k))
+            path = os.path.join(
+                scratch, hashlib.sha1(k.encode()).hexdigest()[:16] + "-" + os.path.basename(k)
+            )
             with open(path, "wb") as out:
                 for chunk in obstore.get(store, k).stream():
                     out.write(chunk)
@@ -142,17 +155,23 @@ def _fetch_remote(inputs: list[str], storage_options: dict, scratch: str) -> tup
     return local, missing
 
 
-def ingest(lake: Lake, inputs: list[str], *, reference: bool = False, progress: bool = False) -> IngestReport:
+def ingest(
+    lake: Lake, inputs: list[str], *, reference: bool = False, progress: bool = False
+) -> IngestReport:
     import tempfile
 
     from sila.coordinator.store import is_remote
 
     with tempfile.TemporaryDirectory(prefix="sila-ingest-") as scratch:
-        remote, missing = _fetch_remote([i for i in inputs if is_remote(i)], lake.storage_options, scratch)
+        remote, missing = _fetch_remote(
+            [i for i in inputs if is_remote(i)], lake.storage_options, scratch
+        )
         return _ingest(lake, [i for i in inputs if not is_remote(i)], remote, missing, reference)
 
 
-def _ingest(lake: Lake, inputs: list[str], remote: dict[str, str], missing: list[str], reference: bool) -> IngestReport:
+def _ingest(
+    lake: Lake, inputs: list[str], remote: dict[str, str], missing: list[str], reference: bool
+) -> IngestReport:
     report = IngestReport()
     files, report.missing = expand(inputs)
     files += list(remote)
@@ -190,8 +209,13 @@ def _ingest(lake: Lake, inputs: list[str], remote: dict[str, str], missing: list
 
     reader = pa.RecordBatchReader.from_batches(schema, batches())
     mode = "append" if lake.has_table("sources") else "create"
-    lance.write_dataset(reader, lake.table_uri("sources"), schema=schema, mode=mode,
-                        storage_options=lake.storage_options or None)
+    lance.write_dataset(
+        reader,
+        lake.table_uri("sources"),
+        schema=schema,
+        mode=mode,
+        storage_options=lake.storage_options or None,
+    )
     return report
 
 
@@ -200,7 +224,12 @@ def _batch(rows: list[dict], schema: pa.Schema, reference: bool) -> pa.RecordBat
     for f in schema:
         if f.name == "media":
             cols["media"] = pa.array(
-                [None if reference or r.get("ingest_error", "").startswith("unreadable") else _read(r.get("_local") or r["uri"]) for r in rows],
+                [
+                    None
+                    if reference or r.get("ingest_error", "").startswith("unreadable")
+                    else _read(r.get("_local") or r["uri"])
+                    for r in rows
+                ],
                 pa.large_binary(),
             )
         else:

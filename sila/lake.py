@@ -1,9 +1,9 @@
 """The lake: a directory or object-store URI holding one Lance table per entity.
 
-    lake = sila.Lake("./lake")
-    lake.ingest(["videos/"])
-    lake.run("thumbnail")
-    lake.sql("select media_kind, count(*) from sources group by 1")
+lake = sila.Lake("./lake")
+lake.ingest(["videos/"])
+lake.run("thumbnail")
+lake.sql("select media_kind, count(*) from sources group by 1")
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ def default_lake_uri() -> str:
 class Lake:
     """A SILA lake. Opening never writes; `init()` or the first ingest creates it."""
 
-    def __init__(self, uri: str | os.PathLike | None = None, *, storage_options: dict[str, str] | None = None):
+    def __init__(
+        self, uri: str | os.PathLike | None = None, *, storage_options: dict[str, str] | None = None
+    ):
         uri = str(uri) if uri is not None else default_lake_uri()
         if not is_remote(uri):
             uri = os.path.abspath(local_path(uri))
@@ -42,7 +44,11 @@ class Lake:
         from sila.recipe import load_recipe  # $SILA_RECIPE's [storage] section, if any
 
         recipe_opts = {k: str(v) for k, v in load_recipe(None).get("storage", {}).items()}
-        self.storage_options = {**env_storage_options(self.uri), **recipe_opts, **(storage_options or {})}
+        self.storage_options = {
+            **env_storage_options(self.uri),
+            **recipe_opts,
+            **(storage_options or {}),
+        }
         self._store: Store | None = None
 
     def __repr__(self) -> str:
@@ -79,12 +85,20 @@ class Lake:
     def table(self, name: str, version: int | None = None) -> lance.LanceDataset:
         """The Lance dataset of a table (fresh: the latest committed version)."""
         try:
-            return lance.dataset(self.table_uri(name), version=version, storage_options=self.storage_options or None)
+            return lance.dataset(
+                self.table_uri(name), version=version, storage_options=self.storage_options or None
+            )
         except (ValueError, OSError, RuntimeError) as e:
             if not self.has_table(name):
                 have = ", ".join(self.tables()) or "none"
-                hint = "run `sila ingest PATH` first" if name == "sources" else "run the stage that creates it"
-                raise LakeError(f"lake {self.uri} has no table '{name}' (tables: {have}); {hint}") from e
+                hint = (
+                    "run `sila ingest PATH` first"
+                    if name == "sources"
+                    else "run the stage that creates it"
+                )
+                raise LakeError(
+                    f"lake {self.uri} has no table '{name}' (tables: {have}); {hint}"
+                ) from e
             raise LakeError(f"cannot open table '{name}' at {self.table_uri(name)}: {e}") from e
 
     def create_table(self, name: str, data: pa.Table | pa.Schema) -> lance.LanceDataset:
@@ -95,7 +109,9 @@ class Lake:
         )
 
     # -- the public verbs (same code path as the CLI) -------------------------------------------
-    def ingest(self, paths: Sequence[str | os.PathLike], *, reference: bool = False, progress: bool = False):
+    def ingest(
+        self, paths: Sequence[str | os.PathLike], *, reference: bool = False, progress: bool = False
+    ):
         """Add media files, directories, globs or JSONL/CSV manifests to `sources`.
 
         Returns an IngestReport (added / already present / failed, with reasons)."""

@@ -28,7 +28,9 @@ def find_recipe(name_or_path: str) -> Path:
         if c.is_file():
             return c
     known = sorted(x.stem for x in REPO_DATASETS.glob("*.toml")) if REPO_DATASETS.is_dir() else []
-    raise SilaError(f"recipe '{name_or_path}' not found (known: {', '.join(known) or 'none'}); pass a .toml path")
+    raise SilaError(
+        f"recipe '{name_or_path}' not found (known: {', '.join(known) or 'none'}); pass a .toml path"
+    )
 
 
 def load_recipe(name_or_path: str | None) -> dict[str, Any]:
@@ -51,7 +53,9 @@ def parse_value(text: str) -> Any:
         return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def stage_settings(recipe: dict[str, Any], stage: str, overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+def stage_settings(
+    recipe: dict[str, Any], stage: str, overrides: list[str] | dict[str, Any] | None
+) -> dict[str, Any]:
     settings = dict(recipe.get("stages", {}).get(stage, {}))
     if isinstance(overrides, dict):
         settings.update(overrides)

@@ -36,7 +36,9 @@ def registered() -> dict[str, StageInfo]:
             _check_class(cls, f"entry point '{ep.name}' ({ep.value})")
             out[ep.name] = StageInfo(ep.name, f"entry point ({dist})", ep.name, cls)
         except Exception as e:  # noqa: BLE001 - one broken plugin must not hide the others
-            out[ep.name] = StageInfo(ep.name, f"entry point ({dist})", ep.name, None, f"{type(e).__name__}: {e}")
+            out[ep.name] = StageInfo(
+                ep.name, f"entry point ({dist})", ep.name, None, f"{type(e).__name__}: {e}"
+            )
     return out
 
 
@@ -94,12 +96,20 @@ def resolve(spec) -> type[Stage]:
             where = f"module {target}"
         obj = getattr(module, attr, None)
         if obj is None:
-            names = [n for n, v in vars(module).items() if inspect.isclass(v) and issubclass(v, Stage) and v is not Stage]
-            raise StageNotFound(f"{where} has no '{attr}' (stages there: {', '.join(names) or 'none'})")
+            names = [
+                n
+                for n, v in vars(module).items()
+                if inspect.isclass(v) and issubclass(v, Stage) and v is not Stage
+            ]
+            raise StageNotFound(
+                f"{where} has no '{attr}' (stages there: {', '.join(names) or 'none'})"
+            )
         cls = _check_class(obj, f"{where}:{attr}")
         if where.startswith("file"):
             spec = f"{os.path.abspath(target)}:{attr}"
-        cls.__sila_spec__ = spec  # recorded in column metadata so `sila status` can re-check the code
+        cls.__sila_spec__ = (
+            spec  # recorded in column metadata so `sila status` can re-check the code
+        )
         return cls
     reg = registered()
     if spec in reg:
@@ -122,8 +132,12 @@ def portable_spec(spec, cls: type[Stage]) -> object:
 
     module = sys.modules.get(cls.__module__)
     path = getattr(module, "__file__", None) or ""
-    if module is not None and cls.__module__ != "__main__" and "site-packages" not in path \
-            and not cls.__module__.startswith("sila."):
+    if (
+        module is not None
+        and cls.__module__ != "__main__"
+        and "site-packages" not in path
+        and not cls.__module__.startswith("sila.")
+    ):
         # a user's own module (a notebook's helper file, a test): ship its code, since workers
         # elsewhere cannot import it by name
         cloudpickle.register_pickle_by_value(module)

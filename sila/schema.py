@@ -34,7 +34,11 @@ def is_blob(field: pa.Field) -> bool:
 
 
 def owned(
-    fields: Iterable[pa.Field], stage: str, version: str, model: str | None = None, spec: str | None = None
+    fields: Iterable[pa.Field],
+    stage: str,
+    version: str,
+    model: str | None = None,
+    spec: str | None = None,
 ) -> list[pa.Field]:
     """Stamp fields with their owner stage, version and model."""
     out = []
@@ -113,4 +117,6 @@ def check_ownership(schema: pa.Schema, stage_name: str, fields: Iterable[pa.Fiel
 
 
 def type_matches(declared: pa.DataType, existing: pa.DataType) -> bool:
-    return declared.equals(existing) or (is_blob(pa.field("x", existing)) and declared == pa.large_binary())
+    return declared.equals(existing) or (
+        is_blob(pa.field("x", existing)) and declared == pa.large_binary()
+    )

@@ -155,13 +155,17 @@ class Stage:
                     "write pa.field('score', pa.float32())"
                 )
             if f.name in cls.inputs:
-                raise ContractError(f"stage '{cls.name}': column '{f.name}' is both input and output")
+                raise ContractError(
+                    f"stage '{cls.name}': column '{f.name}' is both input and output"
+                )
         if cls.kind not in ("enrich", "explode"):
             raise ContractError(f"stage '{cls.name}': kind must be 'enrich' or 'explode'")
         if cls.kind == "explode" and not cls.child_table:
             raise ContractError(f"stage '{cls.name}': an explode stage must set child_table")
         if cls.kind == "explode" and "id" not in [f.name for f in cls.child_fields]:
-            raise ContractError(f"stage '{cls.name}': child_fields must include an 'id' string field")
+            raise ContractError(
+                f"stage '{cls.name}': child_fields must include an 'id' string field"
+            )
         if cls.segment_rows < 1:
             raise ContractError(f"stage '{cls.name}': segment_rows must be >= 1")
 

@@ -34,11 +34,17 @@ def lake(tmp_path) -> sila.Lake:
     return sila.Lake(tmp_path / "lake").init()
 
 
-def make_numbers(lake: sila.Lake, fragments: int, rows_per_fragment: int, name: str = "nums") -> lance.LanceDataset:
+def make_numbers(
+    lake: sila.Lake, fragments: int, rows_per_fragment: int, name: str = "nums"
+) -> lance.LanceDataset:
     n = fragments * rows_per_fragment
     tbl = pa.table({"id": [f"r{i}" for i in range(n)], "x": np.arange(n, dtype=np.float64)})
-    return lance.write_dataset(tbl, lake.table_uri(name), max_rows_per_file=rows_per_fragment,
-                               storage_options=lake.storage_options or None)
+    return lance.write_dataset(
+        tbl,
+        lake.table_uri(name),
+        max_rows_per_file=rows_per_fragment,
+        storage_options=lake.storage_options or None,
+    )
 
 
 @pytest.fixture

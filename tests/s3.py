@@ -25,20 +25,34 @@ class S3Server:
 
     @property
     def options(self) -> dict[str, str]:
-        return {"aws_endpoint": self.endpoint, "allow_http": "true", "aws_region": "us-east-1",
-                "aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        return {
+            "aws_endpoint": self.endpoint,
+            "allow_http": "true",
+            "aws_region": "us-east-1",
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
 
     @property
     def env(self) -> dict[str, str]:
-        return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+        }
 
     def bucket(self) -> str:
         import boto3
 
         name = "sila-" + uuid.uuid4().hex[:10]
-        boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                     region_name="us-east-1").create_bucket(Bucket=name)
+        boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        ).create_bucket(Bucket=name)
         return name
 
     def stop(self) -> None:
@@ -49,8 +63,12 @@ class S3Server:
 def start(extra_env: dict[str, str] | None = None) -> S3Server:
     port = free_port()
     exe = Path(sys.executable).parent / "moto_server"
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, **(extra_env or {})})
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **(extra_env or {})},
+    )
     deadline = time.time() + 30
     while time.time() < deadline:
         try:

@@ -36,7 +36,9 @@ def test_cli_end_to_end(tmp_path, corpus):
 
     st = js("status", lake=lake)
     th = st["tables"]["sources"]["stages"]["thumbnail"]
-    assert (th["fragments_done"], th["fragments_pending"]) == (1, 0) and th["errors"] >= 1  # audio rows
+    assert (th["fragments_done"], th["fragments_pending"]) == (1, 0) and th[
+        "errors"
+    ] >= 1  # audio rows
     assert set(st["tables"]["sources"]) >= {"rows", "fragments", "stages"}
 
     q = js("sql", "select media_kind, count(*) as n from sources group by 1 order by 1", lake=lake)
@@ -54,7 +56,11 @@ def test_cli_end_to_end(tmp_path, corpus):
 def test_cli_errors_are_messages_with_nonzero_exit(tmp_path):
     lake = tmp_path / "lake"
     res = sila("run", "no-such-stage", lake=lake, check=False)
-    assert res.returncode == 1 and "no stage named 'no-such-stage'" in res.stderr and "Traceback" not in res.stderr
+    assert (
+        res.returncode == 1
+        and "no stage named 'no-such-stage'" in res.stderr
+        and "Traceback" not in res.stderr
+    )
     res = sila("run", "thumbnail", lake=lake, check=False)
     assert res.returncode == 1 and "sila ingest" in res.stderr
     res = sila("run", "thumbnail", "--json", lake=lake, check=False)

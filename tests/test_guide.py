@@ -28,14 +28,28 @@ def test_guide_runs_as_written(tmp_path, corpus):
     for line in blocks("bash")[0].strip().splitlines():
         args = shlex.split(line)
         assert args[0] == "sila"
-        res = subprocess.run([str(BIN / "sila"), *args[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [str(BIN / "sila"), *args[1:]],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert res.returncode == 0, f"{line}\n{res.stdout}\n{res.stderr}"
         outputs.append(res.stdout)
     assert "brightness" in outputs[-1] and "aspect" in outputs[-1]
-    res = subprocess.run([sys.executable, "-c", python_code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", python_code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("succeeded 0")  # the CLI already computed everything
-    t = lake.table("sources").to_table(columns=["media_kind", "brightness", "contrast", "aspect", "thumbnail"])
+    t = lake.table("sources").to_table(
+        columns=["media_kind", "brightness", "contrast", "aspect", "thumbnail"]
+    )
     for r in t.to_pylist():
         assert (r["brightness"] is not None) == (r["thumbnail"] is not None)
         if r["brightness"] is not None:
@@ -48,11 +62,24 @@ def test_guide_runs_as_written(tmp_path, corpus):
     mod.write_text(stage_code.replace("p.std()", "p.std() + 1"))
     st = lake.status()["tables"]["sources"]["stages"]
     assert st["brightness"]["stale_fragments"] == 1 and st["aspect"]["stale_fragments"] == 0
-    res = subprocess.run([str(BIN / "sila"), "run", "my_stages.py:Brightness", "--lake", "demo/lake"],
-                         cwd=tmp_path, capture_output=True, text=True)
+    res = subprocess.run(
+        [str(BIN / "sila"), "run", "my_stages.py:Brightness", "--lake", "demo/lake"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 1 and "--recompute" in res.stderr
-    res = subprocess.run([str(BIN / "sila"), "status", "--lake", "demo/lake"], cwd=tmp_path, capture_output=True, text=True)
+    res = subprocess.run(
+        [str(BIN / "sila"), "status", "--lake", "demo/lake"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert "STALE" in res.stdout
-    subprocess.run([str(BIN / "sila"), "run", "my_stages.py:Brightness", "--lake", "demo/lake", "--recompute"],
-                   cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(
+        [str(BIN / "sila"), "run", "my_stages.py:Brightness", "--lake", "demo/lake", "--recompute"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
     assert lake.status()["tables"]["sources"]["stages"]["brightness"]["stale_fragments"] == 0

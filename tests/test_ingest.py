@@ -10,7 +10,9 @@ import pyarrow.compute as pc
 
 
 def rows_by_name(lake):
-    t = lake.table("sources").to_table(columns=[c for c in lake.table("sources").schema.names if c != "media"])
+    t = lake.table("sources").to_table(
+        columns=[c for c in lake.table("sources").schema.names if c != "media"]
+    )
     return {r["filename"]: r for r in t.to_pylist()}
 
 
@@ -25,7 +27,10 @@ def test_ingest_directory_probes_every_kind(lake, corpus):
     assert rows["image_bars.png"]["media_kind"] == "image"
     assert rows["tone.wav"]["media_kind"] == "audio" and rows["tone.wav"]["has_audio"]
     assert rows["rotated.mp4"]["rotation"] in (90, 270)
-    assert "corrupt" in rows["corrupt.mp4"]["ingest_error"] or "truncated" in rows["corrupt.mp4"]["ingest_error"]
+    assert (
+        "corrupt" in rows["corrupt.mp4"]["ingest_error"]
+        or "truncated" in rows["corrupt.mp4"]["ingest_error"]
+    )
     assert "not a media file" in rows["notes.txt"]["ingest_error"]
     assert rep.failed == sum(1 for r in rows.values() if r["ingest_error"])
 
@@ -56,7 +61,9 @@ def test_bad_inputs_become_rows_not_crashes(lake, tmp_path, corpus):
     data = corpus["multishot_b.mp4"].read_bytes()
     half.write_bytes(data[: len(data) // 3])
     rep = lake.ingest([empty, junk, half, tmp_path / "does-not-exist.mp4"])
-    assert rep.added == 3 and rep.failed == 3 and rep.missing == [str(tmp_path / "does-not-exist.mp4")]
+    assert (
+        rep.added == 3 and rep.failed == 3 and rep.missing == [str(tmp_path / "does-not-exist.mp4")]
+    )
     errors = {os.path.basename(f["path"]): f["error"] for f in rep.failures}
     assert "zero-byte" in errors["empty.mp4"]
     assert errors["junk.mov"] and errors["half.mp4"]
@@ -88,7 +95,9 @@ def test_globs_and_manifests(lake, corpus, tmp_path):
 def test_reference_mode_keeps_a_path(lake, corpus):
     lake.ingest([corpus["static.mp4"]], reference=True)
     t = lake.table("sources").to_table(columns=["stored", "uri"])
-    assert t["stored"][0].as_py() == "reference" and t["uri"][0].as_py() == str(corpus["static.mp4"])
+    assert t["stored"][0].as_py() == "reference" and t["uri"][0].as_py() == str(
+        corpus["static.mp4"]
+    )
     job = lake.run("thumbnail")  # the stage reads the referenced file
     assert job["progress"]["row_errors"] == 0
     thumbs = lake.table("sources").to_table(columns=["thumbnail"])

@@ -64,7 +64,9 @@ def test_rerun_finds_nothing_and_new_fragments_only(nums):
     CALLS.clear()
     again = nums.run(Double)
     assert again["progress"]["fragments_done"] == 0 and CALLS == []
-    lance.write_dataset(pa.table({"id": ["n1", "n2"], "x": [1000.0, 1001.0]}), nums.table_uri("nums"), mode="append")
+    lance.write_dataset(
+        pa.table({"id": ["n1", "n2"], "x": [1000.0, 1001.0]}), nums.table_uri("nums"), mode="append"
+    )
     job = nums.run(Double)
     assert job["progress"]["fragments_done"] == 1 and sum(CALLS) == 2
     assert nums.table("nums").to_table(filter="x >= 1000")["y"].to_pylist() == [2000.0, 2002.0]
@@ -72,7 +74,11 @@ def test_rerun_finds_nothing_and_new_fragments_only(nums):
 
 def test_discovery_reads_metadata_only(nums):
     ds = nums.table("nums")
-    ds.add_columns(sila.schema.owned([pa.field("y", pa.float64()), pa.field("double_error", pa.string())], "double", "1"))
+    ds.add_columns(
+        sila.schema.owned(
+            [pa.field("y", pa.float64()), pa.field("double_error", pa.string())], "double", "1"
+        )
+    )
     ds = nums.table("nums")
     done, pending = split_fragments(ds, "double")
     assert len(done) == 0 and len(pending) == 6
@@ -175,7 +181,9 @@ def test_code_change_without_version_is_stale_not_silent(nums, stage_file):
     with pytest.raises(sila.StaleColumnsError, match="--recompute"):
         nums.run(f"{path2}:Triple")
     nums.run(f"{path2}:Triple", recompute=True)
-    np.testing.assert_array_equal(nums.table("nums").to_table()["t"].to_numpy(), np.arange(600) * 4.0)
+    np.testing.assert_array_equal(
+        nums.table("nums").to_table()["t"].to_numpy(), np.arange(600) * 4.0
+    )
 
 
 def test_status_and_sql(nums):

@@ -39,8 +39,11 @@ def test_file_stage_cli_and_python_give_identical_tables(tmp_path, stage_file):
     make_numbers(a, 4, 50)
     make_numbers(b, 4, 50)
     for target in ("Score", "square"):
-        res = subprocess.run([str(BIN / "sila"), "run", f"{path}:{target}", "--lake", a.uri, "--json"],
-                             capture_output=True, text=True)
+        res = subprocess.run(
+            [str(BIN / "sila"), "run", f"{path}:{target}", "--lake", a.uri, "--json"],
+            capture_output=True,
+            text=True,
+        )
         assert res.returncode == 0, res.stderr
         assert json.loads(res.stdout)["progress"]["rows"] == 200
         assert b.run(f"{path}:{target}")["state"] == "succeeded"
@@ -60,13 +63,27 @@ def test_installed_package_registers_through_the_entry_point_group(tmp_path, num
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-stages\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[sila.stages]\nacme_score = acme_stages:Score\n")
     env = {**os.environ, "PYTHONPATH": str(site)}
-    out = json.loads(subprocess.run([str(BIN / "sila"), "stages", "--json"], env=env, capture_output=True,
-                                    text=True, check=True).stdout)
+    out = json.loads(
+        subprocess.run(
+            [str(BIN / "sila"), "stages", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     names = {s["name"]: s for s in out["stages"]}
-    assert names["acme_score"]["origin"] == "entry point (acme-stages)" and names["acme_score"]["table"] == "nums"
+    assert (
+        names["acme_score"]["origin"] == "entry point (acme-stages)"
+        and names["acme_score"]["table"] == "nums"
+    )
     assert names["thumbnail"]["origin"] == "entry point (sila)"  # built-ins register the same way
-    res = subprocess.run([str(BIN / "sila"), "run", "acme_score", "--lake", nums.uri, "--json"], env=env,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [str(BIN / "sila"), "run", "acme_score", "--lake", nums.uri, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
     assert nums.table("nums").count_rows("score = x * 2 + 1") == 600
 
@@ -82,18 +99,30 @@ def test_module_path_and_missing_targets(tmp_path, nums, stage_file, monkeypatch
 
 
 def _stage(**kw):
-    attrs = {"name": "bad", "table": "nums", "inputs": ["x"], "outputs": [pa.field("v", pa.float64())], "version": "1"}
+    attrs = {
+        "name": "bad",
+        "table": "nums",
+        "inputs": ["x"],
+        "outputs": [pa.field("v", pa.float64())],
+        "version": "1",
+    }
     attrs.update(kw)
     return type("Bad", (sila.Stage,), attrs)
 
 
-@pytest.mark.parametrize("compute,match", [
-    (lambda self, b: {"v": ["a"] * b.num_rows}, r"output 'v' is declared double.*'a' with type str"),
-    (lambda self, b: {"v": [1.0]}, r"column 'v' has 1 values for \d+ input rows"),
-    (lambda self, b: {"v": [1.0] * b.num_rows, "w": [1] * b.num_rows}, r"undeclared \['w'\]"),
-    (lambda self, b: {}, r"missing \['v'\]"),
-    (lambda self, b: 42, r"returned int"),
-])
+@pytest.mark.parametrize(
+    "compute,match",
+    [
+        (
+            lambda self, b: {"v": ["a"] * b.num_rows},
+            r"output 'v' is declared double.*'a' with type str",
+        ),
+        (lambda self, b: {"v": [1.0]}, r"column 'v' has 1 values for \d+ input rows"),
+        (lambda self, b: {"v": [1.0] * b.num_rows, "w": [1] * b.num_rows}, r"undeclared \['w'\]"),
+        (lambda self, b: {}, r"missing \['v'\]"),
+        (lambda self, b: 42, r"returned int"),
+    ],
+)
 def test_contract_errors_stop_the_run_and_leave_no_trace(nums, compute, match):
     before = nums.table("nums").schema
     with pytest.raises(sila.ContractError, match=match) as e:

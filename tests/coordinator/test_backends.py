@@ -18,7 +18,7 @@ from sila.coordinator.leases import LeaseStore
 import sila
 from tests.conftest import BIN, make_numbers
 
-STAGE = '''
+STAGE = """
 import time
 import pyarrow as pa
 from sila import Stage
@@ -30,7 +30,7 @@ class Plus(Stage):
     def compute(self, batch):
         time.sleep(0.03)
         return {"p": [x + 100 for x in batch["x"].to_pylist()]}
-'''
+"""
 
 
 @pytest.fixture
@@ -45,9 +45,25 @@ def cli_env(lake: sila.Lake, server=None) -> dict:
 
 
 def run_cli(lake, stage, *extra, env, check=True):
-    res = subprocess.run([str(BIN / "sila"), "run", stage, "--lake", lake.uri, "--json", "--lease-ttl", "1.5",
-                          "--checkpoint-min-s", "0", *map(str, extra)], capture_output=True, text=True, env=env,
-                         timeout=300)
+    res = subprocess.run(
+        [
+            str(BIN / "sila"),
+            "run",
+            stage,
+            "--lake",
+            lake.uri,
+            "--json",
+            "--lease-ttl",
+            "1.5",
+            "--checkpoint-min-s",
+            "0",
+            *map(str, extra),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     if check:
         assert res.returncode == 0, res.stderr[-3000:]
         return json.loads(res.stdout)
@@ -56,7 +72,9 @@ def run_cli(lake, stage, *extra, env, check=True):
 
 def values(lake):
     t = lake.table("nums").to_table(columns=["x", "p", "plus_error"])
-    return sorted(zip(t["x"].to_pylist(), t["p"].to_pylist(), t["plus_error"].to_pylist(), strict=True))
+    return sorted(
+        zip(t["x"].to_pylist(), t["p"].to_pylist(), t["plus_error"].to_pylist(), strict=True)
+    )
 
 
 def expected(n):
@@ -80,7 +98,9 @@ def test_leases_under_contention(backend_lake):
     barrier = threading.Barrier(8)
 
     def race(i):
-        ls = LeaseStore(sila.Lake(backend_lake.uri, storage_options=backend_lake.storage_options).store, ttl=30)
+        ls = LeaseStore(
+            sila.Lake(backend_lake.uri, storage_options=backend_lake.storage_options).store, ttl=30
+        )
         barrier.wait()
         lease = ls.acquire("nums", "plus", "0-abc", owner=f"w{i}", job="j")
         if lease:
@@ -99,7 +119,14 @@ def test_sigkill_then_resume_identically(backend_lake, stage, request):
     server = request.getfixturevalue("s3_server") if backend_lake.uri.startswith("s3://") else None
     env = cli_env(backend_lake, server)
     make_numbers(backend_lake, 4, 100)
-    killed = run_cli(backend_lake, stage, "--workers", 2, env={**env, "SILA_FAULT": "after_checkpoint:2"}, check=False)
+    killed = run_cli(
+        backend_lake,
+        stage,
+        "--workers",
+        2,
+        env={**env, "SILA_FAULT": "after_checkpoint:2"},
+        check=False,
+    )
     assert killed.returncode != 0
     job = run_cli(backend_lake, stage, env=env)
     assert job["progress"]["segments_reused"] >= 1
@@ -114,8 +141,12 @@ def test_concurrent_jobs_and_an_append(backend_lake, stage, request):
     cmd = [str(BIN / "sila"), "run", stage, "--lake", backend_lake.uri, "--json"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     time.sleep(1.0)
-    lance.write_dataset(pa.table({"id": ["new"], "x": [240.0]}), backend_lake.table_uri("nums"), mode="append",
-                        storage_options=backend_lake.storage_options or None)
+    lance.write_dataset(
+        pa.table({"id": ["new"], "x": [240.0]}),
+        backend_lake.table_uri("nums"),
+        mode="append",
+        storage_options=backend_lake.storage_options or None,
+    )
     jobs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
     assert all(j["state"] == "succeeded" for j in jobs)
     late = backend_lake.run(stage)["progress"]["fragments_done"]
@@ -126,11 +157,21 @@ def test_concurrent_jobs_and_an_append(backend_lake, stage, request):
 def test_unreachable_endpoint_is_a_clear_error_not_a_hang(tmp_path):
     from tests.s3 import free_port
 
-    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "x",
-           "AWS_SECRET_ACCESS_KEY": "very-secret-value", "AWS_REGION": "us-east-1"}
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "very-secret-value",
+        "AWS_REGION": "us-east-1",
+    }
     t0 = time.time()
-    res = subprocess.run([str(BIN / "sila"), "status", "--lake", "s3://nowhere/lake"], capture_output=True,
-                         text=True, env=env, timeout=120)
+    res = subprocess.run(
+        [str(BIN / "sila"), "status", "--lake", "s3://nowhere/lake"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 1 and time.time() - t0 < 90
     assert "storage error" in res.stderr and "Traceback" not in res.stderr
     assert "very-secret-value" not in res.stderr + res.stdout
@@ -142,8 +183,13 @@ def test_wrong_credentials_are_a_clear_error(tmp_path):
     server = s3.start({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})  # moto with authentication on
     try:
         env = {**os.environ, **server.env, "AWS_SECRET_ACCESS_KEY": "wrong-secret-123"}
-        res = subprocess.run([str(BIN / "sila"), "status", "--lake", "s3://some-bucket/lake", "--json"],
-                             capture_output=True, text=True, env=env, timeout=120)
+        res = subprocess.run(
+            [str(BIN / "sila"), "status", "--lake", "s3://some-bucket/lake", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert res.returncode == 1
         out = json.loads(res.stdout)
         assert out["ok"] is False and "storage error" in out["error"]
@@ -156,13 +202,19 @@ def test_secrets_never_reach_job_records(tmp_path, s3_server, stage):
     lake = sila.Lake(f"s3://{s3_server.bucket()}/lake", storage_options=s3_server.options).init()
     make_numbers(lake, 1, 10)
     args = [f"--storage-option={k}={v}" for k, v in s3_server.options.items()]
-    res = subprocess.run([str(BIN / "sila"), "run", stage, "--lake", lake.uri, "--json", *args],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [str(BIN / "sila"), "run", stage, "--lake", lake.uri, "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     job = json.loads(res.stdout)
     rec = json.dumps([j for j in lake.status()["jobs"]] + [job])
     raw = [lake.store.get(e.key) for e in lake.store.list("jobs")]
-    assert all(b"testing" not in r for r in raw) and "aws_secret_access_key=***" in json.dumps(job["argv"])
+    assert all(b"testing" not in r for r in raw) and "aws_secret_access_key=***" in json.dumps(
+        job["argv"]
+    )
     assert "testing" not in rec
 
 
@@ -179,22 +231,50 @@ def test_ingest_from_and_into_object_storage(s3_server, corpus):
     assert (rep.added, rep.failed) == (3, 1)
     assert lake.ingest([f"s3://{src}/raw/"]).present == 3
     job = lake.run("thumbnail")
-    rows = {r["filename"]: r for r in lake.table("sources").to_table(
-        columns=["filename", "uri", "thumbnail", "thumbnail_error"]).to_pylist()}
+    rows = {
+        r["filename"]: r
+        for r in lake.table("sources")
+        .to_table(columns=["filename", "uri", "thumbnail", "thumbnail_error"])
+        .to_pylist()
+    }
     assert rows["multishot_a.mp4"]["uri"] == f"s3://{src}/raw/multishot_a.mp4"
-    assert rows["multishot_a.mp4"]["thumbnail"][:2] == b"\xff\xd8" and job["progress"]["row_errors"] == 1
+    assert (
+        rows["multishot_a.mp4"]["thumbnail"][:2] == b"\xff\xd8"
+        and job["progress"]["row_errors"] == 1
+    )
 
 
 def test_recipe_storage_section_reaches_every_part(tmp_path, s3_server, stage):
     bucket = s3_server.bucket()
     recipe = tmp_path / "s3lake.toml"
-    recipe.write_text("[storage]\n" + "".join(f'{k} = "{v}"\n' for k, v in s3_server.options.items()))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {"SILA_RECIPE": str(recipe)}
+    recipe.write_text(
+        "[storage]\n" + "".join(f'{k} = "{v}"\n' for k, v in s3_server.options.items())
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | {
+        "SILA_RECIPE": str(recipe)
+    }
     lake = sila.Lake(f"s3://{bucket}/lake", storage_options=s3_server.options).init()
     make_numbers(lake, 2, 10)
-    res = subprocess.run([str(BIN / "sila"), "run", stage, "--lake", lake.uri, "--json"], env=env,
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [str(BIN / "sila"), "run", stage, "--lake", lake.uri, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
-    res = subprocess.run([str(BIN / "sila"), "sql", "select count(*) as n from nums where p is not null",
-                          "--lake", lake.uri, "--json"], env=env, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [
+            str(BIN / "sila"),
+            "sql",
+            "select count(*) as n from nums where p is not null",
+            "--lake",
+            lake.uri,
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert json.loads(res.stdout)["rows"] == [{"n": 20}]

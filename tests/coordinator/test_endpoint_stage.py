@@ -24,20 +24,28 @@ class Describe(sila.Stage):
     inputs = ["x"]
     outputs = [pa.field("reply", pa.string()), pa.field("served_by", pa.string())]
     version = "1"
-    endpoint = EndpointSpec(command=[sys.executable, SERVER, "--port", "{port}", "--model", "test-double"],
-                            name="describe-test", startup_timeout_s=60)
+    endpoint = EndpointSpec(
+        command=[sys.executable, SERVER, "--port", "{port}", "--model", "test-double"],
+        name="describe-test",
+        startup_timeout_s=60,
+    )
 
     def setup(self, ctx):
         self.url = ctx.endpoint_url
         self.client = OpenAIClient(self.url) if ctx.step in ("compute", "all") else None
 
     def compute(self, batch):
-        replies = [self.client.chat([{"role": "user", "content": f"describe {x}"}]) for x in batch["x"].to_pylist()]
+        replies = [
+            self.client.chat([{"role": "user", "content": f"describe {x}"}])
+            for x in batch["x"].to_pylist()
+        ]
         return {"reply": replies, "served_by": [self.url] * batch.num_rows}
 
 
 def servers() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"]) if SERVER in " ".join(p.info["cmdline"] or [])]
+    return [
+        p for p in psutil.process_iter(["cmdline"]) if SERVER in " ".join(p.info["cmdline"] or [])
+    ]
 
 
 @pytest.mark.parametrize("executor", ["inline", "ray"])

@@ -20,7 +20,7 @@ from tests.conftest import BIN, make_numbers
 
 pytestmark = pytest.mark.slow
 
-STAGE = '''
+STAGE = """
 import time
 import pyarrow as pa
 from sila import Stage, RowError
@@ -45,7 +45,7 @@ class Other(Stage):
     def compute(self, batch):
         time.sleep(0.02)
         return {"neg": [-x for x in batch["x"].to_pylist()]}
-'''
+"""
 
 FRAGMENTS, ROWS = 8, 100
 COLS = ["id", "x", "y", "tag", "slow_error"]
@@ -76,13 +76,29 @@ def fresh(setup, name: str) -> sila.Lake:
 
 
 def sila_cmd(lake, stage_spec, *extra) -> list[str]:
-    return [str(BIN / "sila"), "run", stage_spec, "--lake", lake.uri, "--json", "--lease-ttl", "1.5",
-            "--checkpoint-min-s", "0", *map(str, extra)]
+    return [
+        str(BIN / "sila"),
+        "run",
+        stage_spec,
+        "--lake",
+        lake.uri,
+        "--json",
+        "--lease-ttl",
+        "1.5",
+        "--checkpoint-min-s",
+        "0",
+        *map(str, extra),
+    ]
 
 
 def run_cli(lake, stage_spec, *extra, env=None, check=True) -> dict | None:
-    res = subprocess.run(sila_cmd(lake, stage_spec, *extra), capture_output=True, text=True, timeout=300,
-                         env={**os.environ, **(env or {})})
+    res = subprocess.run(
+        sila_cmd(lake, stage_spec, *extra),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
     if check:
         assert res.returncode == 0, res.stdout + res.stderr
         return json.loads(res.stdout)
@@ -96,21 +112,34 @@ def assert_whole_fragments(lake):
         return
     for frag in ds.get_fragments():
         t = frag.to_table(columns=["y", "slow_error"])
-        done = np.logical_or(t["y"].is_valid().to_numpy(zero_copy_only=False),
-                             t["slow_error"].is_valid().to_numpy(zero_copy_only=False))
+        done = np.logical_or(
+            t["y"].is_valid().to_numpy(zero_copy_only=False),
+            t["slow_error"].is_valid().to_numpy(zero_copy_only=False),
+        )
         assert done.all() or not done.any(), f"fragment {frag.fragment_id} is partially visible"
 
 
-@pytest.mark.parametrize("point,workers", [
-    ("before_checkpoint:3", 2), ("after_checkpoint:3", 2), ("before_commit:1", 2),
-    ("during_commit:1", 2), ("after_checkpoint:5", 1),
-])
+@pytest.mark.parametrize(
+    "point,workers",
+    [
+        ("before_checkpoint:3", 2),
+        ("after_checkpoint:3", 2),
+        ("before_commit:1", 2),
+        ("during_commit:1", 2),
+        ("after_checkpoint:5", 1),
+    ],
+)
 def test_kill_at_a_point_then_resume_identically(setup, point, workers):
     _, stage, _, expected = setup
     lake = fresh(setup, f"fault-{point.replace(':', '-')}-{workers}")
     spec = f"{stage}:Slow"
-    killed = subprocess.run(sila_cmd(lake, spec, "--workers", workers), capture_output=True, text=True,
-                            timeout=300, env={**os.environ, "SILA_FAULT": point})
+    killed = subprocess.run(
+        sila_cmd(lake, spec, "--workers", workers),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SILA_FAULT": point},
+    )
     assert killed.returncode != 0, "the fault point was never reached"
     assert_whole_fragments(lake)
     job = run_cli(lake, spec, "--workers", workers)
@@ -144,8 +173,12 @@ def test_random_sigkills_of_driver_and_workers(setup):
         lake = fresh(setup, f"random-{trial}")
         spec = f"{stage}:Slow"
         for _ in range(2):  # two kills per trial before the final resume
-            p = subprocess.Popen(sila_cmd(lake, spec, "--workers", 2), stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, start_new_session=True)
+            p = subprocess.Popen(
+                sila_cmd(lake, spec, "--workers", 2),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             time.sleep(rng.uniform(1.0, 4.0))
             if p.poll() is None:
                 if trial % 2:
@@ -156,8 +189,10 @@ def test_random_sigkills_of_driver_and_workers(setup):
             p.wait()
             deadline = time.time() + 10
             while time.time() < deadline and any(
-                    "sila.coordinator.procs" in " ".join(q.info["cmdline"] or []) and lake.uri in " ".join(q.info["cmdline"] or [])
-                    for q in psutil.process_iter(["cmdline"])):
+                "sila.coordinator.procs" in " ".join(q.info["cmdline"] or [])
+                and lake.uri in " ".join(q.info["cmdline"] or [])
+                for q in psutil.process_iter(["cmdline"])
+            ):
                 time.sleep(0.2)
             assert_whole_fragments(lake)
         job = run_cli(lake, spec, "--workers", 2)
@@ -169,12 +204,20 @@ def test_random_sigkills_of_driver_and_workers(setup):
 def test_orphaned_workers_exit_when_the_driver_dies(setup):
     _, stage, _, _ = setup
     lake = fresh(setup, "orphans")
-    p = subprocess.Popen(sila_cmd(lake, f"{stage}:Slow", "--workers", 2), stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, start_new_session=True)
+    p = subprocess.Popen(
+        sila_cmd(lake, f"{stage}:Slow", "--workers", 2),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 30
     workers: list[psutil.Process] = []
     while time.time() < deadline and len(workers) < 2:
-        workers = [c for c in psutil.Process(p.pid).children() if "sila.coordinator.procs" in " ".join(c.cmdline())]
+        workers = [
+            c
+            for c in psutil.Process(p.pid).children()
+            if "sila.coordinator.procs" in " ".join(c.cmdline())
+        ]
         time.sleep(0.1)
     assert len(workers) == 2
     os.kill(p.pid, signal.SIGKILL)
@@ -187,7 +230,9 @@ def test_two_concurrent_jobs_share_the_work(setup):
     _, stage, _, expected = setup
     lake = fresh(setup, "two-jobs")
     spec = f"{stage}:Slow"
-    procs = [subprocess.Popen(sila_cmd(lake, spec), stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(sila_cmd(lake, spec), stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     jobs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
     assert all(j["state"] == "succeeded" for j in jobs)
     assert sum(j["progress"]["fragments_done"] for j in jobs) == FRAGMENTS  # none done twice
@@ -203,7 +248,9 @@ def test_other_stage_commits_and_appends_during_a_run(setup):
     import lance
     import pyarrow as pa
 
-    lance.write_dataset(pa.table({"id": ["zz1", "zz2"], "x": [1.0, 2.0]}), lake.table_uri("nums"), mode="append")
+    lance.write_dataset(
+        pa.table({"id": ["zz1", "zz2"], "x": [1.0, 2.0]}), lake.table_uri("nums"), mode="append"
+    )
     job = json.loads(p.communicate(timeout=300)[0])
     assert job["state"] == "succeeded"
     job2 = run_cli(lake, f"{stage}:Slow")
@@ -212,5 +259,8 @@ def test_other_stage_commits_and_appends_during_a_run(setup):
     assert [r["y"] for r in rows if r["id"].startswith("zz")] == [4.0, 7.0]
     assert job["progress"]["fragments_done"] + job2["progress"]["fragments_done"] == FRAGMENTS + 1
     other = lake.table("nums").to_table(columns=["x", "neg"])
-    assert all(n is None or n == -x for x, n in zip(other["x"].to_pylist(), other["neg"].to_pylist(), strict=True))
+    assert all(
+        n is None or n == -x
+        for x, n in zip(other["x"].to_pylist(), other["neg"].to_pylist(), strict=True)
+    )
     assert other["neg"].null_count <= 2  # only the appended rows may lack it

@@ -53,8 +53,14 @@ print(json.dumps(got))
 
 def test_processes_racing_with_expiry_never_share_a_generation(tmp_path):
     """Four processes keep re-taking one fragment as its 50 ms lease expires."""
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), f"p{i}", "15"],
-                              stdout=subprocess.PIPE, text=True) for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(tmp_path), f"p{i}", "15"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
     claimed = [json.loads(p.communicate(timeout=60)[0]) for p in procs]
     gens = [g for c in claimed for g in c]
     assert len(gens) == len(set(gens)), "a generation had two owners"
@@ -62,7 +68,9 @@ def test_processes_racing_with_expiry_never_share_a_generation(tmp_path):
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.lists(st.sampled_from(["acquire", "expire", "release", "commit"]), min_size=1, max_size=12))
+@given(
+    st.lists(st.sampled_from(["acquire", "expire", "release", "commit"]), min_size=1, max_size=12)
+)
 def test_generations_only_grow_and_owner_is_unique(tmp_path_factory, ops):
     store = Store(str(tmp_path_factory.mktemp("l")))
     ls = LeaseStore(store, ttl=60)

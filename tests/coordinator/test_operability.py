@@ -33,14 +33,25 @@ def test_status_shows_live_leases_and_compact_refuses(nums):
     ls.renew(lease)
     st = nums.status()
     (live,) = st["leases"]
-    assert (live["stage"], live["owner"], live["segments_done"], live["gen"]) == ("inc", "host:1:x", 3, 1)
+    assert (live["stage"], live["owner"], live["segments_done"], live["gen"]) == (
+        "inc",
+        "host:1:x",
+        3,
+        1,
+    )
     assert live["age_s"] >= 0 and live["heartbeat_lag_s"] >= 0
-    res = subprocess.run([str(BIN / "sila"), "status", "--lake", nums.uri], capture_output=True, text=True)
+    res = subprocess.run(
+        [str(BIN / "sila"), "status", "--lake", nums.uri], capture_output=True, text=True
+    )
     assert "host:1:x" in res.stdout
-    res = subprocess.run([str(BIN / "sila"), "compact", "--lake", nums.uri], capture_output=True, text=True)
+    res = subprocess.run(
+        [str(BIN / "sila"), "compact", "--lake", nums.uri], capture_output=True, text=True
+    )
     assert res.returncode == 1 and "lease(s) are live" in res.stderr
     ls.release(lease)
-    res = subprocess.run([str(BIN / "sila"), "compact", "--lake", nums.uri, "--json"], capture_output=True, text=True)
+    res = subprocess.run(
+        [str(BIN / "sila"), "compact", "--lake", nums.uri, "--json"], capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["tables"]["nums"]["fragments_removed"] == 6
 

@@ -98,8 +98,16 @@ def test_ray_matches_inline_and_reports_pools(tmp_path, ray_env):
     pools = job["metrics"]["pools"]
     assert set(pools) == {"preprocess", "compute", "postprocess"}
     for p in pools.values():
-        assert p["actors"] >= 1 and p["rows"] == 600 and 0 <= p["busy_fraction"] <= 1 and p["rows_per_s"] > 0
-    assert sum(p["actors"] * p["cpus_each"] for p in pools.values()) <= job["metrics"]["cluster"]["CPU"]
+        assert (
+            p["actors"] >= 1
+            and p["rows"] == 600
+            and 0 <= p["busy_fraction"] <= 1
+            and p["rows_per_s"] > 0
+        )
+    assert (
+        sum(p["actors"] * p["cpus_each"] for p in pools.values())
+        <= job["metrics"]["cluster"]["CPU"]
+    )
 
 
 def test_slow_compute_bounds_in_flight_segments(tmp_path, ray_env, monkeypatch):
@@ -170,7 +178,9 @@ def test_steps_with_equal_cpu_resources_fuse_into_one_pool():
             return batch
 
     plan = plan_pools(Light, {"CPU": 2.0})
-    assert list(plan) == ["all"] and plan["all"].workers == 2 and plan["all"].cpus == 1  # one per core
+    assert (
+        list(plan) == ["all"] and plan["all"].workers == 2 and plan["all"].cpus == 1
+    )  # one per core
 
 
 def test_pool_plan_fits_the_cluster():
@@ -200,8 +210,20 @@ def test_killed_ray_driver_leaves_no_processes(tmp_path, ray_env):
     lake = sila.Lake(tmp_path / "orphan").init()
     make_numbers(lake, 20, 100)
     env = {**os.environ, "SILA_TEST_SLEEP": "0.3"}
-    p = subprocess.Popen([str(BIN / "sila"), "run", f"{root / 'stages.py'}:Three", "--lake", lake.uri,
-                          "--executor", "ray"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [
+            str(BIN / "sila"),
+            "run",
+            f"{root / 'stages.py'}:Three",
+            "--lake",
+            lake.uri,
+            "--executor",
+            "ray",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     driver = psutil.Process(p.pid)
     deadline = time.time() + 90
     tree: list[psutil.Process] = []
