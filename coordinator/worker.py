@@ -154,7 +154,8 @@ class FragmentWorker:
                 if lease.state != COMMITTED:
                     self.leases.release(lease)
 
-    def _candidates(self) -> list[FragmentRef]:
+    def _candidates(self) -> tuple[list[FragmentRef], set[str]]:
+        """(fragments worth a claim attempt, in this worker's order; keys of all pending ones)."""
         self.ds = ds = self.lake.table(self.table)
         done, pending = split_fragments(ds, self.name)
         if self.opts.retry_errors:
@@ -163,10 +164,12 @@ class FragmentWorker:
                 f.id for f in done if ds.get_fragment(f.id).count_rows(f"{err} IS NOT NULL")
             }
             pending = [f for f in done if f.id in with_errors]
-        if not pending:
-            return []
+        keys = {f.key for f in pending}
+        if len(pending) > 8 and not self.opts.retry_errors:  # skip what others clearly hold
+            busy = self.leases.busy(self.table, self.name)
+            pending = [f for f in pending if f.key not in busy]
         k = (self.opts.worker_index * len(pending)) // max(1, self.opts.workers)
-        return pending[k:] + pending[:k]  # spread workers over the list to avoid contention
+        return pending[k:] + pending[:k], keys  # workers start apart: less contention
 
     def _loop(self) -> None:
         attempted: set[str] = set()  # fragments this worker finished or saw committed
@@ -191,11 +194,13 @@ class FragmentWorker:
                     if self.opts.retry_errors:
                         self.committer.flush()  # retries replace done fragments: commit promptly
 
+        poll = self.opts.poll_s
         try:
             while True:
-                candidates = [f for f in self._candidates() if f.key not in attempted]
-                if not candidates and not inflight:
-                    return
+                listed, pending = self._candidates()
+                candidates = [f for f in listed if f.key not in attempted]
+                if not (pending - attempted) and not inflight:
+                    return  # done, or only fragments this worker already took its turn on
                 progressed = False
                 for ref in candidates:
                     while len(inflight) >= self.concurrency:
@@ -215,8 +220,11 @@ class FragmentWorker:
                 while inflight:
                     collect(block=True)
                 self.committer.flush()
-                if not progressed:
-                    time.sleep(self.opts.poll_s)  # the rest is leased by others: wait, they may die
+                if progressed:
+                    poll = self.opts.poll_s
+                else:  # the rest is leased by others: wait (they may die), backing off
+                    time.sleep(poll)
+                    poll = min(poll * 2, max(self.opts.poll_s, self.opts.ttl / 4))
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)

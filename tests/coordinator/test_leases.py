@@ -118,3 +118,15 @@ def test_committed_state_is_visible_to_the_next_taker(tmp_path):
     b = ls.acquire("t", "s", "4-z", owner="b", job="j")
     assert b.previous_state == COMMITTED and b.gen == 2
     assert ls.live() == [json.loads(b.payload())]
+
+
+def test_busy_lists_recently_written_leases_in_one_call(tmp_path):
+    store = Store(str(tmp_path))
+    ls = LeaseStore(store, ttl=0.5)
+    ls.acquire("t", "s", "1-a", owner="a", job="j")
+    ls.acquire("t", "s", "2-b", owner="a", job="j")
+    before = Store.requests["list"]
+    assert ls.busy("t", "s") == {"1-a", "2-b"}
+    assert Store.requests["list"] - before == 1
+    time.sleep(0.7)
+    assert ls.busy("t", "s") == set()  # older than a TTL: worth a claim attempt again
