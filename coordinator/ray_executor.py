@@ -243,8 +243,9 @@ class Pool:
 class RayRunner:
     """Segment runner for FragmentWorker: pre -> compute -> post through the pools."""
 
-    def __init__(self, pools: dict[str, Pool]) -> None:
+    def __init__(self, pools: dict[str, Pool], stage_cls: type[Stage]) -> None:
         self.pools = pools
+        self.stage_cls = stage_cls
         self.main = pools.get("compute") or pools["all"]  # has the model: runs the isolation path
 
     def start(self) -> None:  # the actors ran setup() when they were created
@@ -264,10 +265,10 @@ class RayRunner:
                     args = (None, plan, part) if first else (payload, None, None)
                     payload = self.pools[step].call("run", *args, rows=n)
                     first = False
-            return _conform(self.main.stage_cls, payload, n)
+            return _conform(self.stage_cls, payload, n)
         except Exception as e:  # noqa: BLE001 - contract errors re-raise from isolate
             if isinstance(e, self.main._ray.exceptions.RayActorError):
-                return _dead_rows(self.main.stage_cls, n, str(e))
+                return _dead_rows(self.stage_cls, n, str(e))
             from sila.errors import ContractError
 
             if isinstance(e, ContractError):
@@ -338,7 +339,6 @@ def run_ray(
             return actor_cls.remote(portable, conf, ctx, step)
 
         pools[step] = Pool(step, r, make)
-        pools[step].stage_cls = cls
     # Fragments in flight: enough to keep every actor fed, bounded so memory stays flat.
     actors = sum(r.workers or 1 for r in plan.values())
     concurrency = workers if workers > 1 else actors + 1
@@ -367,7 +367,7 @@ def run_ray(
             cls(**conf),
             opts,
             report,
-            runner=RayRunner(pools),
+            runner=RayRunner(pools, cls),
             concurrency=concurrency,
             segment_concurrency=segments,
         ).run()
