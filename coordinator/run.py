@@ -13,6 +13,7 @@ from sila.coordinator.discovery import split_fragments
 from sila.coordinator.jobs import JobLog, JobRecord, new_job_id
 from sila.coordinator.progress import ProgressView
 from sila.coordinator.worker import FragmentWorker, WorkerOptions
+
 from sila.errors import SilaError
 from sila.recipe import load_recipe, stage_settings
 from sila.registry import portable_spec, resolve
