@@ -166,6 +166,11 @@ def run(
         + (f", {p['children']} child rows" if p["children"] else "")
         + f" in {time.monotonic() - t0:.1f} s (job {job['job']})"
     )
+    for name, m in (job.get("metrics") or {}).get("pools", {}).items():
+        console.print(
+            f"  pool {name}: {m['actors']} actor(s) x {m['cpus_each']} CPU, {m['rows_per_s']} rows/s, "
+            f"busy {m['busy_fraction']:.0%}, restarts {m['actor_restarts']}"
+        )
 
 
 @app.command()

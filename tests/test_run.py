@@ -204,3 +204,12 @@ def test_deleted_rows_keep_alignment(lake):
     t = lake.table("nums").to_table()
     assert t.num_rows == 98
     np.testing.assert_array_equal(t["y"].to_numpy(), t["x"].to_numpy() * 2)
+
+
+def test_lancedb_opens_the_same_tables(nums):
+    import lancedb
+
+    nums.run(Double)
+    tbl = lancedb.connect(nums.uri).open_table("nums")
+    assert tbl.count_rows() == 600
+    assert tbl.search().where("y = 4.0").limit(5).to_arrow()["x"].to_pylist() == [2.0]
