@@ -143,13 +143,9 @@ def main(argv: list[str]) -> int:
         ds = ray.data.read_lance(f"{d}/raydata.lance").map_batches(
             RayDataEmbed, batch_size=32, concurrency=1, batch_format="numpy"
         )
-        lance.write_dataset(
-            pa.Table.from_batches(
-                ds.to_arrow_refs()
-                and [b for t in ray.get(ds.to_arrow_refs()) for b in t.to_batches()]
-            ),
-            f"{d}/raydata_out.lance",
-        )
+        # execute once, then write the collected results (Ray Data's write_lance is broken with
+        # this pylance: LANCE_NOTES 11)
+        lance.write_dataset(pa.concat_tables(ray.get(ds.to_arrow_refs())), f"{d}/raydata_out.lance")
         peer = time.perf_counter() - t0
 
         print(

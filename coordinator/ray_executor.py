@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 from sila.coordinator.inputs import InputPlan
-from sila.coordinator.steps import SegmentResult
+from sila.coordinator.steps import SegmentResult, failed_rows
 from sila.coordinator.worker import FragmentWorker, WorkerOptions
 
 from sila.errors import SilaError
@@ -268,7 +268,9 @@ class RayRunner:
             return _conform(self.stage_cls, payload, n)
         except Exception as e:  # noqa: BLE001 - contract errors re-raise from isolate
             if isinstance(e, self.main._ray.exceptions.RayActorError):
-                return _dead_rows(self.stage_cls, n, str(e))
+                # the segment kept killing its workers: row errors instead of a stalled job
+                why = f"worker died {MAX_ATTEMPTS} times: {str(e)[:200]}"
+                return failed_rows(self.stage_cls, n, why, unexpected=False)
             from sila.errors import ContractError
 
             if isinstance(e, ContractError):
@@ -277,16 +279,6 @@ class RayRunner:
                 return self.main.call("isolate", plan, part, rows=0)
             except self.main._ray.exceptions.RayTaskError as te:
                 raise te.as_instanceof_cause() from None
-
-
-def _dead_rows(cls, n: int, why: str) -> SegmentResult:
-    """A segment whose workers kept dying: its rows get errors instead of stalling the job."""
-    arrays = [pa.nulls(n, f.type) for f in cls.outputs] + [
-        pa.array([f"worker died {MAX_ATTEMPTS} times: {why[:200]}"] * n)
-    ]
-    return SegmentResult(
-        pa.RecordBatch.from_arrays(arrays, schema=pa.schema(cls.output_fields())), None, 0
-    )
 
 
 def run_ray(

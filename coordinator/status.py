@@ -26,7 +26,8 @@ def current_version(spec: str | None) -> str | None:
 
 def table_status(ds, name: str) -> dict:
     frags = ds.get_fragments()
-    rows = sum(f.count_rows() for f in frags)
+    frag_rows = {f.fragment_id: f.count_rows() for f in frags}  # metadata: physical - deleted
+    rows = sum(frag_rows.values())
     stages: dict[str, dict] = {}
     fields_by_stage: dict[str, list] = {}
     names = set(ds.schema.names)
@@ -46,11 +47,7 @@ def table_status(ds, name: str) -> dict:
         spec = next((s for f in fields if (s := spec_of(f))), None)
         now = current_version(spec)
         stale = bool(now and versions and now not in versions)
-        done_rows = (
-            sum(ds.get_fragment(d.id).count_rows() for d in done)
-            if rows and len(done) < 2000
-            else None
-        )
+        done_rows = sum(frag_rows[d.id] for d in done)
         stages[stage] = {
             "fragments_done": len(done),
             "fragments_pending": len(pending),
@@ -58,9 +55,7 @@ def table_status(ds, name: str) -> dict:
             "version": versions[0] if len(versions) == 1 else versions,
             "current_version": now,
             "stale_fragments": len(done) if stale else 0,
-            "coverage": round(done_rows / rows, 4)
-            if done_rows is not None and rows
-            else (1.0 if not pending else None),
+            "coverage": round(done_rows / rows, 4) if rows else (1.0 if not pending else None),
         }
     return {"rows": rows, "fragments": len(frags), "version": ds.version, "stages": stages}
 

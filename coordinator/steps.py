@@ -35,8 +35,8 @@ def run_steps(stage: Stage, batch: pa.RecordBatch) -> SegmentResult:
         raise
     except Exception as first:  # noqa: BLE001 - any stage failure is isolated per row below
         if batch.num_rows == 1:
-            return _failed_rows(
-                stage, batch, [_message(first)], unexpected=not isinstance(first, RowError)
+            return failed_rows(
+                stage, 1, _message(first), unexpected=not isinstance(first, RowError)
             )
         log.info(
             "stage %s: batch of %d failed (%s); isolating rows", stage.name, batch.num_rows, first
@@ -54,7 +54,7 @@ def run_steps(stage: Stage, batch: pa.RecordBatch) -> SegmentResult:
             unexpected += bug
             if bug:
                 log.debug("stage %s row failed:\n%s", stage.name, traceback.format_exc())
-            parts.append(_failed_rows(stage, row, [_message(e)], unexpected=bug))
+            parts.append(failed_rows(stage, 1, _message(e), unexpected=bug))
     if unexpected == batch.num_rows:
         raise StageFailed(
             f"stage '{stage.name}' raised for every row of a segment ({batch.num_rows} rows), e.g. "
@@ -79,12 +79,10 @@ def _message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def _failed_rows(
-    stage: Stage, batch: pa.RecordBatch, messages: list[str], *, unexpected: bool
-) -> SegmentResult:
-    n = batch.num_rows
+def failed_rows(stage, n: int, message: str, *, unexpected: bool) -> SegmentResult:
+    """`n` rows of a stage (class or instance) with null outputs and `message` as their error."""
     arrays = [pa.nulls(n, f.type) for f in stage.outputs]
-    arrays.append(pa.array(messages * n if len(messages) == 1 else messages, pa.string()))
+    arrays.append(pa.array([message] * n, pa.string()))
     schema = pa.schema(stage.output_fields())
     return SegmentResult(
         pa.RecordBatch.from_arrays(arrays, schema=schema), None, n if unexpected else 0

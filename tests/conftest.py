@@ -29,6 +29,23 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     return {p.name: p for p in files} | {"_dir": out}
 
 
+def sila_run_cmd(lake, stage_spec: str, *extra) -> list[str]:
+    """`sila run` as the kill and backend tests start it: short leases, every segment durable."""
+    return [
+        str(BIN / "sila"),
+        "run",
+        stage_spec,
+        "--lake",
+        lake.uri,
+        "--json",
+        "--lease-ttl",
+        "1.5",
+        "--checkpoint-min-s",
+        "0",
+        *map(str, extra),
+    ]
+
+
 @pytest.fixture
 def lake(tmp_path) -> sila.Lake:
     return sila.Lake(tmp_path / "lake").init()

@@ -16,7 +16,7 @@ from sila.coordinator.discovery import split_fragments
 from sila.coordinator.leases import LeaseStore
 
 import sila
-from tests.conftest import BIN, make_numbers
+from tests.conftest import BIN, make_numbers, sila_run_cmd
 
 STAGE = """
 import time
@@ -46,19 +46,7 @@ def cli_env(lake: sila.Lake, server=None) -> dict:
 
 def run_cli(lake, stage, *extra, env, check=True):
     res = subprocess.run(
-        [
-            str(BIN / "sila"),
-            "run",
-            stage,
-            "--lake",
-            lake.uri,
-            "--json",
-            "--lease-ttl",
-            "1.5",
-            "--checkpoint-min-s",
-            "0",
-            *map(str, extra),
-        ],
+        sila_run_cmd(lake, stage, *extra),
         capture_output=True,
         text=True,
         env=env,

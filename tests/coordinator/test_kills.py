@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 import sila
-from tests.conftest import BIN, make_numbers
+from tests.conftest import make_numbers, sila_run_cmd
 
 pytestmark = pytest.mark.slow
 
@@ -75,25 +75,9 @@ def fresh(setup, name: str) -> sila.Lake:
     return lake
 
 
-def sila_cmd(lake, stage_spec, *extra) -> list[str]:
-    return [
-        str(BIN / "sila"),
-        "run",
-        stage_spec,
-        "--lake",
-        lake.uri,
-        "--json",
-        "--lease-ttl",
-        "1.5",
-        "--checkpoint-min-s",
-        "0",
-        *map(str, extra),
-    ]
-
-
 def run_cli(lake, stage_spec, *extra, env=None, check=True) -> dict | None:
     res = subprocess.run(
-        sila_cmd(lake, stage_spec, *extra),
+        sila_run_cmd(lake, stage_spec, *extra),
         capture_output=True,
         text=True,
         timeout=300,
@@ -134,7 +118,7 @@ def test_kill_at_a_point_then_resume_identically(setup, point, workers):
     lake = fresh(setup, f"fault-{point.replace(':', '-')}-{workers}")
     spec = f"{stage}:Slow"
     killed = subprocess.run(
-        sila_cmd(lake, spec, "--workers", workers),
+        sila_run_cmd(lake, spec, "--workers", workers),
         capture_output=True,
         text=True,
         timeout=300,
@@ -174,7 +158,7 @@ def test_random_sigkills_of_driver_and_workers(setup):
         spec = f"{stage}:Slow"
         for _ in range(2):  # two kills per trial before the final resume
             p = subprocess.Popen(
-                sila_cmd(lake, spec, "--workers", 2),
+                sila_run_cmd(lake, spec, "--workers", 2),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
@@ -205,7 +189,7 @@ def test_orphaned_workers_exit_when_the_driver_dies(setup):
     _, stage, _, _ = setup
     lake = fresh(setup, "orphans")
     p = subprocess.Popen(
-        sila_cmd(lake, f"{stage}:Slow", "--workers", 2),
+        sila_run_cmd(lake, f"{stage}:Slow", "--workers", 2),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -231,7 +215,8 @@ def test_two_concurrent_jobs_share_the_work(setup):
     lake = fresh(setup, "two-jobs")
     spec = f"{stage}:Slow"
     procs = [
-        subprocess.Popen(sila_cmd(lake, spec), stdout=subprocess.PIPE, text=True) for _ in range(2)
+        subprocess.Popen(sila_run_cmd(lake, spec), stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
     ]
     jobs = [json.loads(p.communicate(timeout=300)[0]) for p in procs]
     assert all(j["state"] == "succeeded" for j in jobs)
@@ -242,7 +227,7 @@ def test_two_concurrent_jobs_share_the_work(setup):
 def test_other_stage_commits_and_appends_during_a_run(setup):
     _, stage, _, expected = setup
     lake = fresh(setup, "mixed")
-    p = subprocess.Popen(sila_cmd(lake, f"{stage}:Slow"), stdout=subprocess.PIPE, text=True)
+    p = subprocess.Popen(sila_run_cmd(lake, f"{stage}:Slow"), stdout=subprocess.PIPE, text=True)
     time.sleep(1.5)
     lake.run(f"{stage}:Other")  # another stage commits DataReplacements on the same fragments
     import lance
