@@ -96,24 +96,32 @@ class Probe:
         return dataclasses.asdict(self)
 
 
-def _check_file(path: str) -> tuple[int, bytes]:
-    """Raise MediaError unless ``path`` is a readable non-empty file; return (size, head)."""
+def display_path(path: str | os.PathLike[str] | bytes) -> str:
+    """A path as text that is always valid UTF-8: undecodable bytes of a file name are shown
+    as ``\\xNN`` escapes (the raw bytes are kept elsewhere, e.g. ``sources.uri_bytes``)."""
+    raw = path if isinstance(path, bytes) else os.fsencode(path)
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _check_file(path: str, shown: str) -> tuple[int, bytes]:
+    """Raise MediaError (naming ``shown``) unless ``path`` is a readable non-empty file;
+    return (size, head)."""
     try:
         st = os.stat(path)
         if stat.S_ISDIR(st.st_mode):
-            raise MediaError(f"not a media file (is a directory): {path}")
+            raise MediaError(f"not a media file (is a directory): {shown}")
         if not stat.S_ISREG(st.st_mode):
-            raise MediaError(f"not a media file (not a regular file): {path}")
+            raise MediaError(f"not a media file (not a regular file): {shown}")
         if st.st_size == 0:
-            raise MediaError(f"zero-byte file: {path}")
+            raise MediaError(f"zero-byte file: {shown}")
         with open(path, "rb") as fh:
             return st.st_size, fh.read(4096)
     except FileNotFoundError:
-        raise MediaError(f"file not found: {path}") from None
+        raise MediaError(f"file not found: {shown}") from None
     except PermissionError:
-        raise MediaError(f"unreadable: permission denied: {path}") from None
+        raise MediaError(f"unreadable: permission denied: {shown}") from None
     except OSError as exc:
-        raise MediaError(f"unreadable: {exc.strerror or exc}: {path}") from None
+        raise MediaError(f"unreadable: {exc.strerror or exc}: {shown}") from None
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -188,36 +196,60 @@ def _first_frame(container: Any, stream: Any) -> tuple[Any | None, int]:
     return frame, packets
 
 
-def probe(path: str | os.PathLike[str]) -> Probe:
+def probe(path: str | os.PathLike[str], *, display: str | None = None) -> Probe:
     """Inspect ``path`` with PyAV; raise MediaError for anything that is not usable media.
 
     Only the first frame is decoded (demuxing at most a few hundred packets to find it).
+    Messages name ``display`` (the user's own path, e.g. the object-store URI of a downloaded
+    copy), else ``path`` with undecodable bytes escaped.
     """
     spath = os.fspath(path)
-    size, head = _check_file(spath)
+    shown = display or display_path(spath)
+    size, head = _check_file(spath, shown)
     if _looks_like_text(head) and not _has_media_magic(head):
-        raise MediaError(f"not a media file (text file): {spath}")
+        raise MediaError(f"not a media file (text file): {shown}")
     try:
         # "file:" keeps names like "concat:a|b" or "http:x" from selecting a protocol
         container = av.open("file:" + os.path.abspath(spath), metadata_errors="replace")
     except av.error.PermissionError:
-        raise MediaError(f"unreadable: permission denied: {spath}") from None
+        raise MediaError(f"unreadable: permission denied: {shown}") from None
     except Exception as exc:  # noqa: BLE001 - PyAV raises many types; normalise them
         reason = _reason(exc)
         if head[4:8] == b"ftyp":
             with contextlib.suppress(OSError):
                 reason = _mp4_diagnosis(spath, size) or reason
+        if too_big := _oversized_image(head):
+            raise MediaError(f"{too_big}: {shown}") from exc
         if _has_media_magic(head):
-            raise MediaError(f"truncated or corrupt: {reason}: {spath}") from exc
-        raise MediaError(f"not a media file (unrecognised format: {reason}): {spath}") from exc
+            raise MediaError(f"truncated or corrupt: {reason}: {shown}") from exc
+        raise MediaError(f"not a media file (unrecognised format: {reason}): {shown}") from exc
     try:
-        return _probe_open(container, spath)
+        return _probe_open(container, spath, shown)
     except MediaError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise MediaError(f"truncated or corrupt: {_reason(exc)}: {spath}") from exc
+        if too_big := _oversized_image(head):
+            raise MediaError(f"{too_big}: {shown}") from exc
+        raise MediaError(f"truncated or corrupt: {_reason(exc)}: {shown}") from exc
     finally:
         container.close()
+
+
+# av_image_check_size(): ffmpeg refuses a picture when 8*(w+128)*(h+128) reaches INT_MAX.
+_FFMPEG_PIXEL_LIMIT = (2**31 - 1) // 8
+
+
+def _oversized_image(head: bytes) -> str | None:
+    """Name a PNG whose header dimensions are beyond what ffmpeg will decode, else None."""
+    if not head.startswith(b"\x89PNG\r\n\x1a\n") or head[12:16] != b"IHDR":
+        return None
+    w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    if (w + 128) * (h + 128) < _FFMPEG_PIXEL_LIMIT:
+        return None
+    return (
+        f"image too large for ffmpeg: {w}x{h} pixels is over its limit of about "
+        f"{_FFMPEG_PIXEL_LIMIT // 10**6} megapixels (downscale or tile it before ingest)"
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -225,12 +257,12 @@ def _reason(exc: BaseException) -> str:
     return str(msg).split(": '")[0]  # PyAV appends ": '<path>'"; the caller adds the path
 
 
-def _probe_open(container: Any, spath: str) -> Probe:
+def _probe_open(container: Any, spath: str, shown: str) -> Probe:
     attached = av.stream.Disposition.attached_pic
     videos = [s for s in container.streams.video if not (s.disposition & attached)]
     audios = list(container.streams.audio)
     if not videos and not audios:
-        raise MediaError(f"not a media file (no audio/video streams): {spath}")
+        raise MediaError(f"not a media file (no audio/video streams): {shown}")
     fmt_name = container.format.name
     duration = container.duration / 1e6 if container.duration and container.duration > 0 else None
     fields: dict[str, Any] = {
@@ -246,9 +278,11 @@ def _probe_open(container: Any, spath: str) -> Probe:
             channels=acc.channels or None,
         )
     if not videos:
-        frame, _ = _first_frame(container, audios[0])
+        frame, packets = _first_frame(container, audios[0])
+        if frame is None and packets == 0:
+            raise MediaError(f"empty audio: the audio stream holds no samples: {shown}")
         if frame is None:
-            raise MediaError(f"truncated or corrupt: no decodable audio frame: {spath}")
+            raise MediaError(f"truncated or corrupt: no decodable audio frame: {shown}")
         if duration is None and audios[0].duration:
             duration = float(audios[0].duration * audios[0].time_base)
         return Probe(kind="audio", duration_s=duration, **fields)
@@ -256,8 +290,10 @@ def _probe_open(container: Any, spath: str) -> Probe:
     vstream = videos[0]
     vcc = vstream.codec_context
     frame, packets = _first_frame(container, vstream)
+    if frame is None and packets == 0:
+        raise MediaError(f"empty video: the video stream holds no frames: {shown}")
     if frame is None:
-        raise MediaError(f"truncated or corrupt: first video frame cannot be decoded: {spath}")
+        raise MediaError(f"truncated or corrupt: first video frame cannot be decoded: {shown}")
     rotation = _norm_rotation(-(frame.rotation or 0))
     if rotation == 0 and "rotate" in vstream.metadata:  # legacy tag, already clockwise
         with contextlib.suppress(ValueError):
