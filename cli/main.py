@@ -23,6 +23,10 @@ from sila.cli.endpoint import endpoint_app  # noqa: E402
 
 app.add_typer(endpoint_app, name="endpoint")
 
+from sila.cli.ops import register as _register_ops  # noqa: E402
+
+_register_ops(app)  # pipeline, jobs, doctor, skill, remove, gc
+
 LakeOpt = Annotated[
     str,
     typer.Option("--lake", "-l", help="lake directory or URI (default $SILA_LAKE, else ./lake)"),
@@ -127,6 +131,9 @@ def run(
     endpoint_url: Annotated[
         str | None, typer.Option(help="use this model endpoint instead of starting one")
     ] = None,
+    allow_random_weights: Annotated[
+        bool, typer.Option(help="tests only: run a model stage with random weights (recorded)")
+    ] = False,
     as_json: JsonOpt = False,
     storage_option: StorageOpt = None,
 ) -> None:
@@ -146,6 +153,7 @@ def run(
         segment_rows=segment_rows,
         ttl=lease_ttl,
         endpoint_url=endpoint_url,
+        allow_random_weights=allow_random_weights,
         checkpoint_min_s=checkpoint_min_s,
         address=address,
     )

@@ -160,6 +160,26 @@ class Lake:
             **options,
         )
 
+    def pipeline(self, recipe: str, **options: Any) -> dict[str, Any]:
+        """Run every stage of a recipe in dependency order (see `sila pipeline run`).
+
+        Options: `only`, `until`, `concurrent`, and any `run` option (workers, executor...)."""
+        from sila.coordinator.pipeline import run_pipeline
+
+        return run_pipeline(self, recipe, **options)
+
+    def doctor(self, **options: Any) -> dict[str, Any]:
+        """Findings that need a person or an agent, each with the command that fixes it."""
+        from sila.coordinator.doctor import diagnose
+
+        return diagnose(self, **options)
+
+    def jobs(self, stage: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Job records, oldest first."""
+        from sila.coordinator.housekeeping import job_records
+
+        return job_records(self, limit, stage)
+
     def status(self) -> dict[str, Any]:
         """Per table: rows, fragments and per stage done/pending fragments, errors, staleness."""
         from sila.coordinator.status import lake_status
