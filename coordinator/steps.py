@@ -1,7 +1,7 @@
 """Call a stage's preprocess -> compute -> postprocess on one segment and hold it to its contract.
 
-Outputs are conformed to the declared types; row failures become `<stage>_error` values; a
-segment whose every row raises an unexpected exception stops the job (a bug, not bad data).
+Outputs are conformed to the declared types; row failures become `<stage>_error` values and
+unexpected ones carry their traceback, for the worker's judgement of a broken stage (watch.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sila.errors import ContractError, RowError, StageFailed
+from sila.errors import ContractError, RowError
 from sila.stage import Emit, Stage
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,9 @@ class SegmentResult:
     outputs: pa.RecordBatch  # declared outputs + <stage>_error, one row per input row
     children: pa.Table | None = None
     unexpected_failures: int = 0
+    # (row index in the segment, traceback) of each unexpected failure: the worker logs them at
+    # WARNING with the row's id and source path and writes them to the job's log file
+    failures: list[tuple[int, str]] | None = None
 
 
 def run_steps(stage: Stage, batch: pa.RecordBatch) -> SegmentResult:
@@ -35,14 +38,16 @@ def run_steps(stage: Stage, batch: pa.RecordBatch) -> SegmentResult:
         raise
     except Exception as first:  # noqa: BLE001 - any stage failure is isolated per row below
         if batch.num_rows == 1:
-            return failed_rows(
-                stage, 1, _message(first), unexpected=not isinstance(first, RowError)
-            )
+            res = failed_rows(stage, 1, _message(first), unexpected=not isinstance(first, RowError))
+            if res.unexpected_failures:
+                res.failures = [(0, traceback.format_exc())]
+            return res
         log.info(
             "stage %s: batch of %d failed (%s); isolating rows", stage.name, batch.num_rows, first
         )
     parts: list[SegmentResult] = []
     unexpected = 0
+    failures: list[tuple[int, str]] = []
     for i in range(batch.num_rows):
         row = batch.slice(i, 1)
         try:
@@ -53,19 +58,15 @@ def run_steps(stage: Stage, batch: pa.RecordBatch) -> SegmentResult:
             bug = not isinstance(e, RowError)
             unexpected += bug
             if bug:
-                log.debug("stage %s row failed:\n%s", stage.name, traceback.format_exc())
+                failures.append((i, traceback.format_exc()))
             parts.append(failed_rows(stage, 1, _message(e), unexpected=bug))
-    if unexpected == batch.num_rows:
-        raise StageFailed(
-            f"stage '{stage.name}' raised for every row of a segment ({batch.num_rows} rows), e.g. "
-            f"{parts[0].outputs.column(stage.error_column())[0].as_py()}. This looks like a bug in "
-            "the stage, not bad data: nothing was committed; fix it and run again."
-        )
+    # "the stage is broken" is judged by the worker over the job's first rows, not one segment
     children = [p.children for p in parts if p.children is not None and p.children.num_rows]
     return SegmentResult(
         pa.Table.from_batches([p.outputs for p in parts]).combine_chunks().to_batches()[0],
         pa.concat_tables(children) if children else None,
         unexpected,
+        failures,
     )
 
 
