@@ -65,27 +65,31 @@ def ingest(
     reference: Annotated[
         bool, typer.Option(help="keep a path to the file instead of its bytes")
     ] = False,
+    rows_per_fragment: Annotated[
+        int, typer.Option(help="files per fragment (fragments are the unit of parallel work)")
+    ] = 64,
+    bytes_per_fragment: Annotated[
+        str, typer.Option(help="stored bytes per fragment, e.g. 2GiB, 512MiB")
+    ] = "2GiB",
+    allow_outside: Annotated[
+        bool,
+        typer.Option(help="follow symlinks out of walked folders and manifest paths out of theirs"),
+    ] = False,
     as_json: JsonOpt = False,
     storage_option: StorageOpt = None,
 ) -> None:
     """Add media to the `sources` table (content-hash ids: re-ingesting adds nothing)."""
-    lk = open_lake(lake, storage_option)
-    t0 = time.monotonic()
-    rep = lk.ingest(paths, reference=reference)
-    out = {"ok": True, **rep.to_dict(), "seconds": round(time.monotonic() - t0, 2)}
-    if as_json:
-        emit_json(out)
-    else:
-        console.print(
-            f"added [bold]{rep.added}[/], already present {rep.present}, "
-            f"failed {rep.failed} ({out['seconds']} s)"
-        )
-        for f in rep.failures[:20]:
-            console.print(f"  [red]failed[/] {f['path']}: {f['error']}")
-        for m in rep.missing:
-            console.print(f"  [yellow]no such file[/] {m}")
-    if rep.missing and not rep.added and not rep.present:
-        raise typer.Exit(1)
+    from sila.cli.ingest_output import ingest_command
+
+    ingest_command(
+        open_lake(lake, storage_option),
+        paths,
+        reference=reference,
+        rows_per_fragment=rows_per_fragment,
+        bytes_per_fragment=bytes_per_fragment,
+        allow_outside=allow_outside,
+        as_json=as_json,
+    )
 
 
 @app.command()

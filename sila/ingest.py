@@ -1,245 +1,207 @@
-"""Ingest: media files, directories, globs and JSONL/CSV manifests become rows of `sources`.
+"""Ingest: media files, folders, globs, JSONL/CSV manifests and object-store prefixes become rows
+of `sources`, spread over fragments sized for parallel work.
 
-`id` is a content hash, so identical bytes are stored once and re-ingesting adds nothing. Files
-that cannot be read or decoded become rows with `ingest_error`, never a crash.
+`id` is a content hash, so identical bytes are stored once and re-ingesting adds nothing; every
+name a file was seen under goes to `source_paths`. Every input is accounted for: added, already
+present, failed (a row with `ingest_error`, or a refused manifest line), missing, or skipped
+(hidden, or outside the folder/manifest it was named in). Parts: `ingest_walk` (what is read),
+`manifest` (lines and `meta_*` types), `ingest_write` (hashing, probing, fragments).
 """
 
 from __future__ import annotations
 
-import csv
-import glob
-import hashlib
-import json
 import logging
-import os
-import stat
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-import lance
 import pyarrow as pa
 
+from sila.ingest_walk import Entry, Walker
+from sila.ingest_write import (
+    DEFAULT_BYTES_PER_FRAGMENT,
+    DEFAULT_ROWS_PER_FRAGMENT,
+    Described,
+    PathLog,
+    SourcesWriter,
+    describe,
+)
 from sila.lake import Lake
-from sila.media import MediaError, probe
-from sila.schema import sources_schema
+from sila.manifest import MANIFEST_SUFFIXES, META_PREFIX, MetaTypes
+from sila.schema import INGEST, owned, sources_schema
 
 log = logging.getLogger(__name__)
 
-MANIFEST_SUFFIXES = (".jsonl", ".csv")
-BATCH = 16
+__all__ = ["MANIFEST_SUFFIXES", "IngestReport", "ingest"]
+
+CHUNK = 64  # entries hashed and probed ahead of the writer (metadata only, never bytes)
+THREADS = 4
 
 
 @dataclass
 class IngestReport:
-    added: int = 0
-    present: int = 0
-    failed: int = 0  # rows added with an ingest_error
-    failures: list[dict] = field(default_factory=list)  # {path, error}
+    added: int = 0  # rows written, including rows with an ingest_error
+    present: int = 0  # content already in the lake (its path is still recorded)
+    failed: int = 0  # rows with an ingest_error + manifest lines that could not be used
+    skipped_hidden: int = 0
+    skipped_outside: int = 0
+    fragments: int = 0
+    paths_recorded: int = 0  # new rows of source_paths
+    failures: list[dict] = field(default_factory=list)  # {id, path, error, origin}
     missing: list[str] = field(default_factory=list)  # inputs that matched no file
+    skipped: list[dict] = field(default_factory=list)  # {path, reason, detail}, the first 200
+    warnings: list[dict] = field(default_factory=list)  # meta conflicts, duplicate values
 
     def to_dict(self) -> dict:
         return {
             "added": self.added,
             "already_present": self.present,
             "failed": self.failed,
+            "missing_count": len(self.missing),
+            "skipped_hidden": self.skipped_hidden,
+            "skipped_outside": self.skipped_outside,
+            "fragments": self.fragments,
+            "paths_recorded": self.paths_recorded,
             "failures": self.failures,
             "missing": self.missing,
+            "skipped": self.skipped,
+            "warnings": self.warnings,
         }
 
 
-def expand(inputs: list[str]) -> tuple[list[str], list[str]]:
-    """Files named by paths, directories (recursive), globs and manifests; plus unmatched inputs."""
-    files: list[str] = []
-    missing: list[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            for root, dirs, names in os.walk(item):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files += [os.path.join(root, n) for n in sorted(names) if not n.startswith(".")]
-        elif item.endswith(MANIFEST_SUFFIXES) and os.path.isfile(item):
-            files += _manifest(item)
-        elif os.path.exists(item) or os.path.islink(item):
-            files.append(item)
-        elif any(ch in item for ch in "*?["):
-            matched = sorted(p for p in glob.glob(item, recursive=True) if os.path.isfile(p))
-            files += matched
-            if not matched:
-                missing.append(item)
-        else:
-            missing.append(item)
-    seen: dict[str, None] = {}
-    for f in files:
-        seen.setdefault(os.path.abspath(f))
-    return list(seen), missing
-
-
-def _manifest(path: str) -> list[str]:
-    base = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="") as fh:
-        if path.endswith(".jsonl"):
-            rows = [json.loads(line) for line in fh if line.strip()]
-        else:
-            rows = list(csv.DictReader(fh))
-    out = []
-    for i, row in enumerate(rows):
-        p = row.get("path") or row.get("uri") or row.get("file")
-        if not p:
-            raise ValueError(f"manifest {path} row {i + 1} has no 'path' (or 'uri') field")
-        out.append(p if os.path.isabs(p) else os.path.join(base, p))
-    return out
-
-
-def content_id(path: str) -> tuple[str, int]:
-    h = hashlib.blake2b(digest_size=16)
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
-def _describe(path: str) -> dict:
-    row: dict = {"uri": path, "filename": os.path.basename(path)}
-    try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
-            raise OSError(0, "not a regular file (a pipe, socket or device)")
-        row["id"], row["size_bytes"] = content_id(path)
-    except OSError as e:
-        row["id"] = "unreadable-" + hashlib.blake2b(path.encode(), digest_size=12).hexdigest()
-        row["ingest_error"] = f"unreadable: {e.strerror or e}"
-        return row
-    try:
-        info = probe(path)
-        row.update({k: v for k, v in info.as_dict().items() if k != "kind"})
-        row["media_kind"] = info.kind
-    except MediaError as e:
-        row["ingest_error"] = str(e)
-    return row
-
-
-def _fetch_remote(
-    inputs: list[str], storage_options: dict, scratch: str
-) -> tuple[dict[str, str], list[str]]:
-    """Download object-store inputs (an object or every object under a prefix) to `scratch`.
-    Returns {local path: remote uri} and the inputs that matched nothing."""
-    import obstore
-
-    from sila.coordinator.store import open_store
-
-    local: dict[str, str] = {}
-    missing: list[str] = []
-    for uri in inputs:
-        scheme, _, rest = uri.partition("://")
-        bucket, _, key = rest.partition("/")
-        store = open_store(f"{scheme}://{bucket}", storage_options)
-        keys = [
-            m["path"]
-            for chunk in obstore.list(store, prefix=key or None)
-            for m in chunk
-            if m["path"] == key or not key or m["path"].startswith(key.rstrip("/") + "/")
-        ]
-        if not keys:
-            missing.append(uri)
-        for k in sorted(keys):
-            path = os.path.join(
-                scratch, hashlib.sha1(k.encode()).hexdigest()[:16] + "-" + os.path.basename(k)
-            )
-            with open(path, "wb") as out:
-                for chunk in obstore.get(store, k).stream():
-                    out.write(chunk)
-            local[path] = f"{scheme}://{bucket}/{k}"
-    return local, missing
-
-
 def ingest(
-    lake: Lake, inputs: list[str], *, reference: bool = False, progress: bool = False
+    lake: Lake,
+    inputs: list[str],
+    *,
+    reference: bool = False,
+    progress: bool = False,
+    rows_per_fragment: int = DEFAULT_ROWS_PER_FRAGMENT,
+    bytes_per_fragment: int = DEFAULT_BYTES_PER_FRAGMENT,
+    allow_outside: bool = False,
 ) -> IngestReport:
-    import tempfile
-
-    from sila.coordinator.store import is_remote
+    """Add `inputs` to the lake's `sources` table; see the module docstring."""
+    report = IngestReport()
+    walker = Walker(inputs, allow_outside=allow_outside, storage_options=lake.storage_options)
+    lake.init()
+    existing = lake.table("sources").schema if lake.has_table("sources") else None
+    types = MetaTypes(existing)
+    for meta in walker.metas():
+        types.observe(meta)
+    types.settle()
+    schema = _prepare_table(lake, existing, types)
+    known = _known(lake, existing)
+    paths = PathLog(lake)
 
     with tempfile.TemporaryDirectory(prefix="sila-ingest-") as scratch:
-        remote, missing = _fetch_remote(
-            [i for i in inputs if is_remote(i)], lake.storage_options, scratch
+        writer = SourcesWriter(
+            lake,
+            schema,
+            rows=rows_per_fragment,
+            max_bytes=bytes_per_fragment,
+            reference=reference,
+            on_commit=paths.flush,
         )
-        return _ingest(lake, [i for i in inputs if not is_remote(i)], remote, missing, reference)
-
-
-def _ingest(
-    lake: Lake, inputs: list[str], remote: dict[str, str], missing: list[str], reference: bool
-) -> IngestReport:
-    report = IngestReport()
-    files, report.missing = expand(inputs)
-    files += list(remote)
-    report.missing += missing
-    lake.init()
-    schema = sources_schema()
-    known: set[str] = set()
-    if lake.has_table("sources"):
-        known = set(lake.table("sources").to_table(columns=["id"]).column("id").to_pylist())
-    now = datetime.now(UTC)
-
-    new: list[dict] = []
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for row in pool.map(_describe, files):
-            if row["uri"] in remote:  # keep where it came from; read the downloaded copy
-                row["_local"], row["uri"] = row["uri"], remote[row["uri"]]
-                row["filename"] = os.path.basename(row["uri"])
-            if row["id"] in known:
-                report.present += 1
-                continue
-            known.add(row["id"])
-            report.added += 1
-            if row.get("ingest_error"):
-                report.failed += 1
-                report.failures.append({"path": row["uri"], "error": row["ingest_error"]})
-            row["ingested_at"] = now
-            row["stored"] = "reference" if reference else "blob"
-            new.append(row)
-    if not new:
-        return report
-
-    def batches() -> Iterator[pa.RecordBatch]:  # media bytes are read lazily, BATCH files at a time
-        for i in range(0, len(new), BATCH):
-            yield _batch(new[i : i + BATCH], schema, reference)
-
-    reader = pa.RecordBatchReader.from_batches(schema, batches())
-    mode = "append" if lake.has_table("sources") else "create"
-    lance.write_dataset(
-        reader,
-        lake.table_uri("sources"),
-        schema=schema,
-        mode=mode,
-        storage_options=lake.storage_options or None,
-    )
+        writer.write(_new_rows(_described(walker, scratch), report, types, known, paths))
+    for d in writer.late_failures:
+        report.failed += 1
+        report.failures.append({"id": d.id, "path": d.entry.shown, "error": d.row["ingest_error"],
+                                "origin": d.entry.origin})  # fmt: skip
+    report.fragments = writer.fragments_written
+    report.paths_recorded = paths.added
+    w = walker.report
+    report.missing = w.missing
+    report.skipped_hidden, report.skipped_outside = w.skipped_hidden, w.skipped_outside
+    report.skipped = [asdict(s) for s in w.skipped]
+    report.warnings = w.meta_warnings + report.warnings
+    for bad in w.bad_lines:  # not rows: there is no file to make one from
+        report.failed += 1
+        report.failures.append({"id": None, "path": bad["path"], "error": bad["error"],
+                                "origin": bad["path"]})  # fmt: skip
     return report
 
 
-def _batch(rows: list[dict], schema: pa.Schema, reference: bool) -> pa.RecordBatch:
-    cols = {}
-    for f in schema:
-        if f.name == "media":
-            cols["media"] = pa.array(
-                [
-                    None
-                    if reference or r.get("ingest_error", "").startswith("unreadable")
-                    else _read(r.get("_local") or r["uri"])
-                    for r in rows
-                ],
-                pa.large_binary(),
-            )
-        else:
-            cols[f.name] = pa.array([r.get(f.name) for r in rows], f.type)
-    return pa.RecordBatch.from_pydict(cols, schema=schema)
+def _prepare_table(lake: Lake, existing: pa.Schema | None, types: MetaTypes) -> pa.Schema:
+    """The schema this ingest writes; the table gains any column it lacks (metadata-only)."""
+    metas = owned([pa.field(c, t) for c, t in types.types.items()], INGEST, "1")
+    schema = pa.schema([*sources_schema(), *metas])
+    if existing is None:
+        try:
+            lake.create_table("sources", schema)
+        except (OSError, ValueError):  # another ingest created it first
+            existing = lake.table("sources").schema
+    if existing is not None:
+        missing = [f for f in schema if f.name not in existing.names]
+        if missing:
+            lake.table("sources").add_columns(missing)
+    return schema
 
 
-def _read(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read()
-    except OSError:
-        return None
+def _known(lake: Lake, existing: pa.Schema | None) -> dict[str, dict[str, Any]]:
+    """Ids already in `sources`, with their stored `meta_*` values (to report differing ones)."""
+    if existing is None:
+        return {}
+    cols = ["id", *[n for n in existing.names if n.startswith(META_PREFIX)]]
+    t = lake.table("sources").to_table(columns=cols)
+    ids = t["id"].to_pylist()
+    if len(cols) == 1:
+        return dict.fromkeys(ids, {})
+    rows = t.drop_columns(["id"]).to_pylist()
+    return {
+        i: {k: v for k, v in r.items() if v is not None} for i, r in zip(ids, rows, strict=True)
+    }
+
+
+def _described(walker: Walker, scratch: str) -> Iterator[Described]:
+    """Entries hashed and probed by a few threads, CHUNK at a time, in order."""
+    chunk: list[Entry] = []
+    with ThreadPoolExecutor(max_workers=THREADS) as pool:
+
+        def run(batch: list[Entry]) -> Iterator[Described]:
+            return pool.map(lambda e: describe(e, scratch, walker.store_for_url), batch)
+
+        for e in walker:
+            chunk.append(e)
+            if len(chunk) >= CHUNK:
+                yield from run(chunk)
+                chunk = []
+        yield from run(chunk)
+
+
+def _new_rows(
+    items: Iterator[Described],
+    report: IngestReport,
+    types: MetaTypes,
+    known: dict[str, dict[str, Any]],
+    paths: PathLog,
+) -> Iterator[Described]:
+    """Only content the lake lacks goes on to the writer; every item is counted once."""
+    for d in items:
+        e = d.entry
+        paths.add(d.id, e)
+        meta, errors = types.coerce(e.meta)
+        for err in errors:
+            report.warnings.append({"id": d.id, "path": e.shown, "origin": e.origin,
+                                    "error": f"{e.origin or e.shown}: {err}"})  # fmt: skip
+        if d.id in known:
+            report.present += 1
+            first = known[d.id]
+            differ = {k: v for k, v in meta.items() if v is not None and first.get(k) != v}
+            if differ:
+                report.warnings.append(
+                    {"id": d.id, "path": e.shown, "origin": e.origin,
+                     "error": f"{e.origin or e.shown}: same content as source {d.id}, which keeps "
+                              f"its first values; not stored: {differ}"}
+                )  # fmt: skip
+            d.drop_copy()
+            continue
+        known[d.id] = {k: v for k, v in meta.items() if v is not None}
+        d.row.update(meta)
+        report.added += 1
+        if d.row.get("ingest_error"):
+            report.failed += 1
+            report.failures.append({"id": d.id, "path": e.shown, "error": d.row["ingest_error"],
+                                    "origin": e.origin})  # fmt: skip
+            d.drop_copy()  # error rows store no bytes
+        yield d

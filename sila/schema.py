@@ -71,7 +71,8 @@ def version_of(field: pa.Field) -> str | None:
 
 SOURCE_FIELDS: list[pa.Field] = [
     pa.field("id", pa.string()),  # nullable: Lance needs that to write other columns alone
-    pa.field("uri", pa.string()),
+    pa.field("uri", pa.string()),  # the user's path; undecodable bytes shown as \xNN escapes
+    pa.field("uri_bytes", pa.binary()),  # the path's raw bytes when they are not valid UTF-8
     pa.field("filename", pa.string()),
     pa.field("media_kind", pa.string()),
     pa.field("size_bytes", pa.int64()),
@@ -98,6 +99,20 @@ SOURCE_FIELDS: list[pa.Field] = [
 
 def sources_schema() -> pa.Schema:
     return pa.schema(owned(SOURCE_FIELDS, INGEST, "1"))
+
+
+# Append-only: every path a source was seen under (a copy, a renamed file, a manifest entry), so a
+# user finds a file by any of its names without `sources` rows ever being rewritten.
+SOURCE_PATH_FIELDS: list[pa.Field] = [
+    pa.field("source_id", pa.string()),
+    pa.field("path", pa.string()),  # as `sources.uri`: escaped where not valid UTF-8
+    pa.field("path_bytes", pa.binary()),  # raw bytes when not valid UTF-8, else null
+    pa.field("first_seen", pa.timestamp("us", tz="UTC")),
+]
+
+
+def source_paths_schema() -> pa.Schema:
+    return pa.schema(owned(SOURCE_PATH_FIELDS, INGEST, "1"))
 
 
 def check_ownership(schema: pa.Schema, stage_name: str, fields: Iterable[pa.Field]) -> None:
