@@ -127,21 +127,66 @@ class Lake:
             self, [os.fspath(p) for p in paths], reference=reference, progress=progress, **options
         )
 
-    def run(self, stage: Any, options: Any = None, **overrides: Any) -> dict[str, Any]:
-        """Run a stage (class, instance, registered name or 'file.py:Class') over its due rows.
+    def run(
+        self,
+        stage: Any,
+        *,
+        executor: str = "auto",
+        workers: int = 1,
+        where: str | None = None,
+        recompute: bool = False,
+        retry_errors: bool = False,
+        settings: dict[str, Any] | None = None,
+        recipe: str | None = None,
+        progress: bool = False,
+        address: str | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Run a stage (class, instance, registered name or 'file.py:Class') over pending rows.
 
-        `options`: a `sila.coordinator.options.RunOptions`; keyword overrides name its fields:
-        executor ("auto": Ray when `address`/RAY_ADDRESS names a cluster, worker processes for
-        workers > 1, else in this process; "inline", "processes", "ray"), workers, where,
-        recompute, retry_errors, settings, recipe, progress, address, segment_rows, ttl, ...
+        `executor`: "auto" (Ray when `address`/RAY_ADDRESS names a cluster, worker processes for
+        workers > 1, else in this process), "inline", "processes" or "ray".
         Returns the job record (state, counts, errors). Example::
 
-            job = lake.run("thumbnail", where="media_kind = 'video'")
+            job = lake.run("thumbnail")
             assert job["state"] == "succeeded"
         """
         from sila.coordinator.run import run_stage
 
-        return run_stage(self, stage, options, **overrides)
+        return run_stage(
+            self,
+            stage,
+            executor=executor,
+            workers=workers,
+            where=where,
+            recompute=recompute,
+            retry_errors=retry_errors,
+            settings=settings,
+            recipe=recipe,
+            progress=progress,
+            address=address,
+            **options,
+        )
+
+    def pipeline(self, recipe: str, **options: Any) -> dict[str, Any]:
+        """Run every stage of a recipe in dependency order (see `sila pipeline run`).
+
+        Options: `only`, `until`, `concurrent`, and any `run` option (workers, executor...)."""
+        from sila.coordinator.pipeline import run_pipeline
+
+        return run_pipeline(self, recipe, **options)
+
+    def doctor(self, **options: Any) -> dict[str, Any]:
+        """Findings that need a person or an agent, each with the command that fixes it."""
+        from sila.coordinator.doctor import diagnose
+
+        return diagnose(self, **options)
+
+    def jobs(self, stage: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Job records, oldest first."""
+        from sila.coordinator.housekeeping import job_records
+
+        return job_records(self, limit, stage)
 
     def status(self) -> dict[str, Any]:
         """Per table: rows, fragments and per stage done/pending fragments, errors, staleness."""
