@@ -63,7 +63,8 @@ class Committer:
         self.max_batch, self.max_wait_s = max_batch, max_wait_s
         self.pending: list[Finished] = []
         self.oldest = 0.0
-        self.on_commit = on_commit  # callback(list[Finished] committed, list[Finished] skipped)
+        # callback(committed, skipped: someone else finished them, lost: our lease went first)
+        self.on_commit = on_commit
 
     def add(self, fin: Finished) -> None:
         if not self.pending:
@@ -80,22 +81,23 @@ class Committer:
             return
         batch, self.pending = self.pending, []
         skipped: list[Finished] = []
-        if self.leases is not None:  # fencing: never commit a fragment whose lease we lost
-            owned = [f for f in batch if f.lease is None or self.leases.valid(f.lease)]
-            skipped += [f for f in batch if f not in owned]
-            batch = owned
+        lost: list[Finished] = []
         from sila.coordinator.faults import fault_point
 
         for attempt in range(30):
             ds = self.lake.table(self.table)
             todo = [f for f in batch if f.replace or not is_done(ds, self.stage, f.ref.id)]
             skipped += [f for f in batch if f not in todo]
-            batch = todo
+            fault_point("during_commit")
+            # Fencing, right before every attempt (a retry may come long after the first one, or
+            # the process may have been paused): never commit a fragment whose lease we lost.
+            owned = [f for f in todo if self._owned(f)]
+            lost += [f for f in todo if f not in owned]
+            batch = owned
             if not batch:
                 break
             groups = [LanceOperation.DataReplacementGroup(f.ref.id, f.data_file) for f in batch]
             try:
-                fault_point("during_commit")
                 lance.LanceDataset.commit(
                     ds.uri,
                     LanceOperation.DataReplacement(groups),
@@ -117,5 +119,22 @@ class Committer:
             for f in skipped:
                 if f.lease is not None:
                     self.leases.release(f.lease)
+        if lost:
+            log.warning(
+                "stage %s: lease lost before commit on %d fragment(s) (%s): another worker owns "
+                "them now; nothing committed for them",
+                self.stage,
+                len(lost),
+                ", ".join(f.ref.key for f in lost[:5]),
+            )
         if self.on_commit:
-            self.on_commit(batch, skipped)
+            self.on_commit(batch, skipped, lost)
+
+    def _owned(self, f: Finished) -> bool:
+        if self.leases is None or f.lease is None:
+            return True
+        try:
+            return self.leases.valid(f.lease)
+        except Exception as e:  # noqa: BLE001 - an unreachable store confirms nothing
+            log.warning("cannot confirm the lease of %s (%s): not committing it", f.ref.key, e)
+            return False

@@ -44,6 +44,7 @@ class Progress:
     segments_reused: int = 0
     commits: int = 0
     children: int = 0
+    lost_leases: int = 0  # fragments another worker took over before this job committed them
 
     def add(self, other: dict) -> None:
         for k, v in other.items():

@@ -1,9 +1,15 @@
 """Fragment leases with generation fencing, on create-if-absent + list + overwrite-own only.
 
 `leases/<table>/<stage>/<fragment-key>/<gen>.json` holds {owner, job, host, pid, state,
-acquired_at, expires_at}. Acquire = exclusive create of gen+1 when the newest gen is absent,
-expired, released or committed. At most one owner per generation, ever: the store refuses a
-second create. An owner that finds a newer generation has lost the fragment.
+acquired_at, expires_at}. Acquire = exclusive create of gen+1 when the newest gen is absent or
+expired. While files exist, a generation has one owner: the store refuses a second create. An
+owner that finds a newer generation, or another owner in its own, has lost the fragment.
+
+A renewal is an exclusive create of the next generation too, so a renewing owner and a taker
+race for the same file and the store lets one through. A commit deletes the lease file (the
+manifest is the truth) and a taker deletes the generations it replaced, so a listing costs
+O(live or abandoned leases), never O(fragments ever processed). Generations restart at 1 once
+a fragment's files are gone; every check compares the owner id (unique per worker) as well.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from sila.coordinator.store import Store
@@ -71,6 +77,7 @@ class LeaseStore:
     def __init__(self, store: Store, ttl: float = 60.0) -> None:
         self.store = store
         self.ttl = ttl
+        self._lock = threading.RLock()  # a heartbeat's renewal never interleaves a release
 
     def _generations(self, table: str, stage: str, fragment: str) -> list[tuple[int, str]]:
         gens = []
@@ -105,10 +112,10 @@ class LeaseStore:
     ) -> Lease | None:
         """Take the fragment, or None when someone else holds a live lease (or wins the race)."""
         gens = self._generations(table, stage, fragment)
-        top, previous = 0, None
+        top, previous, seen = 0, None, None
         if gens:
-            top, key = gens[-1]
-            cur = self.read(key)
+            top, seen = gens[-1]
+            cur = self.read(seen)
             if cur and cur.get("state") == HELD and cur.get("expires_at", 0) > time.time():
                 return None
             previous = cur.get("state") if cur else None
@@ -128,8 +135,25 @@ class LeaseStore:
         )
         if not self.store.create(lease.key, lease.payload()):
             return None
-        for _, old in gens[:-1]:  # keep the previous gen: it shows who we took over from
-            self.store.delete(old)
+        # Files get deleted, so a slow taker can re-create a generation removed after its
+        # listing: look again, and step back unless ours is the newest and no one else's
+        # lease is live (a rival that looked at the same time steps back the same way).
+        now_gens = self._generations(table, stage, fragment)
+        for g, key in now_gens:
+            if key in (lease.key, seen):
+                continue
+            cur = None if g > lease.gen else self.read(key)
+            if g > lease.gen or (
+                cur
+                and cur.get("state") == HELD
+                and cur.get("expires_at", 0) > time.time()
+                and cur.get("owner") != owner
+            ):
+                self.store.delete(lease.key)
+                return None
+        for _, old in now_gens:  # what we took over is in `previous_state`; files only cost
+            if old != lease.key:
+                self.store.delete(old)
         return lease
 
     def valid(self, lease: Lease, margin: float | None = None) -> bool:
@@ -150,26 +174,47 @@ class LeaseStore:
         return bool(cur) and cur.get("owner") == lease.owner and cur.get("state") == HELD
 
     def renew(self, lease: Lease) -> bool:
-        """Extend our lease; False (and lease.lost) when a newer generation exists."""
-        if lease.lost or not self.still_owned(lease):
-            lease.lost = True
-            return False
-        now = time.time()
-        lease.renewed_at, lease.expires_at = now, now + self.ttl
-        self.store.put(lease.key, lease.payload())
-        return True
+        """Extend our lease; False (and lease.lost) when someone else holds the fragment.
+
+        Renewal is an exclusive create of the next generation, the same create a taker of an
+        expired lease makes, so the store lets exactly one of the two through: a renewal can
+        never overwrite a successor. Write first, then trust: `gen`/`expires_at` change only
+        once the store has the new file (a failed write raises and changes nothing), and the
+        expiry counts from before the write."""
+        with self._lock:
+            if lease.lost or lease.state != HELD:
+                return False
+            if self.store.get(lease.key) is None:  # a successor took over (and removed ours)
+                lease.lost = True
+                return False
+            now = time.time()
+            renewed = replace(lease, gen=lease.gen + 1, renewed_at=now, expires_at=now + self.ttl)
+            if not self.store.create(renewed.key, renewed.payload()):
+                lease.lost = True  # an expired lease taken over between our beats
+                return False
+            old = lease.key
+            lease.gen, lease.renewed_at, lease.expires_at = renewed.gen, now, renewed.expires_at
+            self.store.delete(old)
+            return True
 
     def release(self, lease: Lease, *, committed: bool = False) -> None:
-        if not self.valid(lease):
-            return
-        lease.state = COMMITTED if committed else RELEASED
-        lease.expires_at = 0.0
-        self.store.put(lease.key, lease.payload())
+        """Mark the fragment finished (its file goes: the manifest says so now), or give it up
+        (the file says "released", so the next taker looks for our checkpoints). A lease we no
+        longer hold is left alone."""
+        with self._lock:
+            if lease.state != HELD or not self.valid(lease):
+                return
+            lease.state = COMMITTED if committed else RELEASED
+            lease.expires_at = 0.0
+            if committed:
+                self.store.delete(lease.key)
+            else:
+                self.store.put(lease.key, lease.payload())
 
     def busy(self, table: str, stage: str) -> set[str]:
         """Fragment keys whose newest lease file was written within one TTL: probably held, so
-        not worth a claim attempt. One listing for the whole stage (~1 request per 1,000
-        leases) instead of a list + get per fragment; the claim itself still decides."""
+        not worth a claim attempt. One listing for the whole stage, of live (or crashed)
+        leases only (~1 request per 1,000 of them); the claim itself still decides."""
         newest: dict[str, tuple[int, datetime]] = {}
         for e in self.store.list(f"leases/{table}/{stage}"):
             d, name = e.key.rsplit("/", 1)
@@ -205,7 +250,7 @@ class Heartbeat:
     def __init__(self, leases: LeaseStore, interval: float) -> None:
         self.leases = leases
         self.interval = interval
-        self.held: dict[str, Lease] = {}
+        self.held: dict[tuple[str, str, str], Lease] = {}  # renewals change a lease's key
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sila-heartbeat", daemon=True)
@@ -217,18 +262,18 @@ class Heartbeat:
 
     def add(self, lease: Lease) -> None:
         with self._lock:
-            self.held[lease.key] = lease
+            self.held[(lease.table, lease.stage, lease.fragment)] = lease
 
     def drop(self, lease: Lease) -> None:
         with self._lock:
-            self.held.pop(lease.key, None)
+            self.held.pop((lease.table, lease.stage, lease.fragment), None)
 
     def beat(self) -> None:
         with self._lock:
             leases = list(self.held.values())
         for lease in leases:
             try:
-                if not self.leases.renew(lease):
+                if not self.leases.renew(lease) and lease.lost:
                     log.warning(
                         "lost lease on %s/%s fragment %s", lease.table, lease.stage, lease.fragment
                     )

@@ -157,6 +157,8 @@ class FragmentWorker:
     def _candidates(self) -> tuple[list[FragmentRef], set[str]]:
         """(fragments worth a claim attempt, in this worker's order; keys of all pending ones)."""
         self.ds = ds = self.lake.table(self.table)
+        self._listed_at = self._fresh_at = time.monotonic()
+        self._fresh = ds
         done, pending = split_fragments(ds, self.name)
         if self.opts.retry_errors:
             err = self.stage.error_column()
@@ -240,16 +242,22 @@ class FragmentWorker:
         )
         if lease is None:
             return None
-        # Someone committed it after our listing: only then is a fresh manifest read needed.
+        # A commit leaves no lease file (the manifest says it), so a listing older than a
+        # second may miss a peer's commit: ask a manifest at most a second old.
         if (
-            lease.previous_state == COMMITTED
-            and not self.opts.retry_errors
-            and is_done(self.lake.table(self.table), self.name, ref.id)
+            not self.opts.retry_errors
+            and time.monotonic() - self._listed_at > 1.0
+            and is_done(self._fresh_table(), self.name, ref.id)
         ):
             self.leases.release(lease, committed=True)  # finished by someone else
             return None
         self.heartbeat.add(lease)
         return lease
+
+    def _fresh_table(self):
+        if time.monotonic() - self._fresh_at > 1.0:
+            self._fresh, self._fresh_at = self.lake.table(self.table), time.monotonic()
+        return self._fresh
 
     def _process_or_drop(self, ref: FragmentRef, lease) -> Finished | None:
         try:
@@ -259,7 +267,11 @@ class FragmentWorker:
             self.report({"lost_leases": 1})
             return None
 
-    def _committed(self, committed: list[Finished], skipped: list[Finished]) -> None:
+    def _committed(
+        self, committed: list[Finished], skipped: list[Finished], lost: list[Finished] = ()
+    ) -> None:
+        for f in lost:  # another worker owns these now: its checkpoints are its own
+            self.heartbeat.drop(f.lease)
         for f in committed + skipped:
             if f.lease:
                 self.heartbeat.drop(f.lease)
@@ -274,6 +286,7 @@ class FragmentWorker:
                 "commits": 1 if committed else 0,
                 "rows": sum(f.rows for f in committed),
                 "row_errors": sum(f.errors for f in committed),
+                "lost_leases": len(lost),
             }
         )
 
@@ -312,6 +325,8 @@ class FragmentWorker:
                 self._watch_for_bugs(res, b - a)
                 fault_point("before_checkpoint")
                 if i < len(bounds) - 1 and at_stake >= self.opts.checkpoint_min_s:
+                    if not self.leases.valid(lease):  # a successor's checkpoints stay its own
+                        raise LeaseLost(ref.key)
                     self.checkpoints.save(
                         ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children
                     )

@@ -69,7 +69,11 @@ def test_processes_racing_with_expiry_never_share_a_generation(tmp_path):
 
 @settings(max_examples=25, deadline=None)
 @given(
-    st.lists(st.sampled_from(["acquire", "expire", "release", "commit"]), min_size=1, max_size=12)
+    st.lists(
+        st.sampled_from(["acquire", "expire", "release", "commit", "renew"]),
+        min_size=1,
+        max_size=12,
+    )
 )
 def test_generations_only_grow_and_owner_is_unique(tmp_path_factory, ops):
     store = Store(str(tmp_path_factory.mktemp("l")))
@@ -82,17 +86,25 @@ def test_generations_only_grow_and_owner_is_unique(tmp_path_factory, ops):
             if held is not None and held.state == "held" and held.expires_at > time.time():
                 assert lease is None  # live lease: nobody else gets it
             elif lease is not None:
-                assert lease.gen == last_gen + 1
+                # generations grow while files exist; a commit removes them (gen restarts)
+                assert lease.gen == (1 if held is None or held.state == COMMITTED else last_gen + 1)
                 if held is not None:
-                    assert not ls.still_owned(held)  # the old owner is fenced out
+                    assert not ls.still_owned(held) and not ls.renew(held)  # fenced out
                 held, last_gen = lease, lease.gen
         elif held is not None and op == "expire":
             held.expires_at = time.time() - 1
             store.put(held.key, held.payload())
+        elif held is not None and op == "renew":
+            was = held.gen
+            if ls.renew(held):
+                assert held.gen == was + 1 and ls.still_owned(held)
+                last_gen = held.gen
         elif held is not None and op == "release":
             ls.release(held)
         elif held is not None and op == "commit":
             ls.release(held, committed=True)
+        live = ls.live()
+        assert len(live) <= 1 and (not live or live[0]["owner"] == held.owner)
 
 
 def test_heartbeat_keeps_a_lease_alive_and_detects_loss(tmp_path):
@@ -111,13 +123,17 @@ def test_heartbeat_keeps_a_lease_alive_and_detects_loss(tmp_path):
     assert lease.lost and not ls.still_owned(lease)
 
 
-def test_committed_state_is_visible_to_the_next_taker(tmp_path):
-    ls = LeaseStore(Store(str(tmp_path)), ttl=30)
+def test_a_commit_removes_the_lease_file_and_the_next_taker_starts_over(tmp_path):
+    store = Store(str(tmp_path))
+    ls = LeaseStore(store, ttl=30)
     a = ls.acquire("t", "s", "4-z", owner="a", job="j")
+    assert ls.renew(a) and a.gen == 2
     ls.release(a, committed=True)
+    assert store.list("leases") == []  # the manifest says "done"; no file per fragment ever done
     b = ls.acquire("t", "s", "4-z", owner="b", job="j")
-    assert b.previous_state == COMMITTED and b.gen == 2
+    assert b.previous_state is None and b.gen == 1
     assert ls.live() == [json.loads(b.payload())]
+    assert not ls.renew(a) and not ls.still_owned(a)  # same gen number, other owner: fenced
 
 
 def test_busy_lists_recently_written_leases_in_one_call(tmp_path):
