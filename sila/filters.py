@@ -1,0 +1,133 @@
+"""Decision stages: read score columns, apply recipe rules, write a keep flag and its reasons.
+
+In the spirit of datatrove's ``BaseFilter.filter(doc) -> keep | (keep, reason)``: a subclass
+writes ``filter(row)`` and the base writes ``<name>_keep`` (bool) and ``<name>_reasons``
+(list<string>) for every row, so every filter in the lake reads the same way::
+
+    select r, count(*) from clips, unnest(quality_reasons) t(r) group by r
+
+Filters never delete rows. Their rules are the stage's settings (the recipe's
+``[stages.<name>]`` section), and the stage's version is derived from those rules: changing a
+threshold re-runs the (cheap) decision stage and never the signal stages that feed it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from sila.stage import Resources, Stage
+
+REASONS = pa.list_(pa.string())
+
+
+@dataclass
+class Verdict:
+    """A filter's full answer for one row.
+
+    ``keep`` None means undetermined (an input the rules need is missing): not a rejection.
+    ``reasons`` say why the row is not kept; ``flags`` name minor issues of a kept row;
+    ``extra`` fills the stage's ``extra_outputs`` by name.
+    """
+
+    keep: bool | None
+    reasons: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def as_verdict(answer: Any) -> Verdict:
+    """Normalise ``keep`` | ``(keep, reason)`` | ``(keep, [reasons])`` | Verdict."""
+    if isinstance(answer, Verdict):
+        return answer
+    if isinstance(answer, tuple):
+        keep, why = answer
+        reasons = [why] if isinstance(why, str) else list(why or [])
+        return Verdict(None if keep is None else bool(keep), reasons)
+    return Verdict(None if answer is None else bool(answer))
+
+
+def rules_digest(rules: Mapping[str, Any]) -> str:
+    """A short stable hash of a rule set (key order and int/float spelling do not matter)."""
+
+    def norm(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): norm(x) for k, x in sorted(v.items())}
+        if isinstance(v, list | tuple):
+            return [norm(x) for x in v]
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return v
+        if isinstance(v, int | float):
+            return float(v)
+        return str(v)
+
+    text = json.dumps(norm(dict(rules)), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+class Filter(Stage):
+    """Base of decision stages: implement ``filter(row) -> keep | (keep, reason) | Verdict``.
+
+    Class attributes: ``name``, ``table``, ``inputs`` (the score columns ``row`` holds),
+    ``settings`` (the default rules), ``logic_version`` (bump when ``filter`` changes meaning),
+    ``flags`` (also write ``<name>_flags``), ``extra_outputs`` (more decision columns).
+    """
+
+    logic_version: ClassVar[str] = "1"
+    flags: ClassVar[bool] = False
+    extra_outputs: ClassVar[list[pa.Field]] = []
+    segment_rows = 4096  # a decision is arithmetic over a few columns: big segments
+    compute_resources = Resources(cpus=1)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name and "outputs" not in cls.__dict__:
+            cls.outputs = [
+                pa.field(f"{cls.name}_keep", pa.bool_()),
+                pa.field(f"{cls.name}_reasons", REASONS),
+                *([pa.field(f"{cls.name}_flags", REASONS)] if cls.flags else []),
+                *cls.extra_outputs,
+            ]
+        cls._active_rules = None
+
+    def __init__(self, **overrides: Any) -> None:
+        super().__init__(**overrides)
+        # The platform asks the class for its version (columns, checkpoints, job record) after
+        # building the instance with the recipe's settings: bind those rules to the class so the
+        # recorded version is the version of the rules that actually ran.
+        type(self)._active_rules = dict(self.config)
+
+    @classmethod
+    def rules_version(cls, rules: Mapping[str, Any]) -> str:
+        return f"{cls.logic_version}+r{rules_digest(rules)}"
+
+    @classmethod
+    def resolved_version(cls) -> str:
+        rules = cls.__dict__.get("_active_rules") or cls.settings
+        return cls.rules_version(rules)
+
+    @classmethod
+    def version_is_explicit(cls) -> bool:
+        return True  # a new version is a new rule set: recomputing a decision is cheap
+
+    def filter(self, row: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
+        out: dict[str, list] = {f.name: [] for f in self.output_fields()}
+        keep, reasons = f"{self.name}_keep", f"{self.name}_reasons"
+        for row in batch.to_pylist():
+            v = as_verdict(self.filter(row))
+            out[keep].append(v.keep)
+            out[reasons].append(list(v.reasons))
+            if self.flags:
+                out[f"{self.name}_flags"].append(list(v.flags))
+            for f in self.extra_outputs:
+                out[f.name].append(v.extra.get(f.name))
+            out[self.error_column()].append(None)
+        return out
