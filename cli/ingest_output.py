@@ -71,7 +71,7 @@ def _human(rep, seconds: float) -> None:
         f"{rep.present}, failed {rep.failed}, missing {len(rep.missing)}, skipped hidden "
         f"{rep.skipped_hidden}, skipped outside {rep.skipped_outside} ({seconds} s)",
         highlight=False,
-        markup=True,
+        soft_wrap=True,
     )
     _some("[red]failed[/]", [f"{_name(f)}: {f['error']}" for f in rep.failures])
     _some("[yellow]no such file[/]", rep.missing)
@@ -89,6 +89,6 @@ def _name(f: dict) -> str:
 def _some(label: str, lines: list[str]) -> None:
     for line in lines[:SHOW]:
         console.print(f"  {label} ", end="")
-        console.print(line, markup=False, highlight=False)
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     if len(lines) > SHOW:
         console.print(f"  ... and {len(lines) - SHOW} more (see --json)")

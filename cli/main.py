@@ -257,6 +257,10 @@ def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storage
                     ver,
                 )
             console.print(tab)
+            from sila.coordinator.keep_rates import keep_rate_lines
+
+            for line in keep_rate_lines(t):  # decision stages: keep rates
+                console.print(line)
     if st["leases"]:
         tab = Table("live lease", "owner", "age s", "heartbeat lag s", "segments done")
         for lease in st["leases"]:

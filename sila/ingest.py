@@ -83,7 +83,14 @@ def ingest(
 ) -> IngestReport:
     """Add `inputs` to the lake's `sources` table; see the module docstring."""
     report = IngestReport()
-    walker = Walker(inputs, allow_outside=allow_outside, storage_options=lake.storage_options)
+    from sila.coordinator.store import is_remote
+
+    walker = Walker(
+        inputs,
+        allow_outside=allow_outside,
+        storage_options=lake.storage_options,
+        lake_dir=None if is_remote(lake.uri) else lake.uri,
+    )
     lake.init()
     existing = lake.table("sources").schema if lake.has_table("sources") else None
     types = MetaTypes(existing)

@@ -37,7 +37,7 @@ class Entry:
 @dataclass
 class Skipped:
     path: str
-    reason: str  # "hidden" | "outside"
+    reason: str  # "hidden" | "outside" | "lake" (the lake's own folder: not counted)
     detail: str = ""
 
 
@@ -56,7 +56,7 @@ class WalkReport:
     def skip(self, path: str, reason: str, detail: str = "", count: int = 1) -> None:
         if reason == "hidden":
             self.skipped_hidden += count
-        else:
+        elif reason == "outside":
             self.skipped_outside += count
         if len(self.skipped) < self.keep:
             self.skipped.append(Skipped(display_path(path), reason, detail))
@@ -83,12 +83,15 @@ class Walker:
         *,
         allow_outside: bool = False,
         storage_options: dict[str, str] | None = None,
+        lake_dir: str | None = None,
     ) -> None:
         from sila.coordinator.store import is_remote
 
         self.inputs = inputs
         self.allow_outside = allow_outside
         self.storage_options = storage_options or {}
+        # a folder that holds the lake must not ingest the lake's own files
+        self.lake_real = os.path.realpath(lake_dir) if lake_dir else None
         self._stores: dict[str, Any] = {}
         self.report = WalkReport()
         self._seen: dict[str, dict] = {}  # absolute path -> meta of its first mention
@@ -214,6 +217,9 @@ class Walker:
                     yield from self._once(entry_for(full))
                     continue
                 real = os.path.realpath(full)
+                if real == self.lake_real:
+                    self.report.skip(full, "lake", "the lake itself", count=0)
+                    continue
                 if real in chain:
                     log.debug("not entering %s: a link back to %s", full, real)
                     continue

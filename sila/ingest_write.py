@@ -156,8 +156,9 @@ class SourcesWriter:
                 reader,
                 ds,
                 schema=self.schema,
-                max_rows_per_file=1 << 40,  # our own bounds decide where a fragment ends
-                max_bytes_per_file=1 << 62,
+                # our bounds decide where a fragment ends (beyond 2**32 rows Lance wraps to 0)
+                max_rows_per_file=self.rows,
+                max_bytes_per_file=1 << 40,
                 storage_options=self.lake.storage_options or None,
             )
             if len(pending) >= COMMIT_EVERY or time.monotonic() - last > COMMIT_EVERY_S:

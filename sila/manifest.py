@@ -58,8 +58,8 @@ def _path_of(row: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
         if key in row:
             value = row[key]
             if not isinstance(value, str):
-                kind = "null" if value is None else type(value).__name__
-                return None, key, f"'{key}' must be a string, got {kind} {value!r}"
+                got = "null" if value is None else f"{type(value).__name__} {value!r}"
+                return None, key, f"'{key}' must be a string, got {got}"
             if not value.strip():
                 return None, key, f"'{key}' is empty"
             return value, key, None
@@ -177,6 +177,8 @@ def _int(c: str | None) -> int | None:
 def _float(c: str | None) -> float | None:
     if c is None or not c.strip():
         return None
+    if re.match(r"[+-]?0[0-9]", c.strip()):  # '007', '0123.5': an identifier, not a number
+        raise ValueError(c)
     return float(c)
 
 

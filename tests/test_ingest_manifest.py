@@ -1,0 +1,175 @@
+"""Manifests: bad lines are reported failures (file and line), the rest goes in; relative paths
+stay inside the manifest's folder; other fields become typed, stable `meta_*` columns."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from ingest_gen import png_bytes
+
+SILA = str(Path(sys.executable).parent / "sila")
+
+
+@pytest.fixture
+def media(tmp_path) -> Path:
+    d = tmp_path / "data"
+    (d / "sub").mkdir(parents=True)
+    for i in range(6):
+        (d / f"f{i}.png").write_bytes(png_bytes(100 + i))
+    (d / "sub" / "deep.png").write_bytes(png_bytes(200))
+    (tmp_path / "outside.png").write_bytes(png_bytes(300))
+    return d
+
+
+def jsonl(path: Path, lines: list) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+def meta(lake) -> dict[str, dict]:
+    t = lake.table("sources")
+    cols = ["filename", *[n for n in t.schema.names if n.startswith("meta_")]]
+    return {r.pop("filename"): r for r in t.to_table(columns=cols).to_pylist()}
+
+
+def test_bad_lines_are_reported_and_the_rest_goes_in(lake, media):
+    m = jsonl(
+        media / "m.jsonl",
+        [
+            {"path": "f0.png", "caption": "a red ball"},
+            "{not json",
+            {"path": 12},
+            {"path": ""},
+            {"caption": "no path here"},
+            '["a", "list"]',
+            {"path": "f1.png"},
+            {"path": "gone.png"},
+        ],
+    )
+    (media / "m.csv").write_text("path,caption\nf2.png,x\n,empty path\nf3.png,y,extra\nf4.png,z\n")
+    rep = lake.ingest([m, media / "m.csv"])
+    bad = {f["path"]: f["error"] for f in rep.failures if f["id"] is None}
+    assert bad == {
+        f"{m}:2": "not valid JSON (Expecting property name enclosed in double quotes at column 2)",
+        f"{m}:3": "'path' must be a string, got int 12",
+        f"{m}:4": "'path' is empty",
+        f"{m}:5": "no 'path' field (nor 'uri', 'file')",
+        f"{m}:6": "expected a JSON object, got list",
+        f"{media / 'm.csv'}:3": "'path' is empty",
+        f"{media / 'm.csv'}:4": "3 fields, header has 2",
+    }
+    gone = [f for f in rep.failures if f["id"]]  # a named file that does not exist is a row
+    assert len(gone) == 1 and "gone.png" in gone[0]["error"] and gone[0]["origin"] == f"{m}:8"
+    assert rep.added == 5 and rep.failed == 8  # f0 f1 f2 f4 + the missing file's row
+    assert meta(lake)["f0.png"]["meta_caption"] == "a red ball"
+
+
+def test_relative_paths_may_not_leave_the_manifest_folder(lake, media, tmp_path):
+    m = jsonl(
+        media / "m.jsonl",
+        [
+            {"path": "../outside.png"},
+            {"path": "../../../../../../etc/passwd"},
+            {"path": "sub/../f0.png"},  # stays inside: fine
+            {"path": "sub/deep.png"},
+            {"path": str(tmp_path / "outside.png")},  # absolute: the user's explicit choice
+        ],
+    )
+    (media / "escape.png").symlink_to(tmp_path / "outside.png")
+    jsonl(media / "m2.jsonl", [{"path": "escape.png"}])
+    rep = lake.ingest([m, media / "m2.jsonl"])
+    assert rep.skipped_outside == 3 and rep.added == 3 and rep.present == 0
+    details = " ".join(s["detail"] for s in rep.skipped)
+    assert f"{m}:1" in details and f"{m}:2" in details and "--allow-outside" in details
+    assert "passwd" not in json.dumps(meta(lake))
+    rep = lake.ingest([m, media / "m2.jsonl"], allow_outside=True)
+    assert rep.skipped_outside == 0 and rep.added == 1  # /etc/passwd: a row (not media)
+
+
+def test_meta_columns_are_typed_and_stable(lake, media):
+    m1 = jsonl(
+        media / "a.jsonl",
+        [
+            {"path": "f0.png", "label": "cat", "score": 3, "ok": True, "tags": ["a", "b"]},
+            {"path": "f1.png", "label": "dog", "score": 2.5, "license": "cc-by"},
+        ],
+    )
+    lake.ingest([m1])
+    schema = lake.table("sources").schema
+    types = {n: schema.field(n).type for n in schema.names if n.startswith("meta_")}
+    assert types == {
+        "meta_label": pa.string(),
+        "meta_score": pa.float64(),  # an int and a float: float
+        "meta_ok": pa.bool_(),
+        "meta_tags": pa.string(),  # nested values as JSON text
+        "meta_license": pa.string(),
+    }
+    assert meta(lake)["f0.png"]["meta_tags"] == '["a", "b"]'
+    # a later ingest: same column, wrong type -> a reported error, the file still goes in
+    m2 = jsonl(media / "b.jsonl", [{"path": "f2.png", "score": "high", "Source Name": "web"}])
+    rep = lake.ingest([m2])
+    assert rep.added == 1 and lake.table("sources").schema.field("meta_score").type == pa.float64()
+    assert len(rep.warnings) == 1 and "meta_score: expected double" in rep.warnings[0]["error"]
+    assert rep.warnings[0]["origin"] == f"{m2}:1"
+    rows = meta(lake)
+    assert rows["f2.png"]["meta_score"] is None and rows["f2.png"]["meta_source_name"] == "web"
+    assert rows["f0.png"]["meta_source_name"] is None  # old rows: null, not rewritten
+    got = lake.sql("select filename from sources where meta_score > 2.6").to_pylist()
+    assert got == [{"filename": "f0.png"}]
+
+
+def test_csv_types_are_inferred_per_column(lake, media):
+    (media / "m.csv").write_text(
+        "file,frames,fps,night,code\nf0.png,10,29.97,true,007\nf1.png,20,30,false,12\n"
+    )
+    lake.ingest([media / "m.csv"])
+    s = lake.table("sources").schema
+    assert [s.field(c).type for c in ("meta_frames", "meta_fps", "meta_night", "meta_code")] == [
+        pa.int64(), pa.float64(), pa.bool_(), pa.string(),
+    ]  # fmt: skip
+    assert meta(lake)["f0.png"]["meta_code"] == "007"
+
+
+def test_duplicate_content_keeps_the_first_values(lake, media):
+    (media / "twin.png").write_bytes((media / "f0.png").read_bytes())
+    m = jsonl(
+        media / "m.jsonl",
+        [{"path": "f0.png", "label": "first"}, {"path": "twin.png", "label": "second"}],
+    )
+    rep = lake.ingest([m])
+    assert (rep.added, rep.present) == (1, 1)
+    assert meta(lake)["f0.png"]["meta_label"] == "first"
+    assert "keeps its first values" in rep.warnings[0]["error"] and "second" in str(rep.warnings)
+    m2 = jsonl(media / "m2.jsonl", [{"path": "f0.png", "label": "again"}])
+    rep = lake.ingest([m2])  # a later ingest, same file, other value: reported, not rewritten
+    assert rep.present == 1 and "again" in rep.warnings[0]["error"]
+    paths = lake.table("source_paths").to_table(columns=["path"])["path"].to_pylist()
+    assert sorted(os.path.basename(p) for p in paths) == ["f0.png", "twin.png"]
+
+
+def test_cli_json_stays_valid_with_a_broken_manifest(tmp_path, media):
+    m = jsonl(media / "m.jsonl", [{"path": "f0.png"}, "oops", {"path": None}])
+    res = subprocess.run(
+        [SILA, "ingest", str(m), str(media / "sub"), "--json", "--lake", str(tmp_path / "lk")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    out = json.loads(res.stdout)
+    assert res.returncode == 0 and out["added"] == 2 and out["failed"] == 2
+    assert {f["path"] for f in out["failures"]} == {f"{m}:2", f"{m}:3"}
+    res = subprocess.run(
+        [SILA, "ingest", str(m), "--lake", str(tmp_path / "lk")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert f"{m}:3: 'path' must be a string, got null" in res.stdout
+    res = subprocess.run(
+        [SILA, "ingest", str(m), "--json", "--bytes-per-fragment", "lots", "--lake",
+         str(tmp_path / "lk")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert res.returncode == 1 and "2GiB" in json.loads(res.stdout)["error"]
