@@ -15,6 +15,19 @@ from sila.coordinator.endpoint_process import EndpointError
 log = logging.getLogger(__name__)
 
 
+class EndpointUnavailable(EndpointError):
+    """Retries were spent on connection errors, timeouts, 429 or 5xx: the server is down or
+    overloaded (unlike a 4xx, which says the request itself is wrong)."""
+
+
+class EndpointRejected(EndpointError):
+    """The server refused the request with a 4xx (other than 429); `status` is the code."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def image_part(data: bytes, mime: str = "image/jpeg") -> dict[str, Any]:
     """A chat content part carrying an image inline, as OpenAI-compatible servers accept."""
     b64 = base64.b64encode(data).decode()
@@ -23,7 +36,11 @@ def image_part(data: bytes, mime: str = "image/jpeg") -> dict[str, Any]:
 
 class OpenAIClient:
     """Minimal OpenAI chat-completions client with retries on connection errors, 429 and 5xx
-    (4xx fail at once, with the server's message). One per thread: it keeps a connection pool."""
+    (4xx fail at once, with the server's message). One per thread: it keeps a connection pool.
+
+    Backoff doubles from `backoff_s` up to `max_backoff_s`; with `retry_budget_s` it keeps
+    retrying until that many seconds have passed (long enough for a restarted server to come
+    back) rather than a fixed number of times. Out of retries: `EndpointUnavailable`."""
 
     def __init__(
         self,
@@ -32,11 +49,15 @@ class OpenAIClient:
         timeout_s: float = 120.0,
         retries: int = 4,
         backoff_s: float = 0.5,
+        max_backoff_s: float | None = None,
+        retry_budget_s: float | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.retry_budget_s = retry_budget_s
         self.session = requests.Session()
         if urlsplit(self.base_url).hostname in ("127.0.0.1", "localhost", "::1"):
             self.session.trust_env = False  # node-local: never through an HTTP proxy
@@ -46,7 +67,9 @@ class OpenAIClient:
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         url = f"{self.base_url}{path}"
-        for attempt in range(self.retries + 1):
+        start = time.monotonic()
+        attempt = 0
+        while True:
             try:
                 r = self.session.request(method, url, json=body, timeout=self.timeout_s)
             except requests.RequestException as e:
@@ -59,14 +82,23 @@ class OpenAIClient:
                         raise EndpointError(f"{method} {url}: answer is not JSON: {e}") from e
                 problem = f"HTTP {r.status_code}: {_error_message(r)}"
                 if r.status_code != 429 and r.status_code < 500:
-                    raise EndpointError(f"{method} {url} failed: {problem}")
-            if attempt < self.retries:
-                log.warning(
-                    "%s %s: %s (retry %d/%d)", method, url, problem, attempt + 1, self.retries
-                )
-                time.sleep(self.backoff_s * 2**attempt)
-        raise EndpointError(
-            f"{method} {url} failed after {self.retries + 1} attempts: {problem}; "
+                    raise EndpointRejected(f"{method} {url} failed: {problem}", r.status_code)
+            delay = self.backoff_s * 2**attempt
+            if self.max_backoff_s is not None:
+                delay = min(delay, self.max_backoff_s)
+            if self.retry_budget_s is not None:
+                more = time.monotonic() - start + delay < self.retry_budget_s
+            else:
+                more = attempt < self.retries
+            if not more:
+                break
+            attempt += 1
+            of = f"/{self.retries}" if self.retry_budget_s is None else ""
+            log.warning("%s %s: %s (retry %d%s)", method, url, problem, attempt, of)
+            time.sleep(delay)
+        raise EndpointUnavailable(
+            f"{method} {url} failed after {attempt + 1} attempts "
+            f"({time.monotonic() - start:.0f} s): {problem}; "
             "is the endpoint running (`sila endpoint ls`)?"
         )
 

@@ -4,14 +4,27 @@ It runs no model. Its answers are deterministic and say they are fake: with a `j
 response format it returns a JSON object built from the schema alone (strings "test-double",
 numbers 0 or their minimum, arrays of one item, the first enum value); otherwise it describes
 the request (messages, images, text length). The HTTP shapes are the real ones: `GET /health`,
-`GET /v1/models`, `POST /v1/chat/completions` (id, object, created, model, choices, usage).
+`GET /v1/models`, `POST /v1/chat/completions` (id, object, created, model, choices, usage);
+`GET /stats` (not OpenAI) reports what it served, for tests to check.
 
     python tests/openai_test_server.py --port 8000 [--model NAME] [--crash-after N]
-        [--fail-first N] [--startup-delay S]
+        [--fail-first N] [--startup-delay S] [--latency S] [--max-concurrency N]
+        [--script valid,invalid,truncated,schema,slow,500] [--script-mode cycle|once]
+        [--slow-s S] [--answers rules.json] [--api-key KEY]
 
 `--crash-after N` exits the process (code 3) right after answering its N-th /v1 request, to test
 endpoint restarts; `--fail-first N` answers the first N chat requests with HTTP 503, to test
 client retries. Health checks are not counted by either.
+
+Misbehaviour for validation tests: `--script` lists what the chat requests get, in arrival
+order (cycled, or once and then `valid`): `valid`; `invalid` (prose around JSON: not JSON);
+`truncated` (JSON cut in half, finish_reason "length", as when max_tokens is hit); `schema`
+(valid JSON missing a required field); `slow` (valid, after `--slow-s` seconds: a client
+timeout); `500` (HTTP 500). `--latency S` holds every chat answer S seconds and
+`--max-concurrency N` serves at most N at once (the rest queue, like vLLM's max_num_seqs), so
+throughput is capped at N / S. `--answers FILE` scripts replies: a JSON list of
+{"contains": text, "content": str or object}; the first rule whose text occurs in the request's
+messages gives the reply (a judge's scripted verdicts). `--api-key` requires that bearer token.
 """
 
 from __future__ import annotations
@@ -96,14 +109,52 @@ def describe(messages: list[dict[str, Any]]) -> tuple[int, int]:
     return images, chars
 
 
-def completion(body: dict[str, Any], model: str) -> dict[str, Any]:
+BEHAVIOURS = ("valid", "invalid", "truncated", "schema", "slow", "500")
+
+
+def request_text(messages: list[dict[str, Any]]) -> str:
+    parts = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            parts.append(content)
+            continue
+        parts += [p.get("text", "") for p in content or [] if p.get("type") == "text"]
+    return "\n".join(parts)
+
+
+def violate(value: Any, schema: dict[str, Any]) -> Any:
+    """`value` (valid for `schema`) made invalid: its last required property removed."""
+    required = schema.get("required") or []
+    if isinstance(value, dict) and required:
+        value = dict(value)
+        value.pop(required[-1], None)
+        return value
+    return {"not": "what the schema asks"}
+
+
+def completion(
+    body: dict[str, Any],
+    model: str,
+    behaviour: str = "valid",
+    scripted: str | None = None,
+) -> dict[str, Any]:
     messages = body["messages"]
     images, chars = describe(messages)
     fmt = body.get("response_format") or {}
     finish = "stop"
-    if fmt.get("type") == "json_schema":
+    if scripted is not None:
+        content = scripted
+    elif fmt.get("type") == "json_schema":
         schema = (fmt.get("json_schema") or {}).get("schema", {})
-        content = json.dumps(value_for_schema(schema))
+        value = value_for_schema(schema)
+        content = json.dumps(value)
+        if behaviour == "invalid":
+            content = f"Sure! Here is the caption you asked for:\n{content}\nHope this helps."
+        elif behaviour == "truncated":
+            content, finish = content[: max(1, len(content) // 2)], "length"
+        elif behaviour == "schema":
+            content = json.dumps(violate(value, schema))
     elif fmt.get("type") == "json_object":
         content = json.dumps({"test_double": True, "images": images, "text_chars": chars})
     else:
@@ -137,13 +188,59 @@ def completion(body: dict[str, Any], model: str) -> dict[str, Any]:
 
 
 class State:
-    def __init__(self, model: str, crash_after: int | None, fail_first: int) -> None:
+    def __init__(
+        self,
+        model: str,
+        crash_after: int | None,
+        fail_first: int,
+        latency_s: float = 0.0,
+        max_concurrency: int | None = None,
+        script: list[str] | None = None,
+        script_mode: str = "cycle",
+        slow_s: float = 5.0,
+        answers: list[dict[str, Any]] | None = None,
+        api_key: str | None = None,
+    ) -> None:
         self.model = model
         self.crash_after = crash_after
         self.fail_first = fail_first
+        self.latency_s = latency_s
+        self.slots = threading.BoundedSemaphore(max_concurrency) if max_concurrency else None
+        unknown = set(script or []) - set(BEHAVIOURS)
+        if unknown:
+            raise ValueError(f"unknown --script entries {sorted(unknown)}; known {BEHAVIOURS}")
+        self.script = list(script or [])
+        self.script_mode = script_mode
+        self.slow_s = slow_s
+        self.answers = list(answers or [])
+        self.api_key = api_key
         self.requests = 0
         self.chats = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.served: dict[str, int] = {}
+        self.recent: list[dict[str, Any]] = []
         self.lock = threading.Lock()
+
+    def next_behaviour(self) -> str:
+        """Called with the lock held, once per chat request."""
+        if not self.script:
+            return "valid"
+        i = self.chats - 1
+        if self.script_mode == "once" and i >= len(self.script):
+            return "valid"
+        return self.script[i % len(self.script)]
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "test_double": True,
+                "requests": self.requests,
+                "chats": self.chats,
+                "served": dict(self.served),
+                "max_in_flight": self.max_in_flight,
+                "recent": list(self.recent),
+            }
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -176,9 +273,21 @@ class Handler(BaseHTTPRequestHandler):
             log.warning("--crash-after %s reached: exiting", self.state.crash_after)
             os._exit(3)
 
+    def _authorized(self) -> bool:
+        if not self.state.api_key:
+            return True
+        if self.headers.get("Authorization") == f"Bearer {self.state.api_key}":
+            return True
+        self._error(401, "test double: missing or wrong API key", "authentication_error")
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 (stdlib name)
         if self.path == "/health":
             self._send(200, {"status": "ok", "test_double": True})
+        elif self.path == "/stats":
+            self._send(200, self.state.stats())
+        elif self.path.startswith("/v1/") and not self._authorized():
+            return
         elif self.path == "/v1/models":
             owned = {"id": self.state.model, "object": "model", "owned_by": "sila-test-double"}
             self._send(200, {"object": "list", "data": [{**owned, "created": 0}]})
@@ -195,9 +304,12 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, json.JSONDecodeError) as e:
             self._error(400, f"request body is not JSON: {e}")
             return
+        if not self._authorized():
+            return
         with self.state.lock:
             self.state.chats += 1
             failing = self.state.chats <= self.state.fail_first
+            behaviour = self.state.next_behaviour()
         if failing:
             self._error(503, "test double: --fail-first is answering 503", "server_error")
         elif not isinstance(body.get("messages"), list) or not body["messages"]:
@@ -205,7 +317,44 @@ class Handler(BaseHTTPRequestHandler):
         elif body.get("model") not in (None, self.state.model):
             self._error(404, f"The model `{body.get('model')}` does not exist.", "NotFoundError")
         else:
-            self._send(200, completion(body, self.state.model))
+            self._answer(body, behaviour)
+        self._counted()
+
+    def _answer(self, body: dict[str, Any], behaviour: str) -> None:
+        st = self.state
+        if st.slots is not None:
+            st.slots.acquire()  # like a server's max_num_seqs: the rest wait their turn
+        try:
+            with st.lock:
+                st.in_flight += 1
+                st.max_in_flight = max(st.max_in_flight, st.in_flight)
+                st.served[behaviour] = st.served.get(behaviour, 0) + 1
+                images, _ = describe(body["messages"])
+                fmt = (body.get("response_format") or {}).get("type")
+                st.recent = [
+                    *st.recent[-49:],
+                    {"behaviour": behaviour, "images": images, "response_format": fmt,
+                     "messages": len(body["messages"]), "max_tokens": body.get("max_tokens")},
+                ]  # fmt: skip
+            time.sleep(st.latency_s + (st.slow_s if behaviour == "slow" else 0.0))
+            if behaviour == "500":
+                self._error(500, "test double: scripted internal server error", "server_error")
+                return
+            text = request_text(body["messages"])
+            rule = next((r for r in st.answers if r["contains"] in text), None)
+            scripted = None
+            if rule is not None:
+                c = rule["content"]
+                scripted = c if isinstance(c, str) else json.dumps(c)
+            try:
+                self._send(200, completion(body, st.model, behaviour, scripted))
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                pass
+        finally:
+            with st.lock:
+                st.in_flight -= 1
+            if st.slots is not None:
+                st.slots.release()
         self._counted()
 
 
@@ -215,11 +364,16 @@ def serve(
     crash_after: int | None = None,
     fail_first: int = 0,
     host: str = "127.0.0.1",
+    **behaviour: Any,
 ) -> ThreadingHTTPServer:
-    """Build the server (bound, not yet serving); `port=0` picks a free port."""
-    handler = type("BoundHandler", (Handler,), {"state": State(model, crash_after, fail_first)})
+    """Build the server (bound, not yet serving); `port=0` picks a free port. `behaviour`:
+    State's options (latency_s, max_concurrency, script, script_mode, slow_s, answers,
+    api_key); `server.RequestHandlerClass.state` is the live State."""
+    state = State(model, crash_after, fail_first, **behaviour)
+    handler = type("BoundHandler", (Handler,), {"state": state})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
+    server.request_queue_size = 128  # a burst of concurrent clients must not be refused
     return server
 
 
@@ -231,10 +385,38 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crash-after", type=int, default=None)
     parser.add_argument("--fail-first", type=int, default=0)
     parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds before binding")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per chat answer")
+    parser.add_argument("--max-concurrency", type=int, default=None)
+    parser.add_argument("--script", default="", help=f"comma list of {', '.join(BEHAVIOURS)}")
+    parser.add_argument("--script-mode", choices=["cycle", "once"], default="cycle")
+    parser.add_argument("--slow-s", type=float, default=5.0)
+    parser.add_argument("--answers", default=None, help="JSON file of scripted replies")
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+    )
     time.sleep(args.startup_delay)  # imitates model loading: /health is unreachable meanwhile
-    server = serve(args.port, args.model, args.crash_after, args.fail_first, args.host)
+    answers = None
+    if args.answers:
+        with open(args.answers) as f:
+            answers = json.load(f)
+    server = serve(
+        args.port,
+        args.model,
+        args.crash_after,
+        args.fail_first,
+        args.host,
+        latency_s=args.latency,
+        max_concurrency=args.max_concurrency,
+        script=[x.strip() for x in args.script.split(",") if x.strip()],
+        script_mode=args.script_mode,
+        slow_s=args.slow_s,
+        answers=answers,
+        api_key=args.api_key,
+    )
     log.info(
         "TEST DOUBLE serving model %r on http://%s:%d/v1",
         args.model,
