@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 
-from sila.errors import SilaError
+from sila.errors import SilaError, StageFailed
 
 
 def run_processes(lake, portable_spec, conf: dict, opts, workers: int, report) -> None:
@@ -50,12 +50,18 @@ def run_processes(lake, portable_spec, conf: dict, opts, workers: int, report) -
         threading.Thread(target=_pump, args=(p, events), daemon=True).start()
         procs.append(p)
     errors: list[str] = []
+    failed: list[
+        tuple[str | None, str]
+    ] = []  # SilaErrors (a setup failure, a broken stage): the stage's own words
     ended = 0
     try:
         while ended < workers:
             kind, pid, payload = events.get()
             if kind == "event":
                 report(payload)
+            elif kind == "failed":
+                failed.append(payload)
+                break  # the job has failed: stop the other workers now
             elif kind == "error":
                 errors.append(payload)
             elif kind == "eof":
@@ -72,6 +78,14 @@ def run_processes(lake, portable_spec, conf: dict, opts, workers: int, report) -
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+    if failed:
+        import sila.errors
+
+        kind, message = failed[0]
+        cls = getattr(sila.errors, kind or "", None)
+        raise (cls if isinstance(cls, type) and issubclass(cls, SilaError) else StageFailed)(
+            message
+        )
     if errors:
         raise SilaError(f"{len(errors)} worker(s) failed; first: {errors[0].strip()}")
 
@@ -84,6 +98,8 @@ def _pump(p: subprocess.Popen, events: queue.Queue) -> None:
             continue
         if "event" in msg:
             events.put(("event", p.pid, msg["event"]))
+        elif "failed" in msg:
+            events.put(("failed", p.pid, (msg.get("kind"), msg["failed"])))
         elif "error" in msg:
             events.put(("error", p.pid, f"worker pid {p.pid}: {msg['error']}"))
     events.put(("eof", p.pid, None))
@@ -120,6 +136,9 @@ def main() -> int:
             Lake(lake_uri, storage_options=storage), cls(**conf), opts, lambda e: send({"event": e})
         ).run()
         return 0
+    except SilaError as e:  # its message names the problem and the fix: no traceback
+        send({"failed": str(e), "kind": type(e).__name__})
+        return 1
     except BaseException as e:  # noqa: BLE001 - reported to the driver, which fails the job
         send({"error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"})
         return 1

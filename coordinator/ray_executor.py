@@ -1,7 +1,8 @@
 """The Ray executor: the driver claims fragments, loads segments, writes and commits; the
-stage's preprocess / compute / postprocess run in separate Ray actor pools, each with its own
-worker count and resources. In-flight work per pool is bounded, so a slow compute pool
-throttles loading instead of flooding the object store.
+stage's preprocess / compute / postprocess run in separate Ray actor pools (ray_pools.py), each
+with its own worker count and resources, the data passing between them by reference. In-flight
+work per pool is bounded, so a slow compute pool throttles loading instead of flooding the
+object store. A setup failure fails the job before any claim; a crash is narrowed to its rows.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ import logging
 import math
 import os
 import threading
-import time
-from dataclasses import dataclass, field
 
 import pyarrow as pa
 from sila.coordinator.inputs import InputPlan
+from sila.coordinator.ray_pools import STEPS, Pool, StepActor, needs_setup
 from sila.coordinator.steps import SegmentResult, failed_rows
 from sila.coordinator.worker import FragmentWorker, WorkerOptions
 
@@ -23,8 +23,7 @@ from sila.stage import Resources, Stage, StageContext
 
 log = logging.getLogger(__name__)
 
-STEPS = ("preprocess", "compute", "postprocess")
-MAX_ATTEMPTS = 3
+CRASH_PROBE = 3  # rows retried alone after a crash before a segment is judged all-crashing
 
 
 def init_ray(address: str | None) -> dict:
@@ -116,139 +115,19 @@ def plan_pools(cls: type[Stage], cluster: dict) -> dict[str, Resources]:
     return out
 
 
-class StepActor:
-    """Holds one stage instance; runs one of its steps. Made a Ray actor by `make_actor`."""
-
-    def __init__(self, portable, conf: dict, ctx: StageContext, step: str) -> None:
-        from sila.coordinator.inputs import BlobMaterializer
-
-        from sila.lake import Lake
-        from sila.registry import from_portable
-
-        self.stage = from_portable(portable)(**conf)
-        self.step = step
-        ctx.step = step
-        if self.stage.endpoint is not None and ctx.endpoint_url is None:
-            from sila.coordinator.endpoints import endpoint_url_for_current_node
-
-            ctx.endpoint_url = endpoint_url_for_current_node(
-                self.stage.endpoint
-            )  # this node's server
-        self.stage.setup(ctx)
-        self.blobs = BlobMaterializer(Lake(ctx.lake_uri, storage_options=ctx.storage_options))
-        self.busy = 0.0
-
-    def run(self, payload, plan: InputPlan | None, part: pa.RecordBatch | None):
-        """One step on one segment; the first pool materialises the inputs on its own node."""
-        from sila.coordinator.inputs import materialize
-
-        t0 = time.perf_counter()
-        try:
-            if plan is not None:
-                payload = materialize(plan, part, self.blobs)
-            if self.step == "all":
-                return self.stage.postprocess(self.stage.compute(self.stage.preprocess(payload)))
-            return getattr(self.stage, self.step)(payload)
-        finally:
-            self.blobs.trim()
-            self.busy += time.perf_counter() - t0
-
-    def isolate(self, plan: InputPlan, part: pa.RecordBatch) -> SegmentResult:
-        """All three steps here, rows isolated on failure (the contract's error path)."""
-        from sila.coordinator.inputs import materialize
-        from sila.coordinator.steps import run_steps
-
-        t0 = time.perf_counter()
-        try:
-            return run_steps(self.stage, materialize(plan, part, self.blobs))
-        finally:
-            self.blobs.trim()
-            self.busy += time.perf_counter() - t0
-
-    def stats(self) -> dict:
-        return {"busy_s": self.busy, "pid": os.getpid()}
-
-
-@dataclass
-class PoolMetrics:
-    rows: int = 0
-    calls: int = 0
-    waiting: int = 0  # segments queued for this pool (backpressure shows here)
-    retries: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-
-class Pool:
-    """A fixed set of actors for one step; at most `capacity` segments in flight."""
-
-    def __init__(self, step: str, resources: Resources, make) -> None:
-        import ray
-
-        self.step, self.resources, self._make = step, resources, make
-        self.actors = [make() for _ in range(resources.workers or 1)]
-        self.idle = list(self.actors)
-        self.cond = threading.Condition()
-        self.metrics = PoolMetrics()
-        self._ray = ray
-
-    def call(self, method: str, *args, rows: int = 0):
-        with self.cond:
-            self.metrics.waiting += 1
-            while not self.idle:
-                self.cond.wait()
-            actor = self.idle.pop()
-            self.metrics.waiting -= 1
-        try:
-            for attempt in range(MAX_ATTEMPTS):
-                try:
-                    out = self._ray.get(getattr(actor, method).remote(*args))
-                    self.metrics.rows += rows
-                    self.metrics.calls += 1
-                    return out
-                except self._ray.exceptions.RayActorError as e:
-                    log.warning("%s actor died (%s); replacing it and retrying", self.step, e)
-                    self.metrics.retries += 1
-                    actor = self._replace(actor)
-                    if attempt == MAX_ATTEMPTS - 1:
-                        raise
-        finally:
-            with self.cond:
-                self.idle.append(actor)
-                self.cond.notify()
-
-    def _replace(self, dead):
-        new = self._make()
-        with self.cond:
-            self.actors = [new if a is dead else a for a in self.actors]
-        return new
-
-    def snapshot(self) -> dict:
-        busy = sum(
-            self._ray.get([a.stats.remote() for a in self.actors], timeout=30)[i]["busy_s"]
-            for i in range(len(self.actors))
-        )
-        wall = max(time.monotonic() - self.metrics.started, 1e-9)
-        return {
-            "actors": len(self.actors),
-            "cpus_each": self.resources.cpus,
-            "gpus_each": self.resources.gpus,
-            "rows": self.metrics.rows,
-            "rows_per_s": round(self.metrics.rows / wall, 2),
-            "queue_depth": self.metrics.waiting,
-            "busy_fraction": round(busy / (wall * len(self.actors)), 3),
-            "actor_restarts": self.metrics.retries,
-        }
-
-
 class RayRunner:
-    """Segment runner for FragmentWorker: pre -> compute -> post through the pools."""
+    """Segment runner for FragmentWorker: pre -> compute -> post through the pools, the data
+    passing from pool to pool by reference; only the last step's result reaches the driver."""
 
     def __init__(self, pools: dict[str, Pool], stage_cls: type[Stage]) -> None:
+        import ray
+
         self.pools = pools
         self.stage_cls = stage_cls
         self.main = pools.get("compute") or pools["all"]  # has the model: runs the isolation path
+        self._ray = ray
 
-    def start(self) -> None:  # the actors ran setup() when they were created
+    def start(self) -> None:  # run_ray waited for every actor's setup before any claim
         pass
 
     def close(self) -> None:
@@ -258,27 +137,74 @@ class RayRunner:
         from sila.coordinator.steps import _conform
 
         n = part.num_rows
+        errors = self._ray.exceptions
         try:
-            payload, first = None, True
+            ref, first = None, True
             for step in ("all", *STEPS):
                 if step in self.pools:
-                    args = (None, plan, part) if first else (payload, None, None)
-                    payload = self.pools[step].call("run", *args, rows=n)
+                    args = (None, plan, part) if first else (ref, None, None)
+                    ref = self.pools[step].run(*args, rows=n)
                     first = False
-            return _conform(self.stage_cls, payload, n)
-        except Exception as e:  # noqa: BLE001 - contract errors re-raise from isolate
-            if isinstance(e, self.main._ray.exceptions.RayActorError):
-                # the segment kept killing its workers: row errors instead of a stalled job
-                why = f"worker died {MAX_ATTEMPTS} times: {str(e)[:200]}"
-                return failed_rows(self.stage_cls, n, why, unexpected=False)
-            from sila.errors import ContractError
+            return _conform(self.stage_cls, self._ray.get(ref), n)
+        except errors.RayActorError as e:  # a crash: find the row(s) that caused it
+            return self._rows_alone(plan, part, str(e))
+        except errors.RayTaskError:
+            pass  # a step raised: the contract's per-row isolation, in one actor
+        try:
+            return self.main.isolate(plan, part)
+        except errors.RayActorError as e:  # a row in it crashed the worker
+            return self._rows_alone(plan, part, str(e))
+        except errors.RayTaskError as te:
+            raise te.as_instanceof_cause() from None
 
-            if isinstance(e, ContractError):
-                raise
+    def _rows_alone(self, plan: InputPlan, part: pa.RecordBatch, why: str) -> SegmentResult:
+        """After a crash each row runs alone once; a row that crashes its worker again is a
+        crash error (`--retry-errors` retries it). When the first rows all crash, the stage
+        itself is broken: the rest are not tried (the worker's verdict then stops the job)."""
+        why = why.strip().splitlines()[0][:200] if why.strip() else "actor died"
+        parts: list[SegmentResult] = []
+        crashed = ok = 0
+        for i in range(part.num_rows):
+            if crashed >= CRASH_PROBE and not ok:
+                msg = (
+                    f"not run: the first {crashed} rows retried alone all crashed the worker "
+                    f"({why})"
+                )
+                parts.append(self._crash(part.num_rows - i, msg))
+                break
             try:
-                return self.main.call("isolate", plan, part, rows=0)
-            except self.main._ray.exceptions.RayTaskError as te:
+                parts.append(self.main.isolate(plan, part.slice(i, 1)))
+                ok += 1
+            except self._ray.exceptions.RayActorError as e:
+                crashed += 1
+                parts.append(self._crash(1, f"worker crashed on this row, alone too: {e!s:.200}"))
+            except self._ray.exceptions.RayTaskError as te:
                 raise te.as_instanceof_cause() from None
+        return _merge(self.stage_cls, parts)
+
+    def _crash(self, n: int, msg: str) -> SegmentResult:
+        res = failed_rows(self.stage_cls, n, msg, unexpected=True)
+        res.failures = [(i, msg) for i in range(n)]
+        return res
+
+
+def _merge(stage_cls: type[Stage], parts: list[SegmentResult]) -> SegmentResult:
+    """One SegmentResult from consecutive row runs (failure indices shifted to the segment)."""
+    failures: list[tuple[int, str]] = []
+    at = 0
+    for p in parts:
+        failures += [(at + i, tb) for i, tb in p.failures or []]
+        at += p.outputs.num_rows
+    children = [p.children for p in parts if p.children is not None and p.children.num_rows]
+    schema = pa.schema(stage_cls.output_fields())
+    return SegmentResult(
+        pa.Table.from_batches([p.outputs for p in parts], schema=schema)
+        .combine_chunks()
+        .to_batches()[0],
+        pa.concat_tables(children) if children else None,
+        sum(p.unexpected_failures for p in parts),
+        failures,
+    )
 
 
 def run_ray(
@@ -310,10 +236,11 @@ def run_ray(
             if step in ("compute", "all")
             else max(1, int(r.cpus))
         )
-        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        env = {**_forwarded_env(), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         # max_concurrency=2: `stats` answers while `run` works (the pool never sends two runs)
         actor_cls = ray.remote(StepActor).options(
             num_cpus=r.cpus,
+            scheduling_strategy="SPREAD",  # a pool's actors spread over the nodes
             num_gpus=r.gpus or 0,
             max_concurrency=2,
             runtime_env={"env_vars": env},
@@ -328,9 +255,16 @@ def run_ray(
         )
 
         def make(actor_cls=actor_cls, ctx=ctx, step=step):
-            return actor_cls.remote(portable, conf, ctx, step)
+            return actor_cls.remote(portable, conf, ctx, step, needs_setup(cls, step))
 
-        pools[step] = Pool(step, r, make)
+        pools[step] = Pool(step, r, make, cls.name)
+    try:  # every actor set up (where its step needs it) before any fragment is claimed
+        refs = {s: p.start() for s, p in pools.items()}
+        for s, p in pools.items():
+            p.started(refs[s])
+    except BaseException:
+        _kill(pools)
+        raise
     # Fragments in flight: enough to keep every actor fed, bounded so memory stays flat.
     actors = sum(r.workers or 1 for r in plan.values())
     concurrency = workers if workers > 1 else actors + 1
@@ -369,6 +303,18 @@ def run_ray(
             job.metrics["pools"] = {s: p.snapshot() for s, p in pools.items()}
         except Exception:  # noqa: BLE001
             pass
-        for p in pools.values():
-            for a in p.actors:
-                ray.kill(a)
+        _kill(pools)
+
+
+def _forwarded_env() -> dict[str, str]:
+    """The driver's SILA_* settings (e.g. a weights path an error message told the user to set)
+    reach the actors on every node; the driver-only fault injection does not."""
+    return {k: v for k, v in os.environ.items() if k.startswith("SILA_") and k != "SILA_FAULT"}
+
+
+def _kill(pools: dict[str, Pool]) -> None:
+    import ray
+
+    for p in pools.values():
+        for a in p.actors:
+            ray.kill(a)

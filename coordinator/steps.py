@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sila.errors import ContractError, RowError
+from sila.errors import ContractError, RowError, SilaError, StageFailed
 from sila.stage import Emit, Stage
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,20 @@ def run_steps(stage: Stage, batch: pa.RecordBatch) -> SegmentResult:
         unexpected,
         failures,
     )
+
+
+def setup_stage(stage: Stage, ctx) -> None:
+    """`stage.setup(ctx)`, its failure made the job's (every executor): the stage's own message,
+    and nothing computed. A SilaError (a message that names the fix) passes through as is."""
+    try:
+        stage.setup(ctx)
+    except SilaError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any setup failure stops the job before any work
+        raise StageFailed(
+            f"stage '{stage.name}' failed to set up: {type(e).__name__}: {e}. "
+            "Nothing was computed or committed."
+        ) from e
 
 
 def _call(stage: Stage, batch: pa.RecordBatch):

@@ -29,7 +29,7 @@ from sila.coordinator.inputs import (
     select_rows,
 )
 from sila.coordinator.leases import COMMITTED, Heartbeat, LeaseStore, new_owner_id
-from sila.coordinator.steps import SegmentResult, run_steps
+from sila.coordinator.steps import SegmentResult, run_steps, setup_stage
 
 from sila.errors import LeaseLost, StageFailed
 from sila.lake import Lake
@@ -66,7 +66,7 @@ class LocalRunner:
         self.blobs = BlobMaterializer(lake)
 
     def start(self) -> None:
-        self.stage.setup(self.ctx)
+        setup_stage(self.stage, self.ctx)  # its failure fails the job, naming the stage's words
 
     def __call__(self, plan: InputPlan, part: pa.RecordBatch) -> SegmentResult:
         try:
