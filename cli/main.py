@@ -27,6 +27,10 @@ from sila.cli.ops import register as _register_ops  # noqa: E402
 
 _register_ops(app)  # pipeline, jobs, doctor, skill, remove, gc
 
+from sila.cli.export import register as _register_export  # noqa: E402
+
+_register_export(app)  # export wds, devtable, snapshot, card
+
 LakeOpt = Annotated[
     str,
     typer.Option("--lake", "-l", help="lake directory or URI (default $SILA_LAKE, else ./lake)"),

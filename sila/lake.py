@@ -168,6 +168,60 @@ class Lake:
             **options,
         )
 
+    def export(
+        self,
+        out: str,
+        *,
+        where: str | None = None,
+        mixture: str | None = None,
+        label: str | None = None,
+        progress=None,
+        options=None,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        """Selected clips as bucketed WebDataset shards under `out` (see `sila export wds`).
+
+        `mixture`: a recipe with a [mixture] (one shard set per subset plus the blend).
+        Returns the manifest (per bucket: shards, samples, bytes; pinned table versions)."""
+        import json as _json
+
+        from sila.export_wds import ExportOptions, Out, run_export
+
+        opts = options or ExportOptions(out=out, where=where, **kw)
+        if mixture:
+            from sila.mixture import export_mixture
+
+            return export_mixture(self, mixture, opts, progress=progress)
+        man = run_export(self, opts, progress=progress)
+        if "split" in self.table(opts.table).schema.names:
+            from sila.splits_audit import leakage_audit
+
+            man["audit"] = leakage_audit(self, opts.table, label=label, where=man["selection"])
+            Out(opts.out, opts.storage_options or self.storage_options).put(
+                "leakage_audit.json", _json.dumps(man["audit"], indent=1, sort_keys=True).encode()
+            )
+        return man
+
+    def devtable(self, to: str, rows: int, **options: Any) -> dict[str, Any]:
+        """A small lake at `to` with the same schemas and a stratified sample of rows."""
+        from sila.devtable import make_devtable
+
+        return make_devtable(
+            self, Lake(to, storage_options=self.storage_options).init(), rows, **options
+        )
+
+    def snapshot(self, out: str, **options: Any) -> dict[str, Any]:
+        """Parquet projections of the tables (see `sila snapshot`)."""
+        from sila.snapshot import snapshot
+
+        return snapshot(self, out, **options)
+
+    def card(self, out: str, **options: Any) -> dict[str, Any]:
+        """A dataset card (Markdown, PNG plots, Croissant JSON-LD) under `out`."""
+        from sila.card import write_card
+
+        return write_card(self, out, **options)
+
     def pipeline(self, recipe: str, **options: Any) -> dict[str, Any]:
         """Run every stage of a recipe in dependency order (see `sila pipeline run`).
 
