@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 
 import lance
 import pyarrow as pa
@@ -48,13 +50,25 @@ def check_inputs(lake: Lake, stage_cls, ds: lance.LanceDataset) -> None:
             )
 
 
-def prepare_columns(
-    lake: Lake, stage_cls, *, recompute: bool = False
-) -> tuple[lance.LanceDataset, bool]:
-    """Make the table's schema hold the stage's columns at the stage's version.
+@dataclass
+class ColumnPlan:
+    ds: lance.LanceDataset
+    created: bool  # this run added the columns (a failed run that committed nothing drops them)
+    reset: bool  # new version / --recompute: reset them once the new code has a good segment
 
-    Returns (dataset, reset) where reset says the columns were (re)created, so every
-    fragment is pending again. Only metadata is written.
+
+RESET_JOB = b"sila.reset_job"
+
+
+def prepare_columns(lake: Lake, stage_cls, *, recompute: bool = False) -> ColumnPlan:
+    """Make the table's schema ready for the stage, writing metadata only and losing nothing.
+
+    - no columns yet: add them (metadata-only);
+    - same outputs, same version: nothing to do;
+    - outputs changed under an unchanged explicit version: refuse, naming `version` and
+      `--recompute` (resetting would silently drop computed values);
+    - a new version or `--recompute`: the reset is only planned; the worker performs it after the
+      new code's first good segment (`reset_columns`), so a broken new version loses nothing.
     """
     ds = lake.table(stage_cls.table)
     check_inputs(lake, stage_cls, ds)
@@ -62,35 +76,94 @@ def prepare_columns(
     check_ownership(ds.schema, stage_cls.name, fields)
     existing = [f for f in ds.schema if owner(f) == stage_cls.name]
     version = stage_cls.resolved_version()
-    if existing:
-        have = {f.name: f.type for f in existing}
-        same_shape = have.keys() == {f.name for f in fields} and all(
-            type_matches(f.type, have[f.name]) for f in fields
-        )
-        old_versions = {version_of(f) for f in existing}
-        if same_shape and old_versions == {version} and not recompute:
-            return ds, False
-        if not recompute and not stage_cls.version_is_explicit() and old_versions != {version}:
-            from sila.coordinator.discovery import split_fragments
-
-            done, _ = split_fragments(ds, stage_cls.name)
-            raise StaleColumnsError(
-                f"stage '{stage_cls.name}' changed since its columns were computed (version "
-                f"{', '.join(sorted(v or '?' for v in old_versions))} -> {version}; {len(done)} "
-                f"fragment(s) hold the old outputs). Run `sila run {stage_cls.name} --recompute` "
-                f'to recompute them, or pin `version = "..."` on the class to keep them.'
+    if not existing:
+        return ColumnPlan(_add(lake, stage_cls, fields), created=True, reset=False)
+    have = {f.name: f.type for f in existing}
+    same_shape = have.keys() == {f.name for f in fields} and all(
+        type_matches(f.type, have[f.name]) for f in fields
+    )
+    old_versions = {version_of(f) for f in existing}
+    if same_shape and old_versions == {version} and not recompute:
+        return ColumnPlan(ds, created=False, reset=False)
+    if recompute:
+        return ColumnPlan(ds, created=False, reset=True)
+    if old_versions == {version}:  # explicit version kept, outputs changed
+        added = sorted({f.name for f in fields} - have.keys())
+        removed = sorted(have.keys() - {f.name for f in fields})
+        retyped = sorted(n for n in have.keys() & {f.name for f in fields} if n not in added)
+        what = "; ".join(
+            x
+            for x in (
+                f"added {added}" if added else "",
+                f"removed {removed}" if removed else "",
+                f"changed type of {retyped}" if retyped and not same_shape else "",
             )
-        reason = (
-            "--recompute" if recompute else f"version {sorted(map(str, old_versions))} -> {version}"
+            if x
         )
-        log.warning("stage %s: resetting its columns (%s)", stage_cls.name, reason)
-        ds.drop_columns([f.name for f in existing])
-        ds = lake.table(stage_cls.table)
+        raise ContractError(
+            f"stage '{stage_cls.name}': its outputs changed ({what or 'shape'}) but its "
+            f'`version = "{version}"` did not, and the existing columns hold computed values. '
+            f'Bump `version` (e.g. `version = "{_next(version)}"`) so every fragment is '
+            f"recomputed with the new outputs, or run `sila run {stage_cls.name} --recompute`; "
+            "the old values stay readable until the new code has produced its first good segment."
+        )
+    if not stage_cls.version_is_explicit():
+        from sila.coordinator.discovery import split_fragments
+
+        done, _ = split_fragments(ds, stage_cls.name)
+        raise StaleColumnsError(
+            f"stage '{stage_cls.name}' changed since its columns were computed (version "
+            f"{', '.join(sorted(v or '?' for v in old_versions))} -> {version}; {len(done)} "
+            f"fragment(s) hold the old outputs). Run `sila run {stage_cls.name} --recompute` "
+            f'to recompute them, or pin `version = "..."` on the class to keep them.'
+        )
+    return ColumnPlan(ds, created=False, reset=True)
+
+
+def _next(version: str) -> str:
+    return str(int(version) + 1) if version.isdigit() else version + "-2"
+
+
+def _add(lake: Lake, stage_cls, fields: list[pa.Field]) -> lance.LanceDataset:
+    ds = lake.table(stage_cls.table)
     try:
         ds.add_columns(fields)
     except (OSError, ValueError) as e:  # a concurrent job added them first
         ds = lake.table(stage_cls.table)
         if not all(ds.schema.get_field_index(f.name) >= 0 for f in fields):
             raise LakeError(f"could not add columns of stage '{stage_cls.name}': {e}") from e
-        return ds, False
-    return lake.table(stage_cls.table), True
+        return ds
+    return lake.table(stage_cls.table)
+
+
+def reset_columns(lake: Lake, stage_cls, job: str) -> lance.LanceDataset:
+    """Drop and re-add the stage's columns once per job (metadata only); idempotent across the
+    job's workers: the new fields carry the job id, so a second worker sees the reset done."""
+    marker = job.encode()
+    fields = [
+        f.with_metadata({**(f.metadata or {}), RESET_JOB: marker})
+        for f in declared_fields(stage_cls)
+    ]
+    for attempt in range(10):
+        ds = lake.table(stage_cls.table)
+        existing = [f for f in ds.schema if owner(f) == stage_cls.name]
+        if existing and all((f.metadata or {}).get(RESET_JOB) == marker for f in existing):
+            return ds
+        try:
+            if existing:
+                log.warning(
+                    "stage %s: first good segment of the new code; resetting its columns",
+                    stage_cls.name,
+                )
+                ds.drop_columns([f.name for f in existing])
+                ds = lake.table(stage_cls.table)
+            ds.add_columns(fields)
+        except (OSError, ValueError, RuntimeError) as e:  # another worker of this job raced us
+            log.info("column reset attempt %d: %s", attempt + 1, e)
+            time.sleep(0.05 * (attempt + 1))
+            continue
+        from sila.coordinator.state import StageRecords
+
+        StageRecords(lake.store, stage_cls.table, stage_cls.name).clear()
+        return lake.table(stage_cls.table)
+    raise LakeError(f"could not reset the columns of stage '{stage_cls.name}'")

@@ -98,11 +98,23 @@ class BlobMaterializer:
             self._tables[table] = self.lake.table(table)
         return self._tables[table]
 
+    def refresh(self, table: str) -> lance.LanceDataset:
+        """The table's latest version (appends since the handle was opened become visible)."""
+        self._tables[table] = self.lake.table(table)
+        self._id_maps.pop(table, None)
+        return self._tables[table]
+
     def paths(self, table: str, column: str, addresses: list[int]) -> list[str | None]:
         ds = self._ds(table)
         todo = [a for a in dict.fromkeys(addresses) if (table, column, a) not in self._paths]
         if todo:
-            blobs = ds.take_blobs(column, addresses=todo)
+            try:
+                blobs = ds.take_blobs(column, addresses=todo)
+            except (ValueError, OSError, RuntimeError, IndexError):
+                # rows appended after this handle was opened ("non-existent fragment"): the
+                # table grew under a running job, which must never fail it. Reopen, retry once.
+                ds = self.refresh(table)
+                blobs = ds.take_blobs(column, addresses=todo)
             fallback = self._reference_uris(ds, todo) if column == "media" else {}
             for addr, blob in zip(todo, blobs, strict=True):
                 path = None
@@ -150,6 +162,13 @@ class BlobMaterializer:
                 zip(t.column("id").to_pylist(), t.column(ADDR).to_pylist(), strict=True)
             )
         m = self._id_maps[table]
+        if any(i is not None and i not in m for i in ids) and not getattr(self, "_fresh", False):
+            self._fresh = True  # ids appended since the map was built: rebuild it once
+            try:
+                self.refresh(table)
+                return self.lookup(table, ids)
+            finally:
+                self._fresh = False
         return [m.get(i) if i is not None else None for i in ids]
 
 
@@ -211,10 +230,38 @@ def materialize(plan: InputPlan, part: pa.RecordBatch, blobs: BlobMaterializer) 
     return pa.RecordBatch.from_pydict(cols)
 
 
+def physical_values(
+    ds: lance.LanceDataset, fragment_id: int, schema: pa.Schema, physical_rows: int
+) -> pa.Table:
+    """A fragment's current values of `schema`'s columns at every PHYSICAL offset: deleted rows
+    (absent from a scan) get nulls, so the table lines up with a new data file."""
+    tbl = ds.get_fragment(fragment_id).to_table(columns=schema.names, with_row_address=True)
+    offsets = (tbl.column(ADDR).to_numpy() & 0xFFFFFFFF).astype(np.uint32)
+    values = tbl.drop_columns([ADDR]).cast(schema)
+    if len(offsets) == physical_rows:
+        return values
+    return scatter(physical_rows, offsets, values)
+
+
 def scatter(
     physical_rows: int, offsets: np.ndarray, values: pa.Table, base: pa.Table | None = None
 ) -> pa.Table:
-    """A table of `physical_rows` rows: `values` at `offsets`, `base` (or nulls) elsewhere."""
+    """A table of `physical_rows` rows: `values` at `offsets`, `base` (or nulls) elsewhere.
+
+    Refuses (ContractError) anything that would put a value on another row: a count mismatch,
+    repeated or out-of-range offsets, a base of another length."""
+    if values.num_rows != len(offsets):
+        raise ContractError(
+            f"internal: {values.num_rows} computed rows for {len(offsets)} selected rows"
+        )
+    if len(offsets) and (
+        int(offsets.max()) >= physical_rows or len(np.unique(offsets)) != len(offsets)
+    ):
+        raise ContractError("internal: selected row offsets repeat or exceed the fragment")
+    if base is not None and base.num_rows != physical_rows:
+        raise ContractError(
+            f"internal: base values of {base.num_rows} rows for a fragment of {physical_rows}"
+        )
     idx = np.full(physical_rows, -1, dtype=np.int64)
     idx[offsets.astype(np.int64)] = np.arange(len(offsets))
     mask = idx < 0

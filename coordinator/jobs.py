@@ -44,11 +44,14 @@ class Progress:
     segments_reused: int = 0
     commits: int = 0
     children: int = 0
+    fragments_deferred: int = 0  # waiting for an upstream stage (set at the start)
+    checkpoints_discarded: int = 0  # found, but saved for other work: recomputed
+    row_failures: int = 0  # unexpected exceptions (tracebacks in the job's log file)
     lost_leases: int = 0  # fragments another worker took over before this job committed them
 
     def add(self, other: dict) -> None:
         for k, v in other.items():
-            if k != "fragments_total" and hasattr(self, k):
+            if k not in ("fragments_total", "fragments_deferred") and hasattr(self, k):
                 setattr(self, k, getattr(self, k) + v)
 
 
@@ -71,6 +74,10 @@ class JobRecord:
     errors: list[str] = field(default_factory=list)
     message: str = ""
     metrics: dict = field(default_factory=dict)
+    identity: str = ""  # stage version + effective settings + model, hashed (state.py)
+    settings: dict = field(default_factory=dict)
+    where: str | None = None  # the run-time selection, if any
+    log: str | None = None  # the job's log file: tracebacks of unexpected row failures
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +85,31 @@ class JobRecord:
     def note_error(self, msg: str) -> None:
         if len(self.errors) < MAX_ERRORS:
             self.errors.append(msg)
+
+
+class JobFailureLog:
+    """`_sila/jobs/<job>.log`: one block per unexpected row failure (row id, source, traceback).
+    Rewritten whole (object stores cannot append); bounded by the watcher's detail limit."""
+
+    def __init__(self, store: Store, job: str) -> None:
+        self.store, self.key = store, f"jobs/{job}.log"
+        self.blocks: list[str] = []
+        self._written = 0
+
+    def uri(self, lake) -> str:
+        return f"{lake.uri}/_sila/{self.key}"
+
+    def add(self, failure: dict) -> None:
+        self.blocks.append(
+            f"== fragment {failure.get('fragment')} row {failure.get('row_id')!r}"
+            + (f" source {failure['source']}" if failure.get("source") else "")
+            + f"\n{failure.get('error')}\n{(failure.get('traceback') or '').rstrip()}\n"
+        )
+
+    def write(self) -> None:
+        if len(self.blocks) != self._written:
+            self.store.put(self.key, "\n".join(self.blocks).encode())
+            self._written = len(self.blocks)
 
 
 class JobLog:
@@ -91,6 +123,8 @@ class JobLog:
     def all(self) -> list[dict]:
         out = []
         for e in self.store.list("jobs"):
+            if not e.key.endswith(".json"):
+                continue
             raw = self.store.get(e.key)
             if raw:
                 try:

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from contextlib import contextmanager
 from typing import Any
 
 from sila.coordinator.columns import prepare_columns
 from sila.coordinator.discovery import split_fragments
-from sila.coordinator.jobs import JobLog, JobRecord, new_job_id
+from sila.coordinator.dry_run import gating_summary
+from sila.coordinator.jobs import JobFailureLog, JobLog, JobRecord, new_job_id
+from sila.coordinator.options import RunOptions, WorkerOptions
 from sila.coordinator.progress import ProgressView
-from sila.coordinator.worker import FragmentWorker, WorkerOptions
+from sila.coordinator.redact import redact_settings
+from sila.coordinator.state import (
+    DEFERRED,
+    PARTIAL,
+    PENDING,
+    STALE,
+    StageRecords,
+    classify,
+    dependencies,
+)
+from sila.coordinator.worker import FragmentWorker
 
 from sila.errors import SilaError
 from sila.recipe import load_recipe, stage_settings
@@ -38,65 +51,65 @@ def choose_executor(executor: str, workers: int, address: str | None) -> str:
     return "processes" if workers > 1 else "inline"
 
 
-def run_stage(
-    lake,
-    spec,
-    *,
-    executor: str = "auto",
-    workers: int = 1,
-    where: str | None = None,
-    recompute: bool = False,
-    retry_errors: bool = False,
-    settings=None,
-    recipe: str | None = None,
-    progress: bool = False,
-    address: str | None = None,
-    **options: Any,
-) -> dict:
-    unknown = set(options) - _OPTION_KEYS
-    if unknown:
-        raise SilaError(f"unknown run option(s) {sorted(unknown)}; known: {sorted(_OPTION_KEYS)}")
-    executor = choose_executor(executor, workers, address)
+def run_stage(lake, spec, options: RunOptions | None = None, **overrides: Any) -> dict:
+    """Run a stage over its due rows; returns the job record. `options` (a RunOptions) and/or
+    keyword overrides of its fields (`where=`, `workers=`, ...)."""
+    run = RunOptions.build(options, **overrides)
+    executor = choose_executor(run.executor, run.workers, run.address)
     cls = resolve(spec)
-    recipe_doc = load_recipe(recipe)
+    recipe_doc = load_recipe(run.recipe)
     for k, v in recipe_doc.get(
         "storage", {}
     ).items():  # the recipe's [storage]; explicit options win
         lake.storage_options.setdefault(k, str(v))
-    conf = stage_settings(recipe_doc, cls.name, settings)
+    conf = stage_settings(recipe_doc, cls.name, run.settings)
     stage = cls(**conf)  # validates settings before anything is written
-    ds, _reset = prepare_columns(lake, cls, recompute=recompute)
-    _, pending = split_fragments(ds, cls.name)
+    columns = prepare_columns(lake, cls, recompute=run.recompute)
+    identity = stage.work_identity()
     job = JobRecord(
-        new_job_id(cls.name), cls.name, cls.table, cls.resolved_version(), executor, workers
+        new_job_id(cls.name), cls.name, cls.table, cls.resolved_version(), executor, run.workers
     )
-    job.progress.fragments_total = len(pending) if not retry_errors else 0
+    job.identity, job.settings = identity, _jsonable(redact_settings(stage.config))
+    job.where = run.where
+    gating = gating_summary(stage, columns.ds)  # a gated stage: what the gate saves
+    if gating is not None:
+        job.metrics["gating"] = gating
+    due, deferred = _due(lake, cls, identity, columns.ds, run.retry_errors, columns.reset)
+    job.progress.fragments_total, job.progress.fragments_deferred = due, deferred
     jobs = JobLog(lake.store)
+    failures = JobFailureLog(lake.store, job.job)
+    job.log = failures.uri(lake)
     jobs.write(job)
-    opts = WorkerOptions(
-        job=job.job, where=where, retry_errors=retry_errors, workers=workers, **options
+    opts = WorkerOptions.of(
+        run, job=job.job, identity=identity, reset=columns.reset, job_log=failures.key
     )
-    view = ProgressView(
-        job, enabled=progress and (job.progress.fragments_total > 0 or retry_errors)
-    )
+    view = ProgressView(job, enabled=run.progress and (due > 0 or run.retry_errors))
     last_write = [time.monotonic()]
+    lock = threading.Lock()
 
     def report(event: dict) -> None:
-        job.progress.add(event)
-        view.update(event)
-        if time.monotonic() - last_write[0] > 2.0:
-            jobs.write(job)
-            last_write[0] = time.monotonic()
+        with lock:
+            failure = event.pop("row_failure", None)
+            if failure is not None:
+                failures.add(failure)
+                job.progress.row_failures += 1
+                job.note_error(f"row {failure['row_id']!r}: {failure['error']}")
+            job.progress.add(event)
+            view.update(event)
+            if time.monotonic() - last_write[0] > 2.0:
+                failures.write()
+                jobs.write(job)
+                last_write[0] = time.monotonic()
 
     try:
         with view, _local_endpoint(cls, opts, executor) as url:
             opts.endpoint_url = url
-            if executor == "inline" and workers <= 1:
+            if executor == "inline" and run.workers <= 1:
                 FragmentWorker(lake, stage, opts, report).run()
             elif executor in ("inline", "processes"):  # N fragment workers, one process each
                 from sila.coordinator.procs import run_processes
 
-                run_processes(lake, portable_spec(spec, cls), conf, opts, workers, report)
+                run_processes(lake, portable_spec(spec, cls), conf, opts, run.workers, report)
             elif executor == "ray":
                 from sila.coordinator.ray_executor import run_ray
 
@@ -106,10 +119,10 @@ def run_stage(
                     cls,
                     conf,
                     opts,
-                    workers,
+                    run.workers,
                     report,
                     job,
-                    address=address,
+                    address=run.address,
                 )
             else:
                 raise SilaError(f"unknown executor '{executor}' (auto, inline, processes, ray)")
@@ -119,13 +132,39 @@ def run_stage(
         raise
     except Exception as e:
         job.state, job.message = "failed", f"{type(e).__name__}: {e}"
-        if _reset and job.progress.fragments_done == 0:
-            _rollback_columns(lake, cls)
+        if columns.created and job.progress.fragments_done == 0:
+            _rollback_columns(lake, cls)  # only what this run created, and only if unused
         raise
     finally:
         job.ended_at = time.time()
+        failures.write()
         jobs.write(job)
     return job.to_dict()
+
+
+def _due(lake, cls, identity: str, ds, retry_errors: bool, reset: bool) -> tuple[int, int]:
+    """(fragments this run has to compute, fragments deferred behind an upstream stage)."""
+    if retry_errors:
+        return 0, 0
+    works = classify_table(lake, cls, identity, ds)
+    deferred = sum(w.status == DEFERRED for w in works)
+    if reset:
+        return len(works) - deferred, deferred
+    return sum(w.status in (PENDING, PARTIAL, STALE) for w in works), deferred
+
+
+def classify_table(lake, cls, identity: str | None, ds=None):
+    ds = ds if ds is not None else lake.table(cls.table)
+    deps = dependencies(ds.schema, cls)
+    upstream = {u: StageRecords(lake.store, cls.table, u).load() for u in deps.all}
+    records = StageRecords(lake.store, cls.table, cls.name).load()
+    return classify(ds, cls, identity, records, upstream, deps)
+
+
+def _jsonable(conf: dict) -> dict:
+    return {
+        k: v if isinstance(v, str | int | float | bool | None) else str(v) for k, v in conf.items()
+    }
 
 
 def _rollback_columns(lake, cls) -> None:

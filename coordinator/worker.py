@@ -1,61 +1,47 @@
 """A fragment worker: discover -> lease -> segments (checkpointed) -> data file -> commit.
 
 The inline executor runs one worker in-process; `--workers N` runs N of them in spawned
-processes. Workers cooperate through leases alone, within a job and across jobs.
+processes. Workers cooperate through leases alone, within a job and across jobs. What a
+fragment needs (state.py) and which of its rows (fragment.py) are decided elsewhere.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 from sila.coordinator.checkpoints import Checkpoints, selection_signature
 from sila.coordinator.commit import Committer, Finished, write_data_file
-from sila.coordinator.discovery import FragmentRef, is_done, split_fragments
+from sila.coordinator.discovery import is_done
 from sila.coordinator.faults import fault_point
-from sila.coordinator.inputs import (
-    BlobMaterializer,
-    InputPlan,
-    combine_where,
-    materialize,
-    scatter,
-    segment_part,
-    select_rows,
-)
+from sila.coordinator.fragment import RowPlan, finish_values, plan_rows
+from sila.coordinator.gating import apply_gate
+from sila.coordinator.inputs import BlobMaterializer, InputPlan, materialize, segment_part
 from sila.coordinator.leases import COMMITTED, Heartbeat, LeaseStore, new_owner_id
+from sila.coordinator.options import WorkerOptions
+from sila.coordinator.state import (
+    DONE,
+    PARTIAL,
+    PENDING,
+    STALE,
+    FragmentWork,
+    StageRecords,
+    classify,
+    dependencies,
+    file_stem,
+)
 from sila.coordinator.steps import SegmentResult, run_steps, setup_stage
+from sila.coordinator.watch import FailureWatch
 
-from sila.errors import LeaseLost, StageFailed
+from sila.errors import LeaseLost
 from sila.lake import Lake
+from sila.schema import owner
 from sila.stage import Stage, StageContext
 
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class WorkerOptions:
-    job: str
-    where: str | None = None
-    retry_errors: bool = False
-    ttl: float = 60.0
-    heartbeat: float | None = None  # default ttl / 4
-    commit_batch: int = 64
-    commit_window_s: float = 2.0
-    segment_rows: int | None = None
-    endpoint_url: str | None = None
-    allow_random_weights: bool = False
-    worker_index: int = 0
-    workers: int = 1
-    poll_s: float = 1.0
-    # Checkpoint a segment only once this much compute is at stake since the last durable point:
-    # cheap stages then pay nothing, expensive ones checkpoint every segment.
-    checkpoint_min_s: float = 1.0
+__all__ = ["FragmentWorker", "LocalRunner", "WorkerOptions"]
 
 
 class LocalRunner:
@@ -92,14 +78,18 @@ class FragmentWorker:
         concurrency: int = 1,
         segment_concurrency: int = 1,
     ):
+        # a stage gated on the decision columns that exist gets its `where` resolved now
+        stage = apply_gate(stage, lake.table(type(stage).table).schema)
         self.lake, self.stage, self.opts, self.report = lake, stage, opts, report
         cls = type(stage)
         self.table, self.name = cls.table, cls.name
         self.version = cls.resolved_version()
+        self.identity = opts.identity or stage.work_identity()
         self.owner = new_owner_id()
         self.leases = LeaseStore(lake.store, ttl=opts.ttl)
         self.heartbeat = Heartbeat(self.leases, opts.heartbeat or opts.ttl / 4)
-        self.checkpoints = Checkpoints(lake.store, self.table, self.name, self.version)
+        self.checkpoints = Checkpoints(lake.store, self.table, self.name, self.identity)
+        self.records = StageRecords(lake.store, self.table, self.name)
         self.committer = Committer(
             lake,
             self.table,
@@ -110,13 +100,11 @@ class FragmentWorker:
             on_commit=self._committed,
         )
         self.segment_rows = opts.segment_rows or cls.segment_rows
-        self.where = combine_where(
-            cls.where,
-            opts.where,
-            f"{cls.error_column()} IS NOT NULL" if opts.retry_errors else None,
-        )
-        self.ok_rows = 0
-        self.unexpected = 0
+        self.watch = FailureWatch(self.name, cls.error_column(), report)
+        self.held: list[Finished] = []  # finished while the stage is still being judged
+        self.written: dict[str, tuple[str, str | None]] = {}  # key -> (new stem, replaced stem)
+        self.reset_pending = opts.reset  # new version / --recompute: reset after a good segment
+        self.write_ds = None  # the dataset to write against once the reset happened
         self.concurrency = max(1, concurrency)
         # Segments of one fragment computed at once (Ray: keeps every actor busy on the last
         # fragment too). Their number across all fragments is bounded by this pool's size.
@@ -137,6 +125,8 @@ class FragmentWorker:
             ),
         )
         self._lock = threading.Lock()
+        self._listed_at = self._fresh_at = 0.0
+        self._fresh = None
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -144,6 +134,8 @@ class FragmentWorker:
         self.heartbeat.start()
         try:
             self._loop()
+            self.watch.finish()  # every row failed unexpectedly: broken, nothing committed
+            self._release_held()
             self.committer.flush()
         finally:
             self.heartbeat.stop()
@@ -153,23 +145,43 @@ class FragmentWorker:
             for lease in list(self.heartbeat.held.values()):  # abandoned on error: free them now
                 if lease.state != COMMITTED:
                     self.leases.release(lease)
+            if self.checkpoints.discarded:
+                self.report({"checkpoints_discarded": self.checkpoints.discarded})
+                self.checkpoints.discarded = 0
 
-    def _candidates(self) -> tuple[list[FragmentRef], set[str]]:
-        """(fragments worth a claim attempt, in this worker's order; keys of all pending ones)."""
+    def discover(self) -> list[FragmentWork]:
+        """Every fragment of the table as this run sees it (manifest + one listing per stage)."""
         self.ds = ds = self.lake.table(self.table)
         self._listed_at = self._fresh_at = time.monotonic()
         self._fresh = ds
-        done, pending = split_fragments(ds, self.name)
+        cls = type(self.stage)
+        deps = dependencies(ds.schema, cls)
+        upstream = {u: StageRecords(self.lake.store, self.table, u).load() for u in deps.all}
+        works = classify(ds, cls, self.identity, self.records.load(), upstream, deps)
+        if self._before_reset(ds):  # the columns are reset before the first commit: redo all
+            for w in works:
+                if w.status != "deferred":
+                    w.status, w.record = PENDING, None
+        return works
+
+    def _candidates(self) -> tuple[list[FragmentWork], set[str]]:
+        """(fragments worth a claim attempt, in this worker's order; keys of all pending ones)."""
+        works = self.discover()
+        ds = self.ds
         if self.opts.retry_errors:
             err = self.stage.error_column()
-            with_errors = {
-                f.id for f in done if ds.get_fragment(f.id).count_rows(f"{err} IS NOT NULL")
-            }
-            pending = [f for f in done if f.id in with_errors]
-        keys = {f.key for f in pending}
+            pending = [
+                w
+                for w in works
+                if w.status in (DONE, PARTIAL)
+                and ds.get_fragment(w.ref.id).count_rows(f"{err} IS NOT NULL")
+            ]
+        else:
+            pending = [w for w in works if w.status in (PENDING, PARTIAL, STALE)]
+        keys = {w.ref.key for w in pending}
         if len(pending) > 8 and not self.opts.retry_errors:  # skip what others clearly hold
             busy = self.leases.busy(self.table, self.name)
-            pending = [f for f in pending if f.key not in busy]
+            pending = [w for w in pending if w.ref.key not in busy]
         k = (self.opts.worker_index * len(pending)) // max(1, self.opts.workers)
         return pending[k:] + pending[:k], keys  # workers start apart: less contention
 
@@ -191,36 +203,42 @@ class FragmentWorker:
             for fut in done:
                 inflight.discard(fut)
                 fin = fut.result()  # re-raises StageFailed / ContractError: the job stops
-                if fin is not None:
-                    self.committer.add(fin)
-                    if self.opts.retry_errors:
-                        self.committer.flush()  # retries replace done fragments: commit promptly
+                if fin is None:
+                    continue
+                self.held.append(fin)
+                if self.watch.judging:  # a broken stage commits nothing: hold until judged
+                    continue
+                self._release_held()
+                if self.opts.retry_errors:
+                    self.committer.flush()  # retries replace done fragments: commit promptly
 
         poll = self.opts.poll_s
         try:
             while True:
                 listed, pending = self._candidates()
-                candidates = [f for f in listed if f.key not in attempted]
+                candidates = [w for w in listed if w.ref.key not in attempted]
                 if not (pending - attempted) and not inflight:
                     return  # done, or only fragments this worker already took its turn on
                 progressed = False
-                for ref in candidates:
+                for work in candidates:
                     while len(inflight) >= self.concurrency:
                         collect(block=True)
-                    lease = self._claim(ref)
+                    lease = self._claim(work)
                     if lease is None:
                         continue
-                    attempted.add(ref.key)
+                    attempted.add(work.ref.key)
                     progressed = True
                     if pool is None:
-                        inflight.add(_done_future(self._process_or_drop, ref, lease))
+                        inflight.add(_done_future(self._process_or_drop, work, lease))
                         collect(block=False)
                     else:
-                        inflight.add(pool.submit(self._process_or_drop, ref, lease))
+                        inflight.add(pool.submit(self._process_or_drop, work, lease))
                     if self.committer.due():
                         self.committer.flush()
                 while inflight:
                     collect(block=True)
+                if not self.watch.judging:
+                    self._release_held()
                 self.committer.flush()
                 if progressed:
                     poll = self.opts.poll_s
@@ -231,7 +249,26 @@ class FragmentWorker:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _claim(self, ref: FragmentRef):
+    def _release_held(self) -> None:
+        held, self.held = self.held, []
+        for fin in held:
+            if isinstance(fin, _Unwritten):  # computed before the reset could happen
+                fin = self._finish(*fin.args)
+            self.committer.add(fin)
+
+    def _before_reset(self, ds) -> bool:
+        """A planned column reset has not happened yet in `ds` (the reset stamps the job id)."""
+        if not self.reset_pending:
+            return False
+        from sila.coordinator.columns import RESET_JOB
+
+        mine = [f for f in ds.schema if owner(f) == self.name]
+        return not mine or any(
+            (f.metadata or {}).get(RESET_JOB) != self.opts.job.encode() for f in mine
+        )
+
+    def _claim(self, work: FragmentWork):
+        ref = work.ref
         lease = self.leases.acquire(
             self.table,
             self.name,
@@ -243,9 +280,11 @@ class FragmentWorker:
         if lease is None:
             return None
         # A commit leaves no lease file (the manifest says it), so a listing older than a
-        # second may miss a peer's commit: ask a manifest at most a second old.
+        # second may miss a peer's commit: ask a manifest at most a second old. (Fragments that
+        # already hold values are replaced, not added: presence says nothing about them.)
         if (
             not self.opts.retry_errors
+            and not work.has_values
             and time.monotonic() - self._listed_at > 1.0
             and is_done(self._fresh_table(), self.name, ref.id)
         ):
@@ -259,9 +298,9 @@ class FragmentWorker:
             self._fresh, self._fresh_at = self.lake.table(self.table), time.monotonic()
         return self._fresh
 
-    def _process_or_drop(self, ref: FragmentRef, lease) -> Finished | None:
+    def _process_or_drop(self, work: FragmentWork, lease) -> Finished | None:
         try:
-            return self._process(ref, lease)
+            return self._process(work, lease)
         except LeaseLost:
             self.heartbeat.drop(lease)
             self.report({"lost_leases": 1})
@@ -279,6 +318,14 @@ class FragmentWorker:
                 f.lease is None or f.lease.gen > 1 or f.lease.segments_done
             ):  # else none were written
                 self.checkpoints.clear(f.ref.key)
+        for f in committed:  # the replaced data file is gone from the manifest: so is its record
+            _, old = self.written.pop(f.ref.key, (None, None))
+            if old:
+                self.records.forget(old)
+        for f in [*skipped, *lost]:  # never committed: their records describe nothing
+            new, _ = self.written.pop(f.ref.key, (None, None))
+            if new:
+                self.records.forget(new)
         self.report(
             {
                 "fragments_done": len(committed),
@@ -291,17 +338,25 @@ class FragmentWorker:
         )
 
     # -- one fragment ---------------------------------------------------------------------------
-    def _process(self, ref: FragmentRef, lease) -> Finished:
+    def _process(self, work: FragmentWork, lease) -> Finished | None:
         cls = type(self.stage)
+        ref = work.ref
         ds = self.ds  # the snapshot the fragment was listed from: no manifest re-read
-        sel = select_rows(ds, cls, ref.id, self.where)
+        fresh = self._before_reset(ds) or work.status == PENDING
+        rows = plan_rows(
+            ds, cls, work, self.records, self.opts.where, self.opts.retry_errors, fresh
+        )
+        sel = rows.selection
         n = len(sel.offsets)
+        if n == 0 and work.has_values and not fresh:
+            return self._record_only(work, rows, lease)
         sig = selection_signature(sel.offsets)
         bounds = [(a, min(a + self.segment_rows, n)) for a in range(0, n, self.segment_rows)]
         # Checkpoints can only exist if an earlier generation held this fragment.
         saved = self.checkpoints.segments(ref.key) if lease.gen > 1 and len(bounds) > 1 else set()
         results: list[SegmentResult] = []
         plan = InputPlan.of(cls, ds.schema)
+        names = [f.name for f in cls.output_fields()]
         at_stake = 0.0  # compute seconds since the last durable point
         ahead: dict[int, Future] = {}
         if self.segment_pool is not None:  # submit the uncached segments now, consume in order
@@ -312,23 +367,29 @@ class FragmentWorker:
             for i, (a, b) in enumerate(bounds):
                 if lease.lost:
                     raise LeaseLost(ref.key)
-                cached = self.checkpoints.load(ref.key, i, sig) if i in saved else None
+                cached = None
+                if i in saved:
+                    cached = self.checkpoints.load(ref.key, i, sig, sel.offsets[a:b], (a, b))
+                    if cached is not None and cached[0].schema.names != names:
+                        cached = None  # outputs of another shape: not this work
+                        self.checkpoints.discarded += 1
                 if cached is not None:
                     results.append(SegmentResult(cached[0], cached[1]))
                     self.report({"segments_reused": 1})
                     continue
+                part = segment_part(sel, a, b)
                 if i in ahead:
                     res, took = ahead.pop(i).result()
                 else:
-                    res, took = self._timed(plan, segment_part(sel, a, b))
+                    res, took = self._timed(plan, part)
                 at_stake += took
-                self._watch_for_bugs(res, b - a)
+                self.watch.observe(res, part, ds, ref.id)
                 fault_point("before_checkpoint")
                 if i < len(bounds) - 1 and at_stake >= self.opts.checkpoint_min_s:
                     if not self.leases.valid(lease):  # a successor's checkpoints stay its own
                         raise LeaseLost(ref.key)
                     self.checkpoints.save(
-                        ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children
+                        ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children, (a, b)
                     )
                     lease.segments_done, at_stake = i + 1, 0.0
                     fault_point("after_checkpoint")
@@ -339,55 +400,100 @@ class FragmentWorker:
                 fut.cancel()
         if lease.lost:
             raise LeaseLost(ref.key)
-        return self._finish(ds, ref, lease, sel.offsets, results)
+        if self._before_reset(ds) and self.watch.judging:
+            return _Unwritten((ds, work, lease, rows, results))  # reset once the code proves good
+        return self._finish(ds, work, lease, rows, results)
 
     def _timed(self, plan: InputPlan, part: pa.RecordBatch) -> tuple[SegmentResult, float]:
         t0 = time.perf_counter()
         return self.runner(plan, part), time.perf_counter() - t0
 
+    def _target(self, ds):
+        """The dataset a data file is written against: after a column reset, the new fields.
+        The reset itself happens here, once the new code has produced a good segment."""
+        if not self._before_reset(ds):
+            return ds
+        with self._lock:
+            if self.write_ds is None:
+                from sila.coordinator.columns import reset_columns
+
+                self.write_ds = reset_columns(self.lake, type(self.stage), self.opts.job)
+        return self.write_ds
+
     def _finish(
-        self, ds, ref: FragmentRef, lease, offsets: np.ndarray, results: list[SegmentResult]
-    ) -> Finished:
+        self, ds, work: FragmentWork, lease, rows: RowPlan, results: list[SegmentResult]
+    ) -> Finished | None:
         cls = type(self.stage)
+        ref = work.ref
         schema = pa.schema(cls.output_fields())
         values = (
             pa.Table.from_batches([r.outputs for r in results], schema=schema)
             if results
             else schema.empty_table()
         )
-        base = None
-        if self.opts.retry_errors:
-            base = ds.get_fragment(ref.id).to_table(columns=schema.names).cast(schema)
-        full = scatter(ref.physical_rows, offsets, values, base)
+        target = self._target(ds)
+        full = finish_values(ds, cls, ref, rows, values)
         children = [r.children for r in results if r.children is not None and r.children.num_rows]
         if children:
             from sila.coordinator.children import append_children
 
             self.report({"children": append_children(self.lake, cls, pa.concat_tables(children))})
         fault_point("before_commit")
-        data_file = write_data_file(ds, full)
-        n_errors = len(offsets) - values.column(cls.error_column()).null_count
+        data_file = write_data_file(target, full)
+        replaced = work.stem if (work.has_values and target is ds) else None
+        self._write_record(file_stem(data_file.path), work, rows, replaced)
+        n_errors = len(rows.selection.offsets) - values.column(cls.error_column()).null_count
         return Finished(
             ref,
             data_file,
             lease,
-            rows=len(offsets),
+            rows=len(rows.selection.offsets),
             errors=n_errors,
-            replace=self.opts.retry_errors,
+            replace=replaced is not None or self.opts.retry_errors,
         )
 
-    def _watch_for_bugs(self, res: SegmentResult, n: int) -> None:
-        """A stage that fails every row it has ever seen is broken: stop before writing more."""
-        with self._lock:
-            self.unexpected += res.unexpected_failures
-            self.ok_rows += n - res.unexpected_failures
-        if self.ok_rows == 0 and self.unexpected >= 8:
-            err = res.outputs.column(type(self.stage).error_column())[0].as_py()
-            raise StageFailed(
-                f"stage '{self.name}' failed on all of the first {self.unexpected} rows it processed "
-                f"(e.g. {err}). This looks like a bug in the stage, not bad data: nothing was "
-                "committed; fix it and run again."
+    def _write_record(self, stem: str, work: FragmentWork, rows: RowPlan, replaced) -> None:
+        self.records.write(
+            stem,
+            self.identity,
+            work.inputs_hash,
+            work.where_hash,
+            rows.complete,
+            rows.computed,
+            work.ref.physical_rows,
+            {"job": self.opts.job, "version": self.version, "fragment": work.ref.key},
+        )
+        self.written[work.ref.key] = (stem, replaced)
+
+    def _record_only(self, work: FragmentWork, rows: RowPlan, lease) -> None:
+        """Nothing new to compute (e.g. no row became eligible): the data file stays, a record
+        says it is complete under the current eligibility."""
+        if (
+            work.record is None
+            or rows.complete != work.record.complete
+            or (work.record.where_hash != work.where_hash)
+        ):
+            self.records.write(
+                work.stem,
+                self.identity,
+                work.inputs_hash,
+                work.where_hash,
+                rows.complete,
+                rows.computed,
+                work.ref.physical_rows,
+                {"job": self.opts.job, "version": self.version, "fragment": work.ref.key},
             )
+        self.heartbeat.drop(lease)
+        self.leases.release(lease, committed=True)
+        return None
+
+
+class _Unwritten:
+    """A fragment computed while a new version is still judged: its data file is written (and
+    the columns reset) only once the new code has produced a good segment."""
+
+    def __init__(self, args: tuple) -> None:
+        self.args = args
 
 
 def _done_future(fn, *args) -> Future:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
+import json
 import textwrap
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -136,6 +137,26 @@ class Stage:
     @classmethod
     def version_is_explicit(cls) -> bool:
         return cls.version is not None
+
+    def work_identity(self) -> str:
+        """What makes two computations of this stage the same work: version, effective settings
+        and model. Recorded per fragment and in checkpoints: values computed under another
+        identity are stale, never mixed with these."""
+        raw = json.dumps(
+            {
+                "version": self.resolved_version(),
+                "settings": self.config,
+                "model": self.model_identity(),
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(raw.encode()).hexdigest()[:10]
+
+    def model_identity(self) -> str | None:
+        """The model the stage computes with (override when settings alone do not name it, e.g.
+        weights resolved from a cache)."""
+        return self.model
 
     @classmethod
     def validate_declaration(cls) -> None:

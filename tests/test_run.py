@@ -148,10 +148,12 @@ def test_version_bump_and_recompute_reset_columns_metadata_only(nums):
         def compute(self, batch):
             return {"y": pc.multiply(batch["x"], 3.0)}
 
-    ds, _ = sila.coordinator.columns.prepare_columns(nums, Double2)
-    assert len(split_fragments(ds, "double")[1]) == 6  # reset: every fragment pending again
-    files_after = {d.path for f in ds.get_fragments() for d in f.data_files()}
-    assert files_after < files_before  # the old outputs' files were detached; nothing was written
+    plan = sila.coordinator.columns.prepare_columns(nums, Double2)
+    # the reset is planned, not done: old values stay readable until the new code has a good
+    # segment (issue 17), and planning wrote nothing
+    assert plan.reset and not plan.created
+    files_after = {d.path for f in plan.ds.get_fragments() for d in f.data_files()}
+    assert files_after == files_before
     nums.run(Double2)
     t = nums.table("nums").to_table()
     np.testing.assert_array_equal(t["y"].to_numpy(), t["x"].to_numpy() * 3)

@@ -1,0 +1,278 @@
+"""What a stage's data file on a fragment holds: exact "done", partial, stale and deferred.
+
+The manifest says WHICH data file holds a stage's columns on a fragment; a small immutable
+record in `_sila/state/<table>/<stage>/<data-file stem>/` says under WHAT it was computed:
+
+    <identity>.<inputs hash>.<where hash>.<c|p>.json   {"computed": <bitmap>, ...}
+
+- identity: stage version + effective settings + model (`Stage.work_identity`);
+- inputs hash: the data files the stage's inputs were read from (upstream stages' files):
+  a recomputed upstream makes the values stale;
+- where hash: the stage's own `where` and the data files of the stages it reads: when those
+  change, rows that became eligible are computed, the others kept;
+- c (complete: every row matching the stage's `where` was computed or errored) or p (partial:
+  a run-time `--where` computed only some; the bitmap says which).
+
+The record is written BEFORE the commit that puts its data file into the manifest, keyed by that
+file's name: a crash in between leaves a record of a file nobody references (harmless), never a
+committed file without a record. Discovery is the manifest plus ONE listing of these keys: no
+data scan, no per-fragment read. A data file without any record predates this scheme: done.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+import lance
+import numpy as np
+from sila.coordinator.discovery import FragmentRef, fragment_ref
+from sila.coordinator.store import Store
+
+from sila.schema import owner
+
+DONE, PENDING, PARTIAL, STALE, DEFERRED = "done", "pending", "partial", "stale", "deferred"
+
+
+def short_hash(obj) -> str:
+    raw = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha1(raw).hexdigest()[:10]
+
+
+def file_stem(path: str) -> str:
+    return path.rsplit("/", 1)[-1].removesuffix(".lance")
+
+
+@dataclass(frozen=True)
+class Record:
+    stem: str
+    identity: str
+    inputs_hash: str
+    where_hash: str
+    complete: bool
+    key: str
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """Stages of the same table this stage reads: through `inputs` and through `where`."""
+
+    inputs: tuple[str, ...] = ()
+    where: tuple[str, ...] = ()
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.inputs + self.where))
+
+
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def where_columns(where: str | None, names: set[str]) -> set[str]:
+    """Column names a SQL predicate mentions (string literals skipped)."""
+    if not where:
+        return set()
+    return {t for t in _IDENT.findall(_QUOTED.sub(" ", where)) if t in names}
+
+
+def dependencies(schema, stage_cls) -> Dependencies:
+    own = stage_cls.name
+    by_col = {f.name: owner(f) for f in schema}
+    names = set(by_col)
+
+    def owners(cols) -> tuple[str, ...]:
+        return tuple(sorted({o for c in cols if (o := by_col.get(c)) and o not in (own, "ingest")}))
+
+    plain = [c for c in stage_cls.inputs if "." not in c]
+    return Dependencies(owners(plain), owners(where_columns(stage_cls.where, names)))
+
+
+@dataclass
+class FragmentWork:
+    """One fragment as discovery sees it for a stage."""
+
+    ref: FragmentRef
+    status: str  # done | pending | partial | stale | deferred
+    stem: str | None = None  # the stage's current data file on it
+    record: Record | None = None  # the record matching that file (partial: the rows computed)
+    inputs_hash: str = ""
+    where_hash: str = ""
+    waiting_for: tuple[str, ...] = ()  # deferred: upstream stages not done on it
+
+    @property
+    def has_values(self) -> bool:
+        """Replacing, not adding, a data file (and keeping values of rows not recomputed)."""
+        return self.stem is not None
+
+
+@dataclass
+class StageRecords:
+    """The records of one stage on one table (listed once per pass; they never change)."""
+
+    store: Store
+    table: str
+    stage: str
+    _cache: dict[str, list[Record]] = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        return f"state/{self.table}/{self.stage}"
+
+    def load(self) -> dict[str, list[Record]]:
+        out: dict[str, list[Record]] = {}
+        for e in self.store.list(self.prefix):
+            rec = _parse(e.key)
+            if rec is not None:
+                out.setdefault(rec.stem, []).append(rec)
+        self._cache = out
+        return out
+
+    def cached(self) -> dict[str, list[Record]]:
+        return self._cache
+
+    def write(
+        self,
+        stem: str,
+        identity: str,
+        inputs_hash: str,
+        where_hash: str,
+        complete: bool,
+        computed: np.ndarray | None,
+        physical_rows: int,
+        info: dict,
+    ) -> Record:
+        flag = "c" if complete else "p"
+        key = f"{self.prefix}/{stem}/{identity}.{inputs_hash}.{where_hash}.{flag}.json"
+        body = {**info, "written_at": time.time(), "physical_rows": physical_rows}
+        if computed is not None:
+            bits = np.zeros(physical_rows, dtype=bool)
+            bits[computed.astype(np.int64)] = True
+            body["computed"] = base64.b64encode(np.packbits(bits).tobytes()).decode()
+        self.store.put(key, json.dumps(body).encode())
+        rec = Record(stem, identity, inputs_hash, where_hash, complete, key)
+        self._cache.setdefault(stem, []).append(rec)
+        return rec
+
+    def computed(self, rec: Record, physical_rows: int) -> np.ndarray | None:
+        """Offsets computed under `rec` (None: every row its `where` selected, no bitmap)."""
+        raw = self.store.get(rec.key)
+        if raw is None:
+            return None
+        body = json.loads(raw)
+        if "computed" not in body:
+            return None
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(body["computed"]), dtype=np.uint8))
+        return np.flatnonzero(bits[:physical_rows]).astype(np.uint32)
+
+    def forget(self, stem: str) -> None:
+        """Records of a data file that was replaced (the manifest no longer references it)."""
+        self.store.delete_prefix(f"{self.prefix}/{stem}")
+        self._cache.pop(stem, None)
+
+    def clear(self) -> None:
+        self.store.delete_prefix(self.prefix)
+        self._cache = {}
+
+
+def _parse(key: str) -> Record | None:
+    parts = key.rsplit("/", 2)
+    if len(parts) != 3 or not parts[2].endswith(".json"):
+        return None
+    bits = parts[2][:-5].split(".")
+    if len(bits) != 4 or bits[3] not in ("c", "p"):
+        return None
+    return Record(parts[1], bits[0], bits[1], bits[2], bits[3] == "c", key)
+
+
+def _stage_ids(ds: lance.LanceDataset) -> dict[str, dict[str, frozenset[int]]]:
+    """Per stage, per owned column, every field id of that column (nested ones included)."""
+
+    def ids(f) -> list[int]:
+        out = [f.id()]
+        for c in f.children():
+            out += ids(c)
+        return out
+
+    out: dict[str, dict[str, frozenset[int]]] = {}
+    for f in ds.lance_schema.fields():
+        o = owner(f.to_arrow())
+        if o:
+            out.setdefault(o, {})[f.name()] = frozenset(ids(f))
+    return out
+
+
+def classify(
+    ds: lance.LanceDataset,
+    stage_cls,
+    identity: str | None,
+    records: dict[str, list[Record]],
+    upstream: dict[str, dict[str, list[Record]]],
+    deps: Dependencies,
+) -> list[FragmentWork]:
+    """Every fragment of `ds` for the stage, from the manifest and the listed records.
+
+    `identity` None (status without a run): any identity counts as current (stale is then only
+    what upstream changes make stale)."""
+    owned = _stage_ids(ds)
+    mine = owned.get(stage_cls.name, {})
+    where_text = stage_cls.where or ""
+    out: list[FragmentWork] = []
+    for frag in ds.get_fragments():
+        files = frag.data_files()
+        stems = {}  # stage -> stem of the data file holding its columns
+        complete = {}  # stage -> all columns present
+        for st, cols in [(stage_cls.name, mine)] + [(u, owned.get(u, {})) for u in deps.all]:
+            have: set[int] = set()
+            stem = None
+            for df in files:
+                hit = set(df.fields)
+                if any(ids & hit for ids in cols.values()):
+                    stem = file_stem(df.path)
+                have |= hit
+            complete[st] = bool(cols) and all(ids & have for ids in cols.values())
+            stems[st] = stem
+        ref = fragment_ref(frag)
+        waiting = tuple(
+            u
+            for u in deps.all
+            if not complete[u] or not _upstream_complete(upstream.get(u, {}), stems[u])
+        )
+        inputs_hash = short_hash([stems[u] for u in deps.inputs])
+        where_hash = short_hash([where_text, *[stems[u] for u in deps.where]])
+        work = FragmentWork(ref, PENDING, None, None, inputs_hash, where_hash, waiting)
+        if complete[stage_cls.name]:
+            work.stem = stems[stage_cls.name]
+            work.status, work.record = _judge(records.get(work.stem), identity, work)
+        elif stems[stage_cls.name]:
+            work.stem = stems[stage_cls.name]  # some of its columns only: recompute it whole
+            work.status = STALE
+        if waiting and work.status != DONE:
+            work.status = DEFERRED
+        out.append(work)
+    return out
+
+
+def _upstream_complete(recs: dict[str, list[Record]], stem: str | None) -> bool:
+    got = recs.get(stem or "")
+    return not got or any(r.complete for r in got)  # no record: computed before records existed
+
+
+def _judge(recs: list[Record] | None, identity: str | None, w: FragmentWork):
+    if not recs:
+        return DONE, None
+    same = [
+        r
+        for r in recs
+        if (identity is None or r.identity == identity) and r.inputs_hash == w.inputs_hash
+    ]
+    if not same:
+        return STALE, None
+    for r in same:
+        if r.complete and r.where_hash == w.where_hash:
+            return DONE, r
+    return PARTIAL, same[-1]  # partial, or complete under an older eligibility: the rest is due
