@@ -23,6 +23,10 @@ from sila.cli.endpoint import endpoint_app  # noqa: E402
 
 app.add_typer(endpoint_app, name="endpoint")
 
+from sila.cli.view import view as _view  # noqa: E402
+
+app.command(name="view")(_view)
+
 from sila.cli.ops import register as _register_ops  # noqa: E402
 
 _register_ops(app)  # pipeline, jobs, doctor, skill, remove, gc
@@ -142,16 +146,21 @@ def run(
     allow_random_weights: Annotated[
         bool, typer.Option(help="tests only: run a model stage with random weights (recorded)")
     ] = False,
+    dry_run: Annotated[
+        bool, typer.Option(help="print the rows and model calls a run would make; run nothing")
+    ] = False,
     as_json: JsonOpt = False,
     storage_option: StorageOpt = None,
 ) -> None:
     """Run a stage over every row whose outputs are missing (one commit per batch of fragments)."""
+    from sila.coordinator.options import RunOptions
+
     lk = open_lake(lake, storage_option)
     t0 = time.monotonic()
-    job = lk.run(
-        stage,
+    opts = RunOptions(
         executor=executor,
         workers=workers,
+        address=address,
         where=where,
         recompute=recompute,
         retry_errors=retry_errors,
@@ -163,16 +172,31 @@ def run(
         endpoint_url=endpoint_url,
         allow_random_weights=allow_random_weights,
         checkpoint_min_s=checkpoint_min_s,
-        address=address,
     )
+    if dry_run:
+        from sila.coordinator.dry_run import plan_run
+
+        plan = plan_run(lk, stage, opts)
+        if as_json:
+            emit_json({"ok": True, "dry_run": plan.to_dict()})
+        for line in [] if as_json else plan.lines():
+            console.print(line, markup=False)
+        return
+    job = lk.run(stage, opts)
     p = job["progress"]
     if as_json:
         emit_json({"ok": True, **job, "seconds": round(time.monotonic() - t0, 2)})
         return
+    deferred = p.get("fragments_deferred", 0)
     if p["fragments_done"] == 0 and p["fragments_skipped"] == 0:
         console.print(
-            f"[green]nothing to do[/]: every fragment of '{job['table']}' already has "
-            f"'{job['stage']}' outputs (use --recompute or --retry-errors to redo)"
+            f"[green]nothing to do[/]: every fragment of '{job['table']}' is done for "
+            f"'{job['stage']}'"
+            + (
+                f", except {deferred} waiting for an upstream stage (see `sila status`)"
+                if deferred
+                else " (use --recompute or --retry-errors to redo)"
+            )
         )
         return
     console.print(
@@ -182,6 +206,12 @@ def run(
         + (f", {p['children']} child rows" if p["children"] else "")
         + f" in {time.monotonic() - t0:.1f} s (job {job['job']})"
     )
+    if deferred:
+        console.print(f"  {deferred} fragment(s) deferred: an upstream stage is not done on them")
+    if p.get("row_failures"):
+        console.print(f"  {p['row_failures']} unexpected row failure(s): tracebacks in {job['log']}")
+    if job.get("where"):
+        console.print("  --where ran a subset: the other rows stay pending (`sila status`)")
     for name, m in (job.get("metrics") or {}).get("pools", {}).items():
         console.print(
             f"  pool {name}: {m['actors']} actor(s) x {m['cpus_each']} CPU, {m['rows_per_s']} rows/s, "

@@ -1,0 +1,32 @@
+"""The SILA viewer: `sila view --lake L` runs `streamlit run` on this file.
+
+Pages are the files next to it; each reads the lake named by $SILA_VIEW_LAKE, read-only.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+from sila.viewer import data
+
+PAGES = [
+    ("overview.py", "Overview", "overview"),
+    ("samples.py", "Samples", "samples"),
+    ("sample.py", "Sample", "sample"),
+    ("search.py", "Search", "search"),
+    ("duplicates.py", "Duplicates", "duplicates"),
+    ("distributions.py", "Distributions", "distributions"),
+]
+
+
+def main() -> None:
+    st.set_page_config(page_title="SILA viewer", layout="wide")
+    pages = [
+        st.Page(path, title=title, url_path=url, default=i == 0)
+        for i, (path, title, url) in enumerate(PAGES)
+    ]
+    nav = st.navigation(pages)
+    st.sidebar.caption(f"lake: `{data.lake_uri()}` (read-only)")
+    nav.run()
+
+
+main()

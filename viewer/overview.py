@@ -1,0 +1,208 @@
+"""Overview: tables, versions over time, per stage and per column coverage, leases and jobs."""
+
+from __future__ import annotations
+
+import time
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+from sila.viewer import data
+from sila.viewer.components import missing
+
+STAGE_KEYS = (
+    ("fragments_done", "done"),
+    ("fragments_pending", "pending"),
+    ("fragments_partial", "partial"),
+    ("fragments_deferred", "deferred"),
+    ("errors", "row errors"),
+    ("stale_fragments", "stale"),
+)
+
+
+def render() -> None:
+    st.title("Overview")
+    names = data.tables()
+    if not names:
+        missing("The lake has no table: its sources table is", None, "sources")
+        return
+    status = data.status()
+    tables = status.get("tables", {})
+    cols = st.columns(len(names))
+    for col, name in zip(cols, names, strict=True):
+        t = tables.get(name, {})
+        col.metric(f"{name}", f"{t.get('rows', 0):,} rows")
+        col.caption(f"{t.get('fragments', 0):,} fragments · version {t.get('version', '?')}")
+    if "clips" not in names:
+        missing("The clips table is", None, "clips")
+    _stages(tables)
+    _not_run(names, tables)
+    _versions(names)
+    _column_coverage(names)
+    _live()
+
+
+def _stages(tables: dict) -> None:
+    st.subheader("Stages")
+    rows = []
+    for tname, t in tables.items():
+        for stage, s in (t.get("stages") or {}).items():
+            rec = {"table": tname, "stage": stage}
+            for key, label in STAGE_KEYS:
+                if key in s:
+                    rec[label] = s.get(key) or 0
+            cov = s.get("coverage")
+            rec["coverage"] = cov if cov is not None else 0.0
+            ver = s.get("version")
+            rec["version"] = ", ".join(map(str, ver)) if isinstance(ver, list) else ver
+            now = s.get("current_version")
+            rec["code version"] = now
+            rows.append(rec)
+    if not rows:
+        st.caption("no stage has run yet")
+        return
+    df = pd.DataFrame(rows)
+    df["label"] = df["table"] + "/" + df["stage"]
+    chart = (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("coverage:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+            y=alt.Y("label:N", title=None, sort=None),
+            color=alt.Color("table:N"),
+            tooltip=[c for c in df.columns if c != "label"],
+        )
+        .properties(height=max(80, 28 * len(df)))
+    )
+    st.altair_chart(chart, width="stretch")
+    st.dataframe(
+        df.drop(columns=["label"]),
+        hide_index=True,
+        width="stretch",
+        column_config={"coverage": st.column_config.ProgressColumn(min_value=0, max_value=1)},
+    )
+    for r in rows:
+        if r.get("stale"):
+            st.warning(
+                f"{r['table']}/{r['stage']}: {r['stale']} fragment(s) were written by version "
+                f"{r['version']}, the code is {r['code version']}: "
+                f"`sila run {r['stage']} --recompute --lake {data.lake_uri()}`"
+            )
+        if r.get("deferred"):
+            st.caption(
+                f"{r['table']}/{r['stage']}: {r['deferred']} fragment(s) wait for an upstream stage"
+            )
+
+
+def _not_run(names: list[str], tables: dict) -> None:
+    """Registered stages whose table exists but which have never written a column."""
+    from sila.viewer.hints import _producers
+
+    ran = {s for t in tables.values() for s in (t.get("stages") or {})}
+    todo = sorted(
+        {(stage, table) for stage, table in _producers().values() if table in names} - set()
+    )
+    todo = [(s, t) for s, t in todo if s not in ran]
+    if todo:
+        st.caption("Not run yet on this lake:")
+        st.code(
+            "\n".join(f"sila run {s} --lake {data.lake_uri()}   # on {t}" for s, t in todo),
+            language="bash",
+        )
+
+
+def _versions(names: list[str]) -> None:
+    st.subheader("Versions over time")
+    frames = []
+    for name in names:
+        v = pd.DataFrame(data.versions(name))
+        if not v.empty:
+            v["table"] = name
+            frames.append(v)
+    if not frames:
+        return
+    df = pd.concat(frames)
+    chart = (
+        alt.Chart(df)
+        .mark_line(point=True, interpolate="step-after")
+        .encode(
+            x=alt.X("time:T"),
+            y=alt.Y("rows:Q"),
+            color="table:N",
+            tooltip=["table", "version", "time", "rows", "fragments"],
+        )
+        .properties(height=220)
+    )
+    st.altair_chart(chart, width="stretch")
+    st.caption(
+        " · ".join(f"{n}: {len(df[df.table == n])} versions" for n in names)
+        + " (each point is a commit: ingests add rows, stages add columns)"
+    )
+
+
+def _column_coverage(names: list[str]) -> None:
+    st.subheader("Column coverage (from fragment metadata)")
+    for name, tab in zip(names, st.tabs(names), strict=True):
+        with tab:
+            df = pd.DataFrame(data.column_coverage(name))
+            if df.empty:
+                st.caption("no columns")
+                continue
+            chart = (
+                alt.Chart(df)
+                .mark_bar()
+                .encode(
+                    x=alt.X(
+                        "coverage:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")
+                    ),
+                    y=alt.Y("column:N", sort=None, title=None),
+                    color=alt.Color("stage:N"),
+                    tooltip=["column", "stage", "rows", alt.Tooltip("coverage:Q", format=".1%")],
+                )
+                .properties(height=max(80, 18 * len(df)))
+            )
+            st.altair_chart(chart, width="stretch")
+
+
+@st.fragment(run_every=5)
+def _live() -> None:
+    st.subheader("Live leases and recent jobs")
+    status = data.status()
+    leases = status.get("leases") or []
+    if leases:
+        st.dataframe(pd.DataFrame(leases), hide_index=True, width="stretch")
+    else:
+        st.caption("no live lease: nothing is running on this lake right now")
+    jobs = data.jobs()
+    if not jobs:
+        st.caption("no job records yet")
+        return
+    rows, pools = [], []
+    for j in jobs:
+        p = j.get("progress") or {}
+        end = j.get("ended_at") or time.time()
+        rows.append(
+            {
+                "job": j.get("job"),
+                "stage": j.get("stage"),
+                "table": j.get("table"),
+                "state": j.get("state"),
+                "executor": j.get("executor"),
+                "workers": j.get("workers"),
+                "fragments": f"{p.get('fragments_done', 0)}/{p.get('fragments_total', 0)}",
+                "rows": p.get("rows"),
+                "row errors": p.get("row_errors"),
+                "seconds": round(end - (j.get("started_at") or end), 1),
+                "message": j.get("message"),
+            }
+        )
+        for pool, m in ((j.get("metrics") or {}).get("pools") or {}).items():
+            pools.append({"job": j.get("job"), "pool": pool, **{k: v for k, v in m.items()}})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    if pools:
+        st.caption("per-pool figures (Ray executor)")
+        st.dataframe(pd.DataFrame(pools), hide_index=True, width="stretch")
+
+
+if __name__ == "__main__":
+    render()
