@@ -27,10 +27,6 @@ from sila.cli.view import view as _view  # noqa: E402
 
 app.command(name="view")(_view)
 
-from sila.cli.view import view as _view  # noqa: E402
-
-app.command(name="view")(_view)
-
 from sila.cli.ops import register as _register_ops  # noqa: E402
 
 _register_ops(app)  # pipeline, jobs, doctor, skill, remove, gc
