@@ -41,8 +41,9 @@ def start_server(port: int, latency: float, limit: int) -> subprocess.Popen:
 
 
 def timed_run(lake_dir: Path, videos: list[bytes], url: str, **kw) -> tuple[float, dict]:
-    import sila
     from sila.stages.caption import Caption
+
+    import sila
     from tests.stages.caption_helpers import write_clips
 
     lake = sila.Lake(lake_dir).init()
@@ -63,6 +64,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--port", type=int, default=18431)
     args = ap.parse_args(argv)
     from sila.coordinator.endpoint_process import free_port
+
     from tests.stages.caption_helpers import make_media
 
     port = args.port or free_port()
