@@ -305,9 +305,13 @@ def _write_shard(ds, shard: Shard, media: str | None, opts: ExportOptions, out: 
     os.close(fd)
     h = hashlib.sha256()
     samples = []
+    addrs = [by_id[i]["_rowaddr"] for i in shard.ids if i in by_id]
+    blobs = dict(zip(addrs, ds.take_blobs(media, addresses=addrs), strict=True)) if media else {}
     with (
         open(tmp, "wb") as raw,
-        tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar,
+        tarfile.open(
+            fileobj=_Hashing(raw, h), mode="w", format=tarfile.GNU_FORMAT, copybufsize=1 << 22
+        ) as tar,
     ):
         for sid, key in zip(shard.ids, shard.keys, strict=True):
             row = by_id.get(sid)
@@ -317,7 +321,7 @@ def _write_shard(ds, shard: Shard, media: str | None, opts: ExportOptions, out: 
             parts = []
             addr = row.pop("_rowaddr")
             if media:
-                blob = ds.take_blobs(media, addresses=[addr])[0]
+                blob = blobs.pop(addr, None)
                 if blob is not None and blob.size() > 0:
                     with blob as f:
                         head = f.read(16)
@@ -343,9 +347,8 @@ def _write_shard(ds, shard: Shard, media: str | None, opts: ExportOptions, out: 
                 {"key": key, "id": sid, "offset": start, "size": tar.offset - start, "parts": parts}
             )
         end = tar.offset
-    with open(tmp, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    with open(tmp, "rb+") as f:  # durable before it is renamed into place
+        os.fsync(f.fileno())
     size = os.path.getsize(tmp)
     out.put_file(shard.name, Path(tmp))
     return {
@@ -358,6 +361,23 @@ def _write_shard(ds, shard: Shard, media: str | None, opts: ExportOptions, out: 
         "end": end,
         "sha256": h.hexdigest(),
     }
+
+
+class _Hashing:
+    """A write-only file that hashes what passes through (no second read of the shard)."""
+
+    def __init__(self, f, h) -> None:
+        self.f, self.h = f, h
+
+    def write(self, data) -> int:
+        self.h.update(data)
+        return self.f.write(data)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def _add(tar: tarfile.TarFile, name: str, fileobj, size: int) -> dict:
