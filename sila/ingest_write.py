@@ -23,6 +23,7 @@ from typing import Any
 
 import lance
 import pyarrow as pa
+from lance.commit import CommitConflictError
 
 from sila.ingest_walk import Entry
 from sila.lake import Lake
@@ -149,12 +150,12 @@ class SourcesWriter:
         it = _Peek(items)
         pending: list[Any] = []
         last = time.monotonic()
+        self._ds = self.lake.table("sources")  # opened once: ~20 ms each time
         while it.more():
             reader = pa.RecordBatchReader.from_batches(self.schema, self._fragment(it))
-            ds = self.lake.table("sources")
             pending += lance.fragment.write_fragments(
                 reader,
-                ds,
+                self._ds,
                 schema=self.schema,
                 # our bounds decide where a fragment ends (beyond 2**32 rows Lance wraps to 0)
                 max_rows_per_file=self.rows,
@@ -167,14 +168,21 @@ class SourcesWriter:
         self._commit(pending)
 
     def _commit(self, fragments: list[Any]) -> None:
-        if fragments:
-            ds = self.lake.table("sources")
-            lance.LanceDataset.commit(
-                ds.uri,
-                lance.LanceOperation.Append(fragments),
-                read_version=ds.version,
-                storage_options=self.lake.storage_options or None,
-            )
+        if fragments:  # an Append on an older version rebases over other commits
+            for attempt in range(5):
+                try:
+                    self._ds = lance.LanceDataset.commit(
+                        self._ds.uri,
+                        lance.LanceOperation.Append(fragments),
+                        read_version=self._ds.version,
+                        storage_options=self.lake.storage_options or None,
+                    )
+                    break
+                except CommitConflictError:  # e.g. a stage's add_columns landed meanwhile
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.2 * (attempt + 1))
+                    self._ds = self.lake.table("sources")
             self.fragments_written += len(fragments)
         self.on_commit()
 
