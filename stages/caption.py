@@ -49,13 +49,14 @@ CAPTIONER = EndpointSpec(
     gpus=1,  # = tensor_parallel_size
     startup_timeout_s=1200,  # the first start downloads and loads the weights
     command=[
-        "vllm", "serve", MODEL, "--port", "{port}", "--host", "127.0.0.1",
+        "vllm", "serve", MODEL, "--port", "{port}",
         "--served-model-name", "captioner",
+        "--host", "127.0.0.1",  # node-local: only this node's workers call it
         "--tensor-parallel-size", "1",
         "--max-model-len", "32768",
-        "--limit-mm-per-prompt", '{"image": 16, "video": 0}',
-        "--gpu-memory-utilization", "0.90",
+        "--gpu-memory-utilization", "0.9",
         "--max-num-seqs", "64",
+        "--limit-mm-per-prompt", '{"image": 16, "video": 0}',  # >= max_frames
         "--dtype", "bfloat16",
     ],
 )  # fmt: skip

@@ -216,3 +216,13 @@ def test_exported_schemas_match_the_code(tmp_path):
     for p in export(tmp_path):
         shipped = Path(__file__).resolve().parents[2] / "datasets" / p.name
         assert json.loads(shipped.read_text()) == json.loads(p.read_text()), p.name
+
+
+def test_the_stage_launches_what_infra_documents():
+    from sila.coordinator.endpoints import load_endpoint_toml
+    from sila.stages.caption import CAPTIONER
+
+    infra = load_endpoint_toml(Path(__file__).resolve().parents[2] / "infra/vllm/endpoint.toml")
+    assert infra.command == CAPTIONER.command and infra.gpus == CAPTIONER.gpus
+    limit = json.loads(CAPTIONER.command[CAPTIONER.command.index("--limit-mm-per-prompt") + 1])
+    assert limit["image"] >= Caption.settings["max_frames"]
