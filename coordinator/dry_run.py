@@ -124,3 +124,26 @@ def plan_run(lake, spec, options=None, **overrides: Any) -> RunPlan:
         model_calls_saved=None if per_row is None else gated * per_row,
         endpoint=endpoint,
     )
+
+
+def endpoint_skip_reason(spec, recipe: str | None = None, endpoint_url: str | None = None):
+    """Why a stage that needs a model endpoint cannot run here (None: it can): no URL given
+    (`--endpoint-url`, the recipe's `endpoint_urls`) and its server command is not installed.
+    The demo prints it and goes on."""
+    import shutil
+
+    from sila.recipe import load_recipe, stage_settings
+    from sila.registry import resolve
+
+    cls = resolve(spec)
+    if cls.endpoint is None or endpoint_url:
+        return None
+    if stage_settings(load_recipe(recipe), cls.name, None).get("endpoint_urls"):
+        return None
+    launcher = cls.endpoint.command[0]
+    if shutil.which(launcher):
+        return None
+    return (
+        f"no endpoint (set --endpoint-url URL; `{launcher}` is not installed to start one): "
+        f"skipped, nothing captioned"
+    )

@@ -226,3 +226,20 @@ def test_the_stage_launches_what_infra_documents():
     assert infra.command == CAPTIONER.command and infra.gpus == CAPTIONER.gpus
     limit = json.loads(CAPTIONER.command[CAPTIONER.command.index("--limit-mm-per-prompt") + 1])
     assert limit["image"] >= Caption.settings["max_frames"]
+
+
+def test_cli_dry_run_prints_rows_and_calls_and_writes_nothing(lake, media):
+    from sila.cli.main import app
+    from typer.testing import CliRunner
+
+    write_clips(lake, [media["v0"]] * 4, keep={"quality_keep": [True, True, False, True]})
+    args = ["run", "caption", "--lake", lake.uri, "--endpoint-url", "http://127.0.0.1:9/v1"]
+    out = CliRunner().invoke(app, [*args, "--dry-run"])
+    assert out.exit_code == 0, out.output
+    assert "rows to compute: 3" in out.output and "model calls: 3" in out.output
+    assert "(quality_keep IS NOT FALSE) -> skips 1 rows" in out.output
+    assert "model calls saved by the gate: 1" in out.output
+    js = CliRunner().invoke(app, [*args, "--dry-run", "--json", "--set", "quadrant_scan=true"])
+    plan = json.loads(js.output)["dry_run"]
+    assert plan["model_calls"] == 18 and plan["model_calls_saved"] == 6
+    assert "caption_json" not in lake.table("clips").schema.names  # nothing was written
