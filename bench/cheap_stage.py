@@ -14,13 +14,13 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from bench._util import report  # first: sets LANCE_LOG before lance loads  # noqa: I001
+
 import lance  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 from lance import LanceOperation  # noqa: E402
-
-from bench._util import report  # first: sets LANCE_LOG
 
 STAGE = """
 import pyarrow as pa, pyarrow.compute as pc
