@@ -209,7 +209,9 @@ def run(
     if deferred:
         console.print(f"  {deferred} fragment(s) deferred: an upstream stage is not done on them")
     if p.get("row_failures"):
-        console.print(f"  {p['row_failures']} unexpected row failure(s): tracebacks in {job['log']}")
+        console.print(
+            f"  {p['row_failures']} unexpected row failure(s): tracebacks in {job['log']}"
+        )
     if job.get("where"):
         console.print("  --where ran a subset: the other rows stay pending (`sila status`)")
     for name, m in (job.get("metrics") or {}).get("pools", {}).items():
@@ -272,7 +274,17 @@ def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storage
             f"[bold]{name}[/]: {t['rows']} rows in {t['fragments']} fragments (version {t['version']})"
         )
         if t["stages"]:
-            tab = Table("stage", "done", "pending", "row errors", "coverage", "version")
+            tab = Table(
+                "stage",
+                "done",
+                "pending",
+                "partial",
+                "stale",
+                "deferred",
+                "row errors",
+                "coverage",
+                "version",
+            )
             for s, d in t["stages"].items():
                 ver = str(d["version"]) + (
                     f" [red]STALE: code is {d['current_version']}; "
@@ -286,6 +298,10 @@ def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storage
                     s,
                     str(d["fragments_done"]),
                     str(d["fragments_pending"]),
+                    str(d.get("fragments_partial", 0)),
+                    str(d.get("fragments_stale", 0)),
+                    str(d.get("fragments_deferred", 0))
+                    + (f" (on {', '.join(d['deferred_on'])})" if d.get("deferred_on") else ""),
                     str(d["errors"]),
                     cov,
                     ver,
@@ -309,6 +325,12 @@ def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storage
     running = [j for j in st["jobs"] if j["state"] == "running"]
     for j in running:
         console.print(f"running job {j['job']}: {j['progress']['fragments_done']} fragments done")
+    for j in st["jobs"][-3:]:
+        if (j.get("progress") or {}).get("row_failures") and j.get("log"):
+            console.print(
+                f"job {j['job']}: {j['progress']['row_failures']} unexpected row failure(s), "
+                f"tracebacks in {j['log']}"
+            )
 
 
 @app.command()
