@@ -243,3 +243,17 @@ def test_cli_dry_run_prints_rows_and_calls_and_writes_nothing(lake, media):
     plan = json.loads(js.output)["dry_run"]
     assert plan["model_calls"] == 18 and plan["model_calls_saved"] == 6
     assert "caption_json" not in lake.table("clips").schema.names  # nothing was written
+
+
+def test_operational_settings_keep_captions_a_caption_setting_redoes_them(lake, media):
+    write_clips(lake, [media["v0"], media["v1"]])
+    with openai_double() as (url, _):
+        first = lake.run(Caption, endpoint_url=url, settings=FAST)
+        ops = {**FAST, "concurrency": 3, "timeout_s": 9.0, "api_key": "k", "endpoint_urls": [url]}
+        again = lake.run(Caption, endpoint_url=url, settings=ops)
+        assert stats(url)["chats"] == 2  # a new key, URL list or concurrency recomputes nothing
+        changed = lake.run(Caption, endpoint_url=url, settings={**FAST, "max_frames": 2})
+        assert stats(url)["chats"] == 4
+    assert first["progress"]["rows"] == 2 and again["progress"]["rows"] == 0
+    assert changed["progress"]["rows"] == 2
+    assert {r["caption_frames"] for r in clips_rows(lake)} == {2}
