@@ -68,20 +68,19 @@ def plan(specs: list[str]) -> list[Node]:
             raise SilaError(f"stage '{cls.name}' appears twice in the pipeline")
         nodes[cls.name] = Node(cls.name, spec, cls)
     writers: dict[tuple[str, str], str] = {}
-    creators: dict[str, str] = {}
+    creators: dict[str, set[str]] = {}  # table -> explode stages that create its rows
     for n in nodes.values():
         for tc in written_columns(n.cls):
             writers.setdefault(tc, n.name)
         if getattr(n.cls, "kind", "enrich") == "explode" and n.cls.child_table:
-            creators[n.cls.child_table] = n.name
+            creators.setdefault(n.cls.child_table, set()).add(n.name)
     for n in nodes.values():
         for tc in read_columns(n.cls):
             w = writers.get(tc)
             if w and w != n.name:
                 n.after.add(w)
                 n.why.setdefault(w, f"{tc[0]}.{tc[1]}")
-        c = creators.get(n.cls.table)
-        if c and c != n.name:
+        for c in sorted(creators.get(n.cls.table, set()) - {n.name}):
             n.after.add(c)
             n.why.setdefault(c, f"creates table '{n.cls.table}'")
     order: list[Node] = []

@@ -1,0 +1,198 @@
+"""`camera_motion`: ego pseudo-actions from video where no poses exist (classical visual odometry).
+
+Per pair of sampled frames: corners tracked with pyramidal Lucas-Kanade, RANSAC on a homography
+to drop outliers, then the rotation from the inlier bearing vectors (orthogonal Procrustes with
+the given or assumed intrinsics: valid for pure rotation, where an essential matrix is not) and,
+when the parallax left after removing that rotation is large enough, the scale-free translation
+direction from the essential matrix. Unreliable clips are flagged with reasons, not silently
+kept: too few tracked points, few inliers, jitter (rotation steps that flip back and forth) and
+abnormal intrinsics. Output deltas use the `actions` ego layout (translation direction + 6D).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from sila.errors import RowError, SilaError
+from sila.se3 import make_pose, pose_to_9d, rotation_angle
+from sila.stage import Stage
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as e:
+        raise SilaError("camera_motion needs OpenCV: pip install opencv-python-headless") from e
+    return cv2
+
+
+def intrinsics_for(w: int, h: int, given: list[float] | None, fov_deg: float) -> np.ndarray:
+    if given:
+        fx, fy, cx, cy = given
+    else:
+        fx = fy = (w / 2) / math.tan(math.radians(fov_deg) / 2)
+        cx, cy = w / 2, h / 2
+    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float64)
+
+
+def procrustes_rotation(b1: np.ndarray, b2: np.ndarray) -> np.ndarray:
+    """R minimising ||b2 - R b1|| over unit bearing vectors (Kabsch)."""
+    u, _, vt = np.linalg.svd(b2.T @ b1)
+    d = np.sign(np.linalg.det(u @ vt))
+    return u @ np.diag([1.0, 1.0, d]) @ vt
+
+
+def frame_pair_motion(cv2, g1, g2, k: np.ndarray, min_points: int):
+    """(R, t_dir, inlier_ratio) from frame 1 to frame 2 (camera coordinates, OpenCV axes)."""
+    p1 = cv2.goodFeaturesToTrack(g1, maxCorners=400, qualityLevel=0.01, minDistance=7)
+    if p1 is None or len(p1) < min_points:
+        return None
+    p2, st, _ = cv2.calcOpticalFlowPyrLK(g1, g2, p1, None, winSize=(21, 21), maxLevel=3)
+    ok = st.reshape(-1) == 1
+    p1, p2 = p1.reshape(-1, 2)[ok], p2.reshape(-1, 2)[ok]
+    if len(p1) < min_points:
+        return None
+    _, inl = cv2.findHomography(p1, p2, cv2.RANSAC, 2.0)
+    if inl is None:
+        return None
+    inl = inl.reshape(-1).astype(bool)
+    kinv = np.linalg.inv(k)
+
+    def bearings(p):
+        h = np.c_[p, np.ones(len(p))] @ kinv.T
+        return h / np.linalg.norm(h, axis=1, keepdims=True)
+
+    b1, b2 = bearings(p1[inl]), bearings(p2[inl])
+    if len(b1) < min_points:
+        return None
+    # the camera rotates by R_c; points in camera coordinates move by R_c^T
+    r_points = procrustes_rotation(b1, b2)
+    r_cam = r_points.T
+    t = np.zeros(3)
+    resid = b2 - b1 @ r_points.T
+    if np.median(np.linalg.norm(resid, axis=1)) * k[0, 0] > 1.0:  # > ~1 px parallax
+        e, m = cv2.findEssentialMat(p1[inl], p2[inl], k, cv2.RANSAC, 0.999, 1.0)
+        if e is not None and e.shape == (3, 3):
+            _, r_e, t_e, _ = cv2.recoverPose(e, p1[inl], p2[inl], k, mask=m)
+            t = (-r_e.T @ t_e).reshape(3)  # camera-centre motion in frame-1 coordinates
+    return r_cam, t, float(inl.mean())
+
+
+class CameraMotion(Stage):
+    """Visual odometry on canonical clips: ego deltas (scale-free) + reliability."""
+
+    name = "camera_motion"
+    table = "clips"
+    inputs = ["video", "video_width", "video_height"]
+    outputs = [
+        pa.field("cam_actions", pa.list_(pa.list_(pa.float32()))),  # steps x 9
+        pa.field("cam_rotation_deg", pa.float32()),
+        pa.field("cam_rotation_axis", pa.list_(pa.float32(), 3)),
+        pa.field("cam_inlier_ratio", pa.float32()),
+        pa.field("cam_reliable", pa.bool_()),
+        pa.field("cam_reasons", pa.list_(pa.string())),
+    ]
+    version = "1"
+    segment_rows = 8
+    settings = {
+        "sample_fps": 5.0,
+        "max_width": 320,
+        "fov_deg": 60.0,  # assumed horizontal field of view without intrinsics
+        "min_points": 30,
+        "min_inlier_ratio": 0.5,
+        "max_jitter": 0.5,  # share of steps whose rotation reverses the previous one
+    }
+
+    def setup(self, ctx) -> None:
+        self.cv2 = _cv2()
+
+    def _frames(self, path: str, src_w: int):
+        import av
+
+        with av.open(path) as c:
+            v = c.streams.video[0]
+            fps = float(v.average_rate or 25)
+            step = max(1, round(fps / float(self.config["sample_fps"])))
+            scale = min(1.0, float(self.config["max_width"]) / max(1, src_w))
+            for i, frame in enumerate(c.decode(video=0)):
+                if i % step:
+                    continue
+                w = max(16, int(frame.width * scale) // 2 * 2)
+                h = max(16, int(frame.height * scale) // 2 * 2)
+                yield frame.to_ndarray(format="gray", width=w, height=h)
+
+    def compute(self, batch: pa.RecordBatch):
+        cols = {f.name: [] for f in self.outputs}
+        cols[f"{self.name}_error"] = []
+        for path, w, h in zip(
+            batch["video"].to_pylist(),
+            batch["video_width"].to_pylist(),
+            batch["video_height"].to_pylist(),
+            strict=True,
+        ):
+            try:
+                row = self._one(path, w or 0, h or 0)
+                err = None
+            except RowError as e:
+                row, err = {}, str(e)
+            for f in self.outputs:
+                cols[f.name].append(row.get(f.name))
+            cols[f"{self.name}_error"].append(err)
+        return cols
+
+    def _one(self, path: str | None, w: int, h: int) -> dict:
+        if not path:
+            raise RowError("no canonical clip: run `sila run transcode` first")
+        frames = list(self._frames(path, w))
+        if len(frames) < 2:
+            raise RowError("fewer than 2 sampled frames")
+        fh, fw = frames[0].shape
+        k = intrinsics_for(fw, fh, None, float(self.config["fov_deg"]))
+        reasons = []
+        if not (0.3 < k[0, 0] / fw < 5.0):
+            reasons.append("abnormal_intrinsics")
+        deltas, ratios, rots = [], [], []
+        pose = np.eye(4)
+        for g1, g2 in zip(frames, frames[1:], strict=False):
+            m = frame_pair_motion(self.cv2, g1, g2, k, int(self.config["min_points"]))
+            if m is None:
+                reasons.append("few_tracked_points")
+                deltas.append(np.eye(4))
+                continue
+            r, t, ratio = m
+            d = make_pose(r, t)
+            deltas.append(d)
+            ratios.append(ratio)
+            rots.append(r)
+            pose = pose @ d
+        inlier = float(np.mean(ratios)) if ratios else 0.0
+        if ratios and inlier < float(self.config["min_inlier_ratio"]):
+            reasons.append("few_inliers")
+        axes = []
+        for r in rots:
+            ang = rotation_angle(r)
+            if ang > 1e-4:
+                axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+                axes.append(axis / np.linalg.norm(axis))
+        if len(axes) >= 3:
+            flips = sum(1 for a, b in zip(axes, axes[1:], strict=False) if float(a @ b) < -0.5)
+            if flips / (len(axes) - 1) > float(self.config["max_jitter"]):
+                reasons.append("jitter")
+        total = pose[:3, :3]
+        ang = float(np.degrees(rotation_angle(total)))
+        axis = np.array(
+            [total[2, 1] - total[1, 2], total[0, 2] - total[2, 0], total[1, 0] - total[0, 1]]
+        )
+        axis = axis / np.linalg.norm(axis) if np.linalg.norm(axis) > 1e-9 else np.zeros(3)
+        reasons = sorted(set(reasons))
+        return {
+            "cam_actions": [pose_to_9d(d).astype(np.float32).tolist() for d in deltas],
+            "cam_rotation_deg": ang,
+            "cam_rotation_axis": axis.astype(np.float32).tolist(),
+            "cam_inlier_ratio": inlier,
+            "cam_reliable": not reasons,
+            "cam_reasons": reasons,
+        }

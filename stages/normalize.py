@@ -1,0 +1,134 @@
+"""`normalize`: per-dimension action normalisers, fitted once, applied per fragment.
+
+A global stage (sila.global_stage): the fit reads `actions` of the rows assigned to `train`
+when a split assignment exists (else of all rows, said in the fit summary and the column
+metadata), over the parts each row's mask marks present, and stores both statistics: robust
+quantiles (q01/q99 mapped to [-1, 1], as openpi does) and mean/std. The assign pass writes
+`actions_norm` with the recipe's method; masked parts stay 0. `denormalize` is the inverse
+for consumers (`load_normalizer(lake)` returns the stored statistics).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+from sila.stages.actions import ACTION_DIM, ACTION_LAYOUT, OFFSETS
+
+from sila.errors import SilaError
+from sila.global_stage import Fit, FitContext, FitStore, GlobalStage
+
+EPS = 1e-6
+
+
+def part_mask_to_dims(mask: list[bool]) -> np.ndarray:
+    dims = np.zeros(ACTION_DIM, dtype=bool)
+    for present, (name, _) in zip(mask, ACTION_LAYOUT, strict=True):
+        if present:
+            a, b = OFFSETS[name]
+            dims[a:b] = True
+    return dims
+
+
+def fit_stats(rows: list[tuple[list, list[bool]]]) -> dict[str, list[float]]:
+    """Statistics per dimension over the steps where the dimension is present."""
+    cols: list[list[np.ndarray]] = [[] for _ in range(ACTION_DIM)]
+    for acts, mask in rows:
+        a = np.asarray(acts, dtype=np.float64).reshape(-1, ACTION_DIM)
+        dims = part_mask_to_dims(mask)
+        for d in np.flatnonzero(dims):
+            cols[d].append(a[:, d])
+    stats = {k: [] for k in ("q01", "q99", "mean", "std", "count")}
+    for d in range(ACTION_DIM):
+        v = np.concatenate(cols[d]) if cols[d] else np.zeros(1)
+        stats["q01"].append(float(np.quantile(v, 0.01)))
+        stats["q99"].append(float(np.quantile(v, 0.99)))
+        stats["mean"].append(float(v.mean()))
+        stats["std"].append(float(v.std()))
+        stats["count"].append(int(len(v)) if cols[d] else 0)
+    return stats
+
+
+def normalize(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
+    if method == "quantile":
+        q01, q99 = np.asarray(stats["q01"]), np.asarray(stats["q99"])
+        return (x - q01) / (q99 - q01 + EPS) * 2.0 - 1.0
+    mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
+    return (x - mean) / (std + EPS)
+
+
+def denormalize(y: np.ndarray, stats: dict, method: str) -> np.ndarray:
+    """The inverse of `normalize` (for policies that predict normalised actions)."""
+    if method == "quantile":
+        q01, q99 = np.asarray(stats["q01"]), np.asarray(stats["q99"])
+        return (np.asarray(y) + 1.0) / 2.0 * (q99 - q01 + EPS) + q01
+    mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
+    return np.asarray(y) * (std + EPS) + mean
+
+
+def load_normalizer(lake, table: str = "clips") -> dict:
+    fit = FitStore(lake, table, "normalize").current()
+    if fit is None:
+        raise SilaError("no normaliser fitted yet: run `sila run normalize`")
+    return json.loads(fit.files["stats.json"])
+
+
+class Normalize(GlobalStage):
+    """Actions scaled per dimension by statistics fitted on the training rows."""
+
+    name = "normalize"
+    table = "clips"
+    inputs = ["actions", "action_mask"]
+    outputs = [pa.field("actions_norm", pa.list_(pa.list_(pa.float32())))]  # steps x ACTION_DIM
+    where = "actions IS NOT NULL"
+    version = "1"
+    settings = {"method": "quantile"}  # or "meanstd"
+
+    def fit(self, lake, ctx: FitContext) -> Fit:
+        if self.config["method"] not in ("quantile", "meanstd"):
+            raise SilaError(
+                f"normalize: method must be 'quantile' or 'meanstd', got {self.config['method']!r}"
+            )
+        ds = lake.table(self.table)
+        scope = "all rows"
+        flt = "actions IS NOT NULL"
+        if "split" in ds.schema.names and ds.count_rows(filter="split = 'train'"):
+            flt += " AND split = 'train'"
+            scope = "rows assigned to train"
+        tbl = ds.to_table(columns=["actions", "action_mask"], filter=flt)
+        if tbl.num_rows > ctx.sample_rows:
+            rng = np.random.default_rng(ctx.seed)
+            tbl = tbl.take(np.sort(rng.choice(tbl.num_rows, ctx.sample_rows, replace=False)))
+        rows = list(zip(tbl["actions"].to_pylist(), tbl["action_mask"].to_pylist(), strict=True))
+        if not rows:
+            raise SilaError(
+                "normalize: no rows with actions to fit on: run `sila run actions` first"
+            )
+        stats = fit_stats(rows)
+        buf = io.BytesIO(json.dumps({**stats, "scope": scope, "layout": ACTION_LAYOUT}).encode())
+        return Fit({"stats.json": buf.getvalue()}, {"scope": scope, "rows": len(rows)})
+
+    def load_fit(self, fit: Fit, ctx) -> None:
+        from sila.column_stamp import stamp_columns
+
+        self.stats = json.loads(fit.files["stats.json"])
+        stamp_columns(
+            ctx.lake(),
+            self.table,
+            self.name,
+            {"sila.normalize_scope": self.stats["scope"]},
+            guarded=[],
+        )
+
+    def compute(self, batch: pa.RecordBatch):
+        out = []
+        for acts, mask in zip(
+            batch["actions"].to_pylist(), batch["action_mask"].to_pylist(), strict=True
+        ):
+            a = np.asarray(acts, dtype=np.float64).reshape(-1, ACTION_DIM)
+            y = normalize(a, self.stats, self.config["method"])
+            y[:, ~part_mask_to_dims(mask)] = 0.0
+            out.append(y.astype(np.float32).tolist())
+        return {"actions_norm": out}
