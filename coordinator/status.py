@@ -7,6 +7,7 @@ import time
 
 from sila.coordinator.discovery import split_fragments
 from sila.coordinator.jobs import JobLog
+from sila.coordinator.keep_rates import keep_rates
 from sila.coordinator.leases import LeaseStore
 from sila.coordinator.state import DEFERRED, DONE, PARTIAL, PENDING, STALE
 
@@ -79,6 +80,9 @@ def table_status(ds, name: str, lake=None, identities: dict[str, str] | None = N
                 for f in fields
             },
         }
+    for stage, rates in keep_rates(ds).items():  # decision stages: kept / rejected counts
+        if stage in stages:
+            stages[stage]["keep"] = rates
     return {"rows": rows, "fragments": len(frags), "version": ds.version, "stages": stages}
 
 

@@ -70,7 +70,48 @@ def rules_digest(rules: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-class Filter(Stage):
+class SettingsVersion:
+    """Mixin for a Stage whose settings change what its columns mean (rules, models).
+
+    The version recorded on the columns (and checkpoints, job records) is ``logic_version`` plus
+    a digest of the settings named by ``version_keys`` (None: all of them), as the run has them:
+    a changed threshold or model is a new version, so the platform recomputes the stage's rows
+    (and only this stage's). Operational settings (timeouts) stay out of ``version_keys``.
+    """
+
+    logic_version: ClassVar[str] = "1"
+    version_keys: ClassVar[tuple[str, ...] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._active_rules = None
+
+    def __init__(self, **overrides: Any) -> None:
+        super().__init__(**overrides)
+        # The platform asks the class for its version (columns, checkpoints, job record) after
+        # building the instance with the recipe's settings: bind those rules to the class so the
+        # recorded version is the version of the rules that actually ran.
+        type(self)._active_rules = self._rules(self.config)
+
+    @classmethod
+    def _rules(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        keys = cls.version_keys if cls.version_keys is not None else tuple(config)
+        return {k: config.get(k) for k in keys}
+
+    @classmethod
+    def rules_version(cls, rules: Mapping[str, Any]) -> str:
+        return f"{cls.logic_version}+r{rules_digest(cls._rules({**cls.settings, **rules}))}"
+
+    @classmethod
+    def resolved_version(cls) -> str:
+        return cls.rules_version(cls.__dict__.get("_active_rules") or cls.settings)
+
+    @classmethod
+    def version_is_explicit(cls) -> bool:
+        return True  # a new version is a new rule set: recompute, no --recompute needed
+
+
+class Filter(SettingsVersion, Stage):
     """Base of decision stages: implement ``filter(row) -> keep | (keep, reason) | Verdict``.
 
     Class attributes: ``name``, ``table``, ``inputs`` (the score columns ``row`` holds),
@@ -78,7 +119,6 @@ class Filter(Stage):
     ``flags`` (also write ``<name>_flags``), ``extra_outputs`` (more decision columns).
     """
 
-    logic_version: ClassVar[str] = "1"
     flags: ClassVar[bool] = False
     extra_outputs: ClassVar[list[pa.Field]] = []
     segment_rows = 4096  # a decision is arithmetic over a few columns: big segments
@@ -93,27 +133,6 @@ class Filter(Stage):
                 *([pa.field(f"{cls.name}_flags", REASONS)] if cls.flags else []),
                 *cls.extra_outputs,
             ]
-        cls._active_rules = None
-
-    def __init__(self, **overrides: Any) -> None:
-        super().__init__(**overrides)
-        # The platform asks the class for its version (columns, checkpoints, job record) after
-        # building the instance with the recipe's settings: bind those rules to the class so the
-        # recorded version is the version of the rules that actually ran.
-        type(self)._active_rules = dict(self.config)
-
-    @classmethod
-    def rules_version(cls, rules: Mapping[str, Any]) -> str:
-        return f"{cls.logic_version}+r{rules_digest(rules)}"
-
-    @classmethod
-    def resolved_version(cls) -> str:
-        rules = cls.__dict__.get("_active_rules") or cls.settings
-        return cls.rules_version(rules)
-
-    @classmethod
-    def version_is_explicit(cls) -> bool:
-        return True  # a new version is a new rule set: recomputing a decision is cheap
 
     def filter(self, row: dict[str, Any]) -> Any:
         raise NotImplementedError

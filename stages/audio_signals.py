@@ -21,6 +21,7 @@ from sila.stages.signal_io import FrameStream, audio_blocks, scaled_size
 from sila.stages.video_signals import _stamp
 
 from sila.errors import RowError
+from sila.filters import SettingsVersion
 from sila.media import MediaError, probe
 from sila.stage import Resources, Stage, StageContext
 
@@ -39,7 +40,7 @@ STEM = pa.struct(
 PLUGS = ("face", "lip_sync", "instrument", "music", "separator")
 
 
-class AudioSignals(Stage):
+class AudioSignals(SettingsVersion, Stage):
     """Audio signals per clip; see the module docstring."""
 
     name = "audio_signals"
@@ -58,7 +59,7 @@ class AudioSignals(Stage):
         *(pa.field(f"stem_{s}", STEM) for s in STEMS),  # null: no source separator
     ]
     where = "transcode_error IS NULL"
-    version = "1"
+    logic_version = "1"  # + a digest of the model settings (see SettingsVersion)
     model = "silero-vad (onnx, from its wheel); music: sila spectral estimator"
     segment_rows = 16
     compute_resources = Resources(cpus=1)
@@ -77,6 +78,7 @@ class AudioSignals(Stage):
         "separator_weights": "",
         "timeout_s": 300,
     }
+    version_keys = tuple(k for k in settings if k not in ("timeout_s", "block_s"))
 
     def setup(self, ctx: StageContext) -> None:
         cfg = self.config
@@ -118,18 +120,18 @@ class AudioSignals(Stage):
         if not path:
             raise RowError("clip has no canonical video (run transcode)")
         values: dict = {}
-        if self.plugs["face"] is not None:
-            values["has_face"] = self._faces(path, row) > 0
-        if self.plugs["lip_sync"] is not None and values.get("has_face"):
-            values["lip_sync_confidence"] = float(self.plugs["lip_sync"](path))
-        if self.plugs["instrument"] is not None:
-            values["is_music_instrument"] = bool(self.plugs["instrument"](path))
         has_audio = row.get("video_has_audio")
         if has_audio is None:
             has_audio = probe(path).has_audio
         values["audio_track"] = bool(has_audio)
-        if not has_audio:
+        if self.plugs["face"] is not None:
+            values["has_face"] = self._faces(path, row) > 0
+        if not has_audio:  # no sound to sync or to call music
             return values
+        if self.plugs["lip_sync"] is not None and values.get("has_face"):
+            values["lip_sync_confidence"] = float(self.plugs["lip_sync"](path))
+        if self.plugs["instrument"] is not None:
+            values["is_music_instrument"] = bool(self.plugs["instrument"](path))
         silence, music = SilenceMeter(), MusicMeter()
         self.vad.reset()
         keep = self.plugs["music"] is not None or self.plugs["separator"] is not None

@@ -4,8 +4,8 @@ From frames sampled at `sample_fps` and downscaled to `analysis_short_side`: mot
 Farneback optical flow: global mean and least-moving patch), frozen frames, sharpness (variance
 of the Laplacian), exposure (brightness, contrast, black and blank frames), residual borders,
 split screen, and compression blockiness (ffmpeg `blockdetect` on the full-size sampled frames).
-Text overlay area comes from an OCR text detector on a few sparse frames. Resolution, aspect and
-duration are copied as values. Detector tags go to `video_artifacts`; the `quality` stage turns
+Text overlay area comes from an OCR text detector on a few sparse frames. The short side and aspect
+are values (duration is transcode's `video_duration_s`). Detector tags go to `video_artifacts`; the `quality` stage turns
 scores and tags into a decision with the recipe's thresholds.
 
 Model scores (an aesthetic predictor, DOVER) are pluggable scorers (`sila.stages.scorers`):
@@ -25,6 +25,7 @@ from sila.stages.text_overlay import RapidOcrDetector, measure_text
 from sila.stages.video_metrics import VideoMeter, blockiness
 
 from sila.errors import RowError
+from sila.filters import SettingsVersion
 from sila.media import MediaError
 from sila.stage import Resources, Stage, StageContext
 
@@ -35,12 +36,12 @@ TAGS = pa.list_(pa.string())
 SCORERS = ("aesthetic", "dover")
 
 
-class VideoSignals(Stage):
+class VideoSignals(SettingsVersion, Stage):
     """Scores per clip from its canonical `video`; see the module docstring."""
 
     name = "video_signals"
     table = "clips"
-    inputs = ["video", "video_width", "video_height", "video_fps", "video_duration_s"]
+    inputs = ["video", "video_width", "video_height", "video_duration_s"]
     outputs = [
         pa.field("motion_mean", F32),
         pa.field("motion_min_patch", F32),
@@ -57,14 +58,13 @@ class VideoSignals(Stage):
         pa.field("text_vertical", F32),  # share of text area in upright boxes (null: OCR off)
         pa.field("short_side", pa.int32()),
         pa.field("aspect", F32),  # width / height
-        pa.field("duration_s", F32),
         pa.field("video_artifacts", TAGS),
         pa.field("aesthetic_score", F32),  # null: no aesthetic scorer
         pa.field("dover_aesthetic", F32),  # null: no DOVER scorer
         pa.field("dover_technical", F32),
     ]
     where = "transcode_error IS NULL"
-    version = "1"
+    logic_version = "1"  # + a digest of every setting but timeout_s (see SettingsVersion)
     model = "opencv-farneback+laplacian; ffmpeg blockdetect"
     segment_rows = 8
     compute_resources = Resources(cpus=1)
@@ -88,6 +88,7 @@ class VideoSignals(Stage):
         "dover_weights": "",
         "timeout_s": 300,
     }
+    version_keys = tuple(k for k in settings if k != "timeout_s")
 
     def setup(self, ctx: StageContext) -> None:
         cfg = self.config
@@ -115,7 +116,9 @@ class VideoSignals(Stage):
         if ocr == "none":
             self.ocr = None
         elif ocr == "rapidocr":
-            self.ocr = RapidOcrDetector()
+            self.ocr = RapidOcrDetector(
+                round(int(cfg["ocr_short_side"]) * 16 / 9)
+            )  # 16:9 at that short side
         else:
             self.ocr = load_scorer(ocr, "", what="video_signals ocr")
         facts = {
@@ -162,7 +165,6 @@ class VideoSignals(Stage):
         values["blockiness"] = blockiness(stream.meta) if pre else None
         values["short_side"] = min(w, h)
         values["aspect"] = w / h
-        values["duration_s"] = row["video_duration_s"]
         if self.ocr is not None or want_rgb:
             rgb = self._sparse_frames(path, w, h, row["video_duration_s"])
         if self.ocr is not None:
@@ -211,4 +213,4 @@ def _stamp(ctx: StageContext, table: str, stage: str, facts: dict[str, str]) -> 
         return
     lake = ctx.lake()
     if lake.has_table(table):  # else: the stage runs outside a lake (a notebook, a benchmark)
-        stamp_columns(lake, table, stage, facts, guarded=list(facts))
+        stamp_columns(lake, table, stage, facts, guarded=[])  # the version follows them
