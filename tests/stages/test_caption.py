@@ -257,3 +257,46 @@ def test_operational_settings_keep_captions_a_caption_setting_redoes_them(lake, 
     assert first["progress"]["rows"] == 2 and again["progress"]["rows"] == 0
     assert changed["progress"]["rows"] == 2
     assert {r["caption_frames"] for r in clips_rows(lake)} == {2}
+
+
+def test_endpoint_gone_for_good_fails_the_job_then_a_rerun_finishes(lake, media):
+    import subprocess
+
+    from sila.coordinator.endpoint_process import free_port
+
+    write_clips(lake, [media["v0"]] * 8)
+    port = free_port()
+    cmd = [sys.executable, SERVER, "--port", str(port), "--model", MODEL, "--quiet"]
+    dying = subprocess.Popen([*cmd, "--crash-after", "4"])  # nobody restarts it
+    url = f"http://127.0.0.1:{port}/v1"
+    settings = {**FAST, "retry_budget_s": 1.0, "backoff_s": 0.05, "concurrency": 2}
+    try:
+        _wait_healthy(url)
+        with pytest.raises(sila.errors.SilaError, match="caption endpoint unavailable"):
+            lake.run(Caption, endpoint_url=url, settings=settings)
+    finally:
+        dying.kill()
+        dying.wait()
+    assert "caption_json" not in lake.table("clips").schema.names  # nothing half-written
+    with subprocess.Popen(cmd) as back:
+        try:
+            _wait_healthy(url)
+            job = lake.run(Caption, endpoint_url=url, settings=settings)
+        finally:
+            back.kill()
+    assert job["state"] == "succeeded" and assert_valid_or_error(clips_rows(lake)) == (8, 0)
+
+
+def _wait_healthy(url: str, timeout_s: float = 20.0) -> None:
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url.removesuffix("/v1") + "/health", timeout=1).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise AssertionError(f"no test double at {url}")
