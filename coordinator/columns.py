@@ -16,15 +16,23 @@ from sila.schema import check_ownership, owned, owner, type_matches, version_of
 log = logging.getLogger(__name__)
 
 
-def declared_fields(stage_cls) -> list[pa.Field]:
+IDENTITY = b"sila.identity"  # the work identity the columns were created under (state.py)
+
+
+def declared_fields(stage_cls, identity: str | None = None) -> list[pa.Field]:
     spec = stage_cls.__dict__.get("__sila_spec__")
-    return owned(
+    fields = owned(
         stage_cls.output_fields(),
         stage_cls.name,
         stage_cls.resolved_version(),
         stage_cls.model,
         spec,
     )
+    if identity:  # a data file without a state record was computed under this identity
+        fields = [
+            f.with_metadata({**(f.metadata or {}), IDENTITY: identity.encode()}) for f in fields
+        ]
+    return fields
 
 
 def check_inputs(lake: Lake, stage_cls, ds: lance.LanceDataset) -> None:
@@ -60,7 +68,9 @@ class ColumnPlan:
 RESET_JOB = b"sila.reset_job"
 
 
-def prepare_columns(lake: Lake, stage_cls, *, recompute: bool = False) -> ColumnPlan:
+def prepare_columns(
+    lake: Lake, stage_cls, *, recompute: bool = False, identity: str | None = None
+) -> ColumnPlan:
     """Make the table's schema ready for the stage, writing metadata only and losing nothing.
 
     - no columns yet: add them (metadata-only);
@@ -72,7 +82,7 @@ def prepare_columns(lake: Lake, stage_cls, *, recompute: bool = False) -> Column
     """
     ds = lake.table(stage_cls.table)
     check_inputs(lake, stage_cls, ds)
-    fields = declared_fields(stage_cls)
+    fields = declared_fields(stage_cls, identity)
     check_ownership(ds.schema, stage_cls.name, fields)
     existing = [f for f in ds.schema if owner(f) == stage_cls.name]
     version = stage_cls.resolved_version()
@@ -136,13 +146,15 @@ def _add(lake: Lake, stage_cls, fields: list[pa.Field]) -> lance.LanceDataset:
     return lake.table(stage_cls.table)
 
 
-def reset_columns(lake: Lake, stage_cls, job: str) -> lance.LanceDataset:
+def reset_columns(
+    lake: Lake, stage_cls, job: str, identity: str | None = None
+) -> lance.LanceDataset:
     """Drop and re-add the stage's columns once per job (metadata only); idempotent across the
     job's workers: the new fields carry the job id, so a second worker sees the reset done."""
     marker = job.encode()
     fields = [
         f.with_metadata({**(f.metadata or {}), RESET_JOB: marker})
-        for f in declared_fields(stage_cls)
+        for f in declared_fields(stage_cls, identity)
     ]
     for attempt in range(10):
         ds = lake.table(stage_cls.table)

@@ -64,8 +64,8 @@ def run_stage(lake, spec, options: RunOptions | None = None, **overrides: Any) -
         lake.storage_options.setdefault(k, str(v))
     conf = stage_settings(recipe_doc, cls.name, run.settings)
     stage = cls(**conf)  # validates settings before anything is written
-    columns = prepare_columns(lake, cls, recompute=run.recompute)
     identity = stage.work_identity()
+    columns = prepare_columns(lake, cls, recompute=run.recompute, identity=identity)
     job = JobRecord(
         new_job_id(cls.name), cls.name, cls.table, cls.resolved_version(), executor, run.workers
     )

@@ -22,6 +22,7 @@ data scan, no per-fragment read. A data file without any record predates this sc
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -41,6 +42,21 @@ DONE, PENDING, PARTIAL, STALE, DEFERRED = "done", "pending", "partial", "stale",
 def short_hash(obj) -> str:
     raw = json.dumps(obj, sort_keys=True, default=str).encode()
     return hashlib.sha1(raw).hexdigest()[:10]
+
+
+@functools.lru_cache(maxsize=65536)
+def _hash_of(parts: tuple) -> str:
+    return short_hash(list(parts))
+
+
+def base_identity(ds: lance.LanceDataset, stage: str) -> str | None:
+    """The identity the stage's columns were created under (field metadata): what a data file
+    without a record was computed with. Records exist only for files that differ from it."""
+    for f in ds.schema:
+        if owner(f) == stage:
+            v = (f.metadata or {}).get(b"sila.identity")
+            return v.decode() if v else None
+    return None
 
 
 def file_stem(path: str) -> str:
@@ -221,6 +237,7 @@ def classify(
     owned = _stage_ids(ds)
     mine = owned.get(stage_cls.name, {})
     where_text = stage_cls.where or ""
+    base = base_identity(ds, stage_cls.name)
     out: list[FragmentWork] = []
     for frag in ds.get_fragments():
         files = frag.data_files()
@@ -242,12 +259,12 @@ def classify(
             for u in deps.all
             if not complete[u] or not _upstream_complete(upstream.get(u, {}), stems[u])
         )
-        inputs_hash = short_hash([stems[u] for u in deps.inputs])
-        where_hash = short_hash([where_text, *[stems[u] for u in deps.where]])
+        inputs_hash = _hash_of(tuple(stems[u] for u in deps.inputs))
+        where_hash = _hash_of((where_text, *[stems[u] for u in deps.where]))
         work = FragmentWork(ref, PENDING, None, None, inputs_hash, where_hash, waiting)
         if complete[stage_cls.name]:
             work.stem = stems[stage_cls.name]
-            work.status, work.record = _judge(records.get(work.stem), identity, work)
+            work.status, work.record = _judge(records.get(work.stem), identity, work, base)
         elif stems[stage_cls.name]:
             work.stem = stems[stage_cls.name]  # some of its columns only: recompute it whole
             work.status = STALE
@@ -262,8 +279,10 @@ def _upstream_complete(recs: dict[str, list[Record]], stem: str | None) -> bool:
     return not got or any(r.complete for r in got)  # no record: computed before records existed
 
 
-def _judge(recs: list[Record] | None, identity: str | None, w: FragmentWork):
-    if not recs:
+def _judge(recs: list[Record] | None, identity: str | None, w: FragmentWork, base: str | None):
+    if not recs:  # computed under the columns' own identity (or before identities existed)
+        if identity is not None and base is not None and base != identity:
+            return STALE, None
         return DONE, None
     same = [
         r

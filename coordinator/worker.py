@@ -29,6 +29,7 @@ from sila.coordinator.state import (
     STALE,
     FragmentWork,
     StageRecords,
+    base_identity,
     classify,
     dependencies,
     file_stem,
@@ -127,6 +128,7 @@ class FragmentWorker:
         self._lock = threading.Lock()
         self._listed_at = self._fresh_at = 0.0
         self._fresh = None
+        self._base = None  # (dataset, identity its columns were created under)
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -155,7 +157,7 @@ class FragmentWorker:
         self._listed_at = self._fresh_at = time.monotonic()
         self._fresh = ds
         cls = type(self.stage)
-        deps = dependencies(ds.schema, cls)
+        self.deps = deps = dependencies(ds.schema, cls)
         upstream = {u: StageRecords(self.lake.store, self.table, u).load() for u in deps.all}
         works = classify(ds, cls, self.identity, self.records.load(), upstream, deps)
         if self._before_reset(ds):  # the columns are reset before the first commit: redo all
@@ -417,7 +419,9 @@ class FragmentWorker:
             if self.write_ds is None:
                 from sila.coordinator.columns import reset_columns
 
-                self.write_ds = reset_columns(self.lake, type(self.stage), self.opts.job)
+                self.write_ds = reset_columns(
+                    self.lake, type(self.stage), self.opts.job, self.identity
+                )
         return self.write_ds
 
     def _finish(
@@ -453,6 +457,9 @@ class FragmentWorker:
         )
 
     def _write_record(self, stem: str, work: FragmentWork, rows: RowPlan, replaced) -> None:
+        if self._plain(rows):  # what a file without a record means: nothing to write
+            self.written[work.ref.key] = (None, replaced)
+            return
         self.records.write(
             stem,
             self.identity,
@@ -464,6 +471,15 @@ class FragmentWorker:
             {"job": self.opts.job, "version": self.version, "fragment": work.ref.key},
         )
         self.written[work.ref.key] = (stem, replaced)
+
+    def _plain(self, rows: RowPlan) -> bool:
+        """Complete, no rows tracked, no upstream, computed under the columns' own identity: the
+        common case needs no record (one store write less per fragment)."""
+        if not rows.complete or rows.computed is not None or self.deps.all:
+            return False
+        if self._base is None or self._base[0] is not self.ds:
+            self._base = (self.ds, base_identity(self.write_ds or self.ds, self.name))
+        return self._base[1] == self.identity
 
     def _record_only(self, work: FragmentWork, rows: RowPlan, lease) -> None:
         """Nothing new to compute (e.g. no row became eligible): the data file stays, a record
