@@ -300,3 +300,13 @@ def _wait_healthy(url: str, timeout_s: float = 20.0) -> None:
         except requests.RequestException:
             time.sleep(0.1)
     raise AssertionError(f"no test double at {url}")
+
+
+def test_recipe_endpoints_are_used_without_starting_a_server(lake, media, tmp_path):
+    write_clips(lake, [media["v0"]])
+    with openai_double() as (url, _):
+        recipe = tmp_path / "remote.toml"
+        recipe.write_text(f'[stages.caption]\nendpoint_urls = ["{url}"]\nmax_frames = 2\n')
+        job = lake.run(Caption, recipe=str(recipe))  # vllm is not installed here: not started
+        assert stats(url)["chats"] == 1
+    assert job["state"] == "succeeded" and job["progress"]["row_errors"] == 0
