@@ -15,13 +15,12 @@ from sila.schema import owner
 
 
 def decision_columns(schema: pa.Schema) -> list[str]:
-    """`<stage>_keep` bool columns owned by that stage: the filters' decisions."""
+    """`<name>_keep` bool columns written by a stage (a filter's or dedup's decision; a base
+    column of that name, written by no stage, is not a decision)."""
     return [
         f.name
         for f in schema
-        if f.name.endswith("_keep")
-        and pa.types.is_boolean(f.type)
-        and owner(f) == f.name.removesuffix("_keep")
+        if f.name.endswith("_keep") and pa.types.is_boolean(f.type) and owner(f) is not None
     ]
 
 
