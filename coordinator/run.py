@@ -101,6 +101,8 @@ def run_stage(lake, spec, options: RunOptions | None = None, **overrides: Any) -
                 jobs.write(job)
                 last_write[0] = time.monotonic()
 
+    if not opts.endpoint_url and stage.config.get("endpoint_urls"):
+        opts.endpoint_url = stage.config["endpoint_urls"][0]  # servers the recipe names: start none
     try:
         with view, _local_endpoint(cls, opts, executor) as url:
             opts.endpoint_url = url
