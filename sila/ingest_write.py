@@ -3,9 +3,11 @@ into `sources` fragments bounded by rows and bytes (`SourcesWriter`).
 
 Memory: a batch's bytes are read straight into one Arrow buffer that Lance writes without
 copying, and a batch holds at most BATCH_BYTES unless a single file is larger; so peak memory is
-about one copy of the largest file plus a constant. (Lance 14's streaming blob writer,
-`DedicatedBlobWriter`, needs the blob-v2 column type that no SILA reader uses yet; the legacy
-`lance-encoding:blob` column takes whole values.) Error rows and `--reference` rows store no bytes.
+about one copy of the largest file plus a constant. Why not stream: pylance 14 can write a blob
+in chunks (`LanceFileSession.open_dedicated_blob_writer`, blob v2), but only in datasets created
+with file format 2.2, which refuse the legacy `lance-encoding:blob` column every SILA table uses,
+and a dataset's format is fixed when it is created; the legacy column takes whole values.
+Error rows and `--reference` rows store no bytes.
 """
 
 from __future__ import annotations
