@@ -214,6 +214,14 @@ def run(
         )
     if job.get("where"):
         console.print("  --where ran a subset: the other rows stay pending (`sila status`)")
+    gate = (job.get("metrics") or {}).get("gating")
+    if gate and gate["rows_gated"]:
+        saved = gate["model_calls_saved"]
+        console.print(
+            f"  gate {gate['where']}: skipped {gate['rows_gated']} rows"
+            + (f", saved {saved} model calls" if saved else ""),
+            markup=False,
+        )
     for name, m in (job.get("metrics") or {}).get("pools", {}).items():
         console.print(
             f"  pool {name}: {m['actors']} actor(s) x {m['cpus_each']} CPU, {m['rows_per_s']} rows/s, "

@@ -243,6 +243,12 @@ def test_cli_dry_run_prints_rows_and_calls_and_writes_nothing(lake, media):
     plan = json.loads(js.output)["dry_run"]
     assert plan["model_calls"] == 18 and plan["model_calls_saved"] == 6
     assert "caption_json" not in lake.table("clips").schema.names  # nothing was written
+    with openai_double() as (url, _):
+        real = [*args[:-1], url, "--set", "max_frames=2"]
+        out = CliRunner().invoke(app, real)
+        assert stats(url)["chats"] == 3
+    assert out.exit_code == 0, out.output
+    assert "skipped 1 rows, saved 1 model calls" in out.output
 
 
 def test_operational_settings_keep_captions_a_caption_setting_redoes_them(lake, media):
