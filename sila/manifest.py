@@ -71,6 +71,8 @@ def _read_jsonl(path: str) -> tuple[list[ManifestLine], list[BadLine]]:
     bad: list[BadLine] = []
     with open(path, "rb") as fh:
         for number, raw in enumerate(fh, start=1):
+            if number == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark from Windows tools
             # surrogateescape keeps a non-UTF-8 file name's bytes (os.fsencode gives them back)
             text = raw.decode("utf-8", "surrogateescape").strip()
             if not text:
@@ -99,7 +101,7 @@ def _json_value(v: Any) -> Any:
 def _read_csv(path: str) -> tuple[list[ManifestLine], list[BadLine]]:
     good: list[ManifestLine] = []
     bad: list[BadLine] = []
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         key = next((k for k in PATH_KEYS if k in header), None)

@@ -173,3 +173,17 @@ def test_cli_json_stays_valid_with_a_broken_manifest(tmp_path, media):
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert res.returncode == 1 and "2GiB" in json.loads(res.stdout)["error"]
+
+
+def test_undecodable_names_and_byte_order_marks(lake, media):
+    raw = os.path.join(os.fsencode(media), b"caf\xe9.png")
+    with open(raw, "wb") as fh:
+        fh.write(png_bytes(400))
+    (media / "m.jsonl").write_bytes(b'\xef\xbb\xbf{"path": "caf\xe9.png", "label": "x"}\n')
+    (media / "m.csv").write_bytes(b"\xef\xbb\xbfpath,label\nf0.png,y\n")
+    rep = lake.ingest([media / "m.jsonl", media / "m.csv"])
+    assert (rep.added, rep.failed) == (2, 0), rep.failures
+    rows = {r["filename"]: r for r in lake.table("sources").to_table(
+        columns=["filename", "uri_bytes", "meta_label"]).to_pylist()}  # fmt: skip
+    assert rows["caf\\xe9.png"]["uri_bytes"] == raw and rows["caf\\xe9.png"]["meta_label"] == "x"
+    assert rows["f0.png"]["meta_label"] == "y"
