@@ -240,7 +240,7 @@ class Caption(Stage):
         if problems:  # the facts we write in must fit a custom schema too
             return {"caption_error": f"caption does not fit the schema: {problems[0].message}"}
         return {
-            "caption_json": json.dumps(value, ensure_ascii=False),
+            "caption_json": json.dumps(value, ensure_ascii=False, allow_nan=False),
             "caption_text": _text(value),
             "caption_model": usage.model,
             "caption_prompt_version": prompt_version(schema),

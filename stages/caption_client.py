@@ -65,7 +65,7 @@ def parse_valid(text: str, finish_reason: str | None, validator) -> Any:
     if body.startswith("```") and body.endswith("```"):  # a fenced block: the JSON inside
         body = body.strip("`").removeprefix("json").strip()
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_constant=_no_constant)
     except ValueError as e:
         cut = getattr(e, "pos", 0) >= len(body) - 1
         raise Unusable(f"not valid JSON ({e})", truncated=cut) from None
@@ -78,6 +78,11 @@ def parse_valid(text: str, finish_reason: str | None, validator) -> Any:
         more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
         raise Unusable(f"JSON does not match the schema: {shown}{more}")
     return value
+
+
+def _no_constant(name: str):
+    """NaN and Infinity are Python's JSON extensions, not JSON: refuse them."""
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def validator_for(schema: dict[str, Any]):

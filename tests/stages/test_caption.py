@@ -316,3 +316,18 @@ def test_recipe_endpoints_are_used_without_starting_a_server(lake, media, tmp_pa
         job = lake.run(Caption, recipe=str(recipe))  # vllm is not installed here: not started
         assert stats(url)["chats"] == 1
     assert job["state"] == "succeeded" and job["progress"]["row_errors"] == 0
+
+
+def test_parse_valid_refuses_what_is_not_strict_json():
+    from sila.stages.caption_client import Unusable, parse_valid, validator_for
+
+    v = validator_for({"type": "object", "properties": {"x": {"type": "number"}}})
+    assert parse_valid('```json\n{"x": 1}\n```', "stop", v) == {"x": 1}
+    for text, finish, why in [
+        ('{"x": NaN}', "stop", "NaN is not valid JSON"),
+        ('{"x": 1', "stop", "not valid JSON"),
+        ('{"x": 1}', "length", "token limit"),
+        ('{"x": "one"}', "stop", "does not match the schema"),
+    ]:
+        with pytest.raises(Unusable, match=why):
+            parse_valid(text, finish, v)
