@@ -91,23 +91,36 @@ def window_actions(
     return out, mask, int((~moving).sum()) if mask.any() else 0
 
 
+def _nested_to_numpy(arr: pa.Array, width: int) -> list[np.ndarray | None]:
+    """list<list<float>> -> per row an (N, width) array, without Python lists."""
+    out: list[np.ndarray | None] = []
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    flat = arr.flatten()  # one entry per frame
+    values = flat.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    offsets = arr.offsets.to_numpy()
+    valid = arr.is_valid().to_numpy(zero_copy_only=False)
+    base = flat.offsets.to_numpy()[0] if len(flat) else 0
+    for r in range(len(arr)):
+        if not valid[r]:
+            out.append(None)
+            continue
+        a, b = offsets[r] - offsets[0], offsets[r + 1] - offsets[0]
+        lo = flat.offsets[a].as_py() - base
+        hi = flat.offsets[b].as_py() - base
+        out.append(values[lo:hi].reshape(b - a, width))
+    return out
+
+
 class Actions(Stage):
-    """Unified pseudo-actions per window, with the mask of the parts present."""
+    """Unified pseudo-actions per window, with the mask of the parts present.
+
+    Trajectories are read from `sources` once per episode (cached per worker), so a long
+    episode cut into many windows is fetched once, not once per window."""
 
     name = "actions"
     table = "clips"
-    inputs = [
-        "start_frame",
-        "end_frame",
-        "sources.embodiment",
-        "sources.traj_ego",
-        "sources.traj_left_wrist",
-        "sources.traj_right_wrist",
-        "sources.traj_ee",
-        "sources.traj_left_fingers",
-        "sources.traj_right_fingers",
-        "sources.traj_gripper",
-    ]
+    inputs = ["source_id", "start_frame", "end_frame"]
     outputs = [
         pa.field(
             "actions",
@@ -119,62 +132,92 @@ class Actions(Stage):
         pa.field("action_idle_steps", pa.int32()),
         pa.field("embodiment", pa.string()),
     ]
-    version = "1"
-    segment_rows = 128
+    version = "2"
+    segment_rows = 256
     settings = {"idle_translation": 1e-3, "idle_rotation": 1e-3, "idle_grasp": 1e-3}
+    cache_episodes = 64
+
+    def setup(self, ctx) -> None:
+        self.sources = ctx.lake().table("sources") if ctx is not None else None
+        self.cache: dict[str, tuple[str | None, dict]] = {}
+
+    def _episodes(self, ids: list[str]) -> None:
+        need = sorted({i for i in ids if i is not None and i not in self.cache})
+        if not need:
+            return
+        if len(self.cache) + len(need) > self.cache_episodes:
+            self.cache.clear()
+        names = [f"traj_{n}" for n, _ in ACTION_LAYOUT]
+        have = [n for n in names if n in self.sources.schema.names]
+        quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in need)
+        tbl = self.sources.to_table(columns=["id", "embodiment", *have], filter=f"id IN ({quoted})")
+        arrays = {}
+        for n, _ in ACTION_LAYOUT:
+            col = f"traj_{n}"
+            if col in have and n != "gripper":  # stored per frame: a flat 4x4 pose or 5 tips x 3
+                arrays[n] = _nested_to_numpy(tbl[col], 16 if n in POSE_PARTS else 15)
+            elif col in have:
+                g = tbl[col].to_pylist()
+                arrays[n] = [
+                    None if v is None else np.asarray(v, np.float32).reshape(-1, 1) for v in g
+                ]
+        for r, sid in enumerate(tbl["id"].to_pylist()):
+            self.cache[sid] = (
+                tbl["embodiment"][r].as_py(),
+                {n: arrays[n][r] if n in arrays else None for n, _ in ACTION_LAYOUT},
+            )
+        for sid in need:
+            self.cache.setdefault(sid, (None, {}))
 
     def compute(self, batch: pa.RecordBatch):
-        cols = {n: batch.column(f"sources.traj_{n}").to_pylist() for n, _ in ACTION_LAYOUT}
-        emb = batch.column("sources.embodiment").to_pylist()
+        ids = batch.column("source_id").to_pylist()
+        self._episodes(ids)
         starts = batch.column("start_frame").to_pylist()
         ends = batch.column("end_frame").to_pylist()
-        out = {
-            k: []
-            for k in (
-                "actions",
-                "action_mask",
-                "action_steps",
-                "action_idle_steps",
-                "embodiment",
-                "actions_error",
-            )
-        }
-        for r in range(batch.num_rows):
-            if emb[r] is None:  # a plain video: no trajectories (see camera_motion)
+        keys = ("actions", "action_mask", "action_steps", "action_idle_steps", "embodiment")
+        out = {k: [] for k in (*keys, "actions_error")}
+        for sid, a, b in zip(ids, starts, ends, strict=True):
+            emb, traj = self.cache.get(sid, (None, {}))
+            if emb is None:  # a plain video: no trajectories (see camera_motion)
                 for k in out:
                     out[k].append(None)
                 continue
-            traj = {
-                n: None if cols[n][r] is None else np.asarray(cols[n][r], dtype=np.float32)
-                for n, _ in ACTION_LAYOUT
-            }
             frames = max((len(v) for v in traj.values() if v is not None), default=0)
-            if frames and ends[r] > frames:
+            if frames and b > frames:
                 out["actions_error"].append(
-                    f"window ends at frame {ends[r]} but the episode has {frames} frames"
+                    f"window ends at frame {b}, the episode has {frames} frames"
                 )
-                for k in (
-                    "actions",
-                    "action_mask",
-                    "action_steps",
-                    "action_idle_steps",
-                    "embodiment",
-                ):
+                for k in keys:
                     out[k].append(None)
                 continue
             acts, mask, idle = window_actions(
                 traj,
-                starts[r],
-                ends[r],
-                emb[r],
+                a,
+                b,
+                emb,
                 float(self.config["idle_translation"]),
                 float(self.config["idle_rotation"]),
                 float(self.config["idle_grasp"]),
             )
-            out["actions"].append(acts.tolist())
+            out["actions"].append(acts)
             out["action_mask"].append(mask.tolist())
             out["action_steps"].append(len(acts))
             out["action_idle_steps"].append(idle)
-            out["embodiment"].append(emb[r])
+            out["embodiment"].append(emb)
             out["actions_error"].append(None)
+        out["actions"] = _actions_array(out["actions"])
         return out
+
+
+def _actions_array(rows: list[np.ndarray | None]) -> pa.Array:
+    """Per row a (steps, ACTION_DIM) array -> list<list<float32>> built from numpy."""
+    valid = [r is not None for r in rows]
+    steps = [len(r) if r is not None else 0 for r in rows]
+    values = np.concatenate([r.reshape(-1) for r in rows if r is not None] or [np.zeros(0)])
+    inner = pa.ListArray.from_arrays(
+        pa.array(np.arange(0, sum(steps) * ACTION_DIM + 1, ACTION_DIM, dtype=np.int32)),
+        pa.array(values.astype(np.float32)),
+    )
+    outer = np.concatenate([[0], np.cumsum(steps)]).astype(np.int32)
+    mask = pa.array([not v for v in valid])
+    return pa.ListArray.from_arrays(pa.array(outer), inner, mask=mask)
