@@ -24,8 +24,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--episodes", type=int, default=40)
     ap.add_argument("--frames", type=int, default=600)
     args = ap.parse_args(argv)
-    import sila
     from sila.stages.actions import window_actions
+
+    import sila
     from tests.episode_data import generic_dataset
 
     with tempfile.TemporaryDirectory(prefix="sila-bench-actions-") as d:
@@ -37,8 +38,23 @@ def main(argv: list[str]) -> int:
         t = time.perf_counter()
         lake.run("actions")
         ours = n / (time.perf_counter() - t)
-        src = lake.table("sources").to_table(columns=["traj_ego", "traj_left_wrist", "traj_right_wrist", "traj_left_fingers", "traj_right_fingers"]).to_pylist()
-        trajs = [{k.removeprefix("traj_"): np.asarray(v, dtype=np.float32) for k, v in s.items()} for s in src]
+        src = (
+            lake.table("sources")
+            .to_table(
+                columns=[
+                    "traj_ego",
+                    "traj_left_wrist",
+                    "traj_right_wrist",
+                    "traj_left_fingers",
+                    "traj_right_fingers",
+                ]
+            )
+            .to_pylist()
+        )
+        trajs = [
+            {k.removeprefix("traj_"): np.asarray(v, dtype=np.float32) for k, v in s.items()}
+            for s in src
+        ]
         t = time.perf_counter()
         count = 0
         for traj in trajs:
@@ -47,14 +63,20 @@ def main(argv: list[str]) -> int:
                 window_actions(traj, a, a + 20, "egocentric", 1e-3, 1e-3, 1e-3)
                 count += 1
         ref = count / (time.perf_counter() - t)
-    report("actions_windows_per_s", ours, ref, " win/s",
-           f"{n} windows of 20 frames; ratio = stage / plain numpy loop (target >= 0.8)")
+    report(
+        "actions_windows_per_s",
+        ours,
+        ref,
+        " win/s",
+        f"{n} windows of 20 frames; ratio = stage / plain numpy loop (target >= 0.8)",
+    )
     _vo()
     return 0
 
 
 def _vo() -> None:
     from sila.stages.camera_motion import CameraMotion
+
     from tests.test_episodes import render_pan
 
     errs = []
@@ -67,5 +89,7 @@ def _vo() -> None:
             out = st._one(str(p), 160, 120)
             got = np.asarray(out["cam_rotation_axis"])
             errs.append(math.degrees(math.acos(min(1.0, abs(float(got @ axis))))))
-    print(f"vo_rotation_direction_error_deg: max={max(errs):.2f} mean={np.mean(errs):.2f} "
-          f"(pans of 0.3, 0.6, 1.0 deg/frame; target < 5)")
+    print(
+        f"vo_rotation_direction_error_deg: max={max(errs):.2f} mean={np.mean(errs):.2f} "
+        f"(pans of 0.3, 0.6, 1.0 deg/frame; target < 5)"
+    )
