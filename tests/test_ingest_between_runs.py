@@ -59,7 +59,11 @@ def test_ingest_while_a_stage_runs(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        rep = lake.ingest([folder(tmp_path / "b", 40, start=40)], rows_per_fragment=10)
+        b = folder(tmp_path / "b", 40, start=40)
+        m = b / "m.jsonl"  # a new meta column too: a schema change while the job commits
+        m.write_text("".join(f'{{"path": "{p.name}", "label": "n{i}"}}\n'
+                             for i, p in enumerate(sorted(b.glob("*.png")))))  # fmt: skip
+        rep = lake.ingest([m], rows_per_fragment=10)
         out, err = job.communicate(timeout=300)
     finally:
         if job.poll() is None:
@@ -70,3 +74,4 @@ def test_ingest_while_a_stage_runs(tmp_path):
     t = lake.table("sources").to_table(columns=["thumbnail", "thumbnail_error"])
     assert t.num_rows == 80 and t["thumbnail"].null_count == 0
     assert t["thumbnail_error"].null_count == 80
+    assert lake.sql("select count(meta_label) as n from sources")["n"][0].as_py() == 40
