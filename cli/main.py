@@ -31,6 +31,10 @@ from sila.cli.ops import register as _register_ops  # noqa: E402
 
 _register_ops(app)  # pipeline, jobs, doctor, skill, remove, gc
 
+from sila.cli.search import register as _register_search  # noqa: E402
+
+_register_search(app)  # search, index, dedup
+
 from sila.cli.export import register as _register_export  # noqa: E402
 
 _register_export(app)  # export wds, devtable, snapshot, card

@@ -27,6 +27,7 @@ from sila.coordinator.state import (
 )
 from sila.coordinator.worker import FragmentWorker
 
+from sila.coordinator.global_fit import ensure_fit
 from sila.errors import SilaError
 from sila.recipe import load_recipe, stage_settings
 from sila.registry import portable_spec, resolve
@@ -64,6 +65,7 @@ def run_stage(lake, spec, options: RunOptions | None = None, **overrides: Any) -
         lake.storage_options.setdefault(k, str(v))
     conf = stage_settings(recipe_doc, cls.name, run.settings)
     stage = cls(**conf)  # validates settings before anything is written
+    run.recompute = ensure_fit(lake, cls, stage, run.recompute)  # global stages: fit first
     identity = stage.work_identity()
     columns = prepare_columns(lake, cls, recompute=run.recompute, identity=identity)
     job = JobRecord(

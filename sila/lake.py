@@ -248,6 +248,17 @@ class Lake:
 
         return lake_status(self)
 
+    def search(self, text: str | None = None, **kwargs: Any):
+        """Nearest clips to a text, `like="<clip id>"`, `image="file.jpg"` or `vector=`; with
+        `k=`, `where=` (SQL prefilter), `columns=`. Returns a SearchResult (`.results`,
+        `.exact`, `.random_weights`, `.notes`). Example::
+
+            lake.search("a robot arm picking a cup", k=5, where="dedup_keep")
+        """
+        from sila.retrieval.search import search
+
+        return search(self, text, **kwargs)
+
     def sql(self, query: str) -> pa.Table:
         """Run DuckDB SQL over the lake's tables, visible by name. Returns Arrow."""
         import duckdb

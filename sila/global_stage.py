@@ -1,0 +1,127 @@
+"""The *global* stage kind: fit once over (a seeded sample of) the table, then assign per fragment.
+
+A `GlobalStage` adds `fit(lake, ctx) -> Fit` to the Stage contract. The coordinator
+(`sila.coordinator.global_fit.ensure_fit`) runs the fit before the job when there is none, when
+the stage's settings or version changed, or on `--recompute` (= refit), and stores it,
+versioned, under `_sila/fits/<table>/<stage>/<fit_id>/`. The assign pass is an ordinary
+enrich pass through the usual leases, segments and commits: `setup(ctx)` loads the current fit
+(`self.fit_state`) and stamps its id into the columns' metadata (`sila.fit`), so a column is
+never half one fit and half another. Rows added later are assigned against the stored fit.
+
+Used by `dedup` (k-means centroids + groups) and meant for normalisers (per-dimension
+statistics fitted on a sample, applied per row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sila.column_stamp import stamp_columns
+from sila.errors import SilaError
+from sila.stage import Stage, StageContext
+
+
+@dataclass
+class FitContext:
+    """Handed to `GlobalStage.fit`."""
+
+    seed: int = 0
+    sample_rows: int = 100_000
+    lake_uri: str = ""
+
+
+@dataclass
+class Fit:
+    """A fitted artifact: named files (bytes) plus a JSON-able summary."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    fit_id: str = ""
+    signature: str = ""
+    created_at: float = 0.0
+
+
+class FitStore:
+    """`_sila/fits/<table>/<stage>/`: one folder per fit, `current.json` names the one in use."""
+
+    def __init__(self, lake, table: str, stage: str) -> None:
+        self.store = lake.store
+        self.prefix = f"fits/{table}/{stage}"
+
+    def current(self) -> Fit | None:
+        raw = self.store.get(f"{self.prefix}/current.json")
+        if raw is None:
+            return None
+        meta = json.loads(raw)
+        return self.load(meta["fit_id"])
+
+    def load(self, fit_id: str) -> Fit | None:
+        raw = self.store.get(f"{self.prefix}/{fit_id}/fit.json")
+        if raw is None:
+            return None
+        meta = json.loads(raw)
+        files = {}
+        for name in meta["files"]:
+            data = self.store.get(f"{self.prefix}/{fit_id}/{name}")
+            if data is None:
+                raise SilaError(
+                    f"fit {fit_id} is incomplete: {name} is missing; refit with --recompute"
+                )
+            files[name] = data
+        return Fit(files, meta["summary"], fit_id, meta["signature"], meta["created_at"])
+
+    def save(self, fit: Fit) -> Fit:
+        """Write the files, then the fit's record, then point `current` at it (atomic puts)."""
+        fit.created_at = time.time()
+        digest = hashlib.sha1(fit.signature.encode())
+        for name in sorted(fit.files):
+            digest.update(name.encode())
+            digest.update(hashlib.sha1(fit.files[name]).digest())
+        fit.fit_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(fit.created_at))}-{digest.hexdigest()[:8]}"
+        for name, data in fit.files.items():
+            self.store.put(f"{self.prefix}/{fit.fit_id}/{name}", data)
+        meta = {
+            "fit_id": fit.fit_id,
+            "signature": fit.signature,
+            "created_at": fit.created_at,
+            "files": sorted(fit.files),
+            "summary": fit.summary,
+        }
+        self.store.put(f"{self.prefix}/{fit.fit_id}/fit.json", json.dumps(meta, indent=1).encode())
+        self.store.put(f"{self.prefix}/current.json", json.dumps({"fit_id": fit.fit_id}).encode())
+        return fit
+
+
+class GlobalStage(Stage):
+    """A stage that needs the whole table: `fit` first (once), then a per-fragment assign."""
+
+    is_global: ClassVar[bool] = True
+    fit_sample_rows: ClassVar[int] = 100_000
+    fit_seed: ClassVar[int] = 0
+
+    def fit(self, lake, ctx: FitContext) -> Fit:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def fit_signature(self) -> str:
+        """What makes two fits interchangeable: the stage's version and effective settings."""
+        conf = json.dumps(self.config, sort_keys=True, default=str)
+        return f"{type(self).resolved_version()}|{conf}"
+
+    def setup(self, ctx: StageContext) -> None:
+        lake = ctx.lake()
+        fit = FitStore(lake, self.table, self.name).current()
+        if fit is None:
+            raise SilaError(
+                f"stage '{self.name}' has no fit yet; run it with `sila run {self.name}` (the "
+                "coordinator fits before assigning)"
+            )
+        self.fit_state = fit
+        stamp_columns(lake, self.table, self.name, {"sila.fit": fit.fit_id}, guarded=["sila.fit"])
+        self.load_fit(fit, ctx)
+
+    def load_fit(self, fit: Fit, ctx: StageContext) -> None:
+        """Unpack the fit's files for `compute` (once per worker)."""
