@@ -19,8 +19,10 @@ from sila.coordinator.discovery import is_done
 from sila.coordinator.faults import fault_point
 from sila.coordinator.fragment import RowPlan, finish_values, plan_rows
 from sila.coordinator.gating import apply_gate
-from sila.coordinator.inputs import BlobMaterializer, InputPlan, materialize, segment_part
+from sila.coordinator.inputs import InputPlan, segment_part
+from sila.coordinator.keeper import StateKeeper
 from sila.coordinator.leases import COMMITTED, Heartbeat, LeaseStore, new_owner_id
+from sila.coordinator.local_runner import LocalRunner, Unwritten, done_future
 from sila.coordinator.options import WorkerOptions
 from sila.coordinator.state import (
     DONE,
@@ -29,40 +31,18 @@ from sila.coordinator.state import (
     STALE,
     FragmentWork,
     StageRecords,
-    base_identity,
     classify,
     dependencies,
     file_stem,
 )
-from sila.coordinator.steps import SegmentResult, run_steps, setup_stage
+from sila.coordinator.steps import SegmentResult
 from sila.coordinator.watch import FailureWatch
 
 from sila.errors import LeaseLost
 from sila.lake import Lake
-from sila.schema import owner
 from sila.stage import Stage, StageContext
 
 __all__ = ["FragmentWorker", "LocalRunner", "WorkerOptions"]
-
-
-class LocalRunner:
-    """Runs a segment's three steps in this process (inline and process executors)."""
-
-    def __init__(self, lake: Lake, stage: Stage, ctx: StageContext) -> None:
-        self.lake, self.stage, self.ctx = lake, stage, ctx
-        self.blobs = BlobMaterializer(lake)
-
-    def start(self) -> None:
-        setup_stage(self.stage, self.ctx)  # its failure fails the job, naming the stage's words
-
-    def __call__(self, plan: InputPlan, part: pa.RecordBatch) -> SegmentResult:
-        try:
-            return run_steps(self.stage, materialize(plan, part, self.blobs))
-        finally:
-            self.blobs.trim()
-
-    def close(self) -> None:
-        self.blobs.close()
 
 
 class FragmentWorker:
@@ -90,7 +70,8 @@ class FragmentWorker:
         self.leases = LeaseStore(lake.store, ttl=opts.ttl)
         self.heartbeat = Heartbeat(self.leases, opts.heartbeat or opts.ttl / 4)
         self.checkpoints = Checkpoints(lake.store, self.table, self.name, self.identity)
-        self.records = StageRecords(lake.store, self.table, self.name)
+        self.keeper = StateKeeper(lake, cls, self.identity, opts.job, opts.reset)
+        self.records = self.keeper.records
         self.committer = Committer(
             lake,
             self.table,
@@ -103,9 +84,6 @@ class FragmentWorker:
         self.segment_rows = opts.segment_rows or cls.segment_rows
         self.watch = FailureWatch(self.name, cls.error_column(), report)
         self.held: list[Finished] = []  # finished while the stage is still being judged
-        self.written: dict[str, tuple[str, str | None]] = {}  # key -> (new stem, replaced stem)
-        self.reset_pending = opts.reset  # new version / --recompute: reset after a good segment
-        self.write_ds = None  # the dataset to write against once the reset happened
         self.concurrency = max(1, concurrency)
         # Segments of one fragment computed at once (Ray: keeps every actor busy on the last
         # fragment too). Their number across all fragments is bounded by this pool's size.
@@ -128,7 +106,6 @@ class FragmentWorker:
         self._lock = threading.Lock()
         self._listed_at = self._fresh_at = 0.0
         self._fresh = None
-        self._base = None  # (dataset, identity its columns were created under)
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> None:
@@ -157,10 +134,10 @@ class FragmentWorker:
         self._listed_at = self._fresh_at = time.monotonic()
         self._fresh = ds
         cls = type(self.stage)
-        self.deps = deps = dependencies(ds.schema, cls)
+        self.keeper.deps = deps = dependencies(ds.schema, cls)
         upstream = {u: StageRecords(self.lake.store, self.table, u).load() for u in deps.all}
         works = classify(ds, cls, self.identity, self.records.load(), upstream, deps)
-        if self._before_reset(ds):  # the columns are reset before the first commit: redo all
+        if self.keeper.before_reset(ds):  # the columns are reset before the first commit: redo all
             for w in works:
                 if w.status != "deferred":
                     w.status, w.record = PENDING, None
@@ -231,7 +208,7 @@ class FragmentWorker:
                     attempted.add(work.ref.key)
                     progressed = True
                     if pool is None:
-                        inflight.add(_done_future(self._process_or_drop, work, lease))
+                        inflight.add(done_future(self._process_or_drop, work, lease))
                         collect(block=False)
                     else:
                         inflight.add(pool.submit(self._process_or_drop, work, lease))
@@ -254,20 +231,9 @@ class FragmentWorker:
     def _release_held(self) -> None:
         held, self.held = self.held, []
         for fin in held:
-            if isinstance(fin, _Unwritten):  # computed before the reset could happen
+            if isinstance(fin, Unwritten):  # computed before the reset could happen
                 fin = self._finish(*fin.args)
             self.committer.add(fin)
-
-    def _before_reset(self, ds) -> bool:
-        """A planned column reset has not happened yet in `ds` (the reset stamps the job id)."""
-        if not self.reset_pending:
-            return False
-        from sila.coordinator.columns import RESET_JOB
-
-        mine = [f for f in ds.schema if owner(f) == self.name]
-        return not mine or any(
-            (f.metadata or {}).get(RESET_JOB) != self.opts.job.encode() for f in mine
-        )
 
     def _claim(self, work: FragmentWork):
         ref = work.ref
@@ -320,14 +286,7 @@ class FragmentWorker:
                 f.lease is None or f.lease.gen > 1 or f.lease.segments_done
             ):  # else none were written
                 self.checkpoints.clear(f.ref.key)
-        for f in committed:  # the replaced data file is gone from the manifest: so is its record
-            _, old = self.written.pop(f.ref.key, (None, None))
-            if old:
-                self.records.forget(old)
-        for f in [*skipped, *lost]:  # never committed: their records describe nothing
-            new, _ = self.written.pop(f.ref.key, (None, None))
-            if new:
-                self.records.forget(new)
+        self.keeper.committed(committed, [*skipped, *lost])
         self.report(
             {
                 "fragments_done": len(committed),
@@ -344,14 +303,17 @@ class FragmentWorker:
         cls = type(self.stage)
         ref = work.ref
         ds = self.ds  # the snapshot the fragment was listed from: no manifest re-read
-        fresh = self._before_reset(ds) or work.status == PENDING
+        fresh = self.keeper.before_reset(ds) or work.status == PENDING
         rows = plan_rows(
             ds, cls, work, self.records, self.opts.where, self.opts.retry_errors, fresh
         )
         sel = rows.selection
         n = len(sel.offsets)
         if n == 0 and work.has_values and not fresh:
-            return self._record_only(work, rows, lease)
+            self.keeper.unchanged(work, rows)
+            self.heartbeat.drop(lease)
+            self.leases.release(lease, committed=True)
+            return None
         sig = selection_signature(sel.offsets)
         bounds = [(a, min(a + self.segment_rows, n)) for a in range(0, n, self.segment_rows)]
         # Checkpoints can only exist if an earlier generation held this fragment.
@@ -402,27 +364,13 @@ class FragmentWorker:
                 fut.cancel()
         if lease.lost:
             raise LeaseLost(ref.key)
-        if self._before_reset(ds) and self.watch.judging:
-            return _Unwritten((ds, work, lease, rows, results))  # reset once the code proves good
+        if self.keeper.before_reset(ds) and self.watch.judging:
+            return Unwritten((ds, work, lease, rows, results))  # reset once the code proves good
         return self._finish(ds, work, lease, rows, results)
 
     def _timed(self, plan: InputPlan, part: pa.RecordBatch) -> tuple[SegmentResult, float]:
         t0 = time.perf_counter()
         return self.runner(plan, part), time.perf_counter() - t0
-
-    def _target(self, ds):
-        """The dataset a data file is written against: after a column reset, the new fields.
-        The reset itself happens here, once the new code has produced a good segment."""
-        if not self._before_reset(ds):
-            return ds
-        with self._lock:
-            if self.write_ds is None:
-                from sila.coordinator.columns import reset_columns
-
-                self.write_ds = reset_columns(
-                    self.lake, type(self.stage), self.opts.job, self.identity
-                )
-        return self.write_ds
 
     def _finish(
         self, ds, work: FragmentWork, lease, rows: RowPlan, results: list[SegmentResult]
@@ -435,7 +383,7 @@ class FragmentWorker:
             if results
             else schema.empty_table()
         )
-        target = self._target(ds)
+        target = self.keeper.target(ds)
         full = finish_values(ds, cls, ref, rows, values)
         children = [r.children for r in results if r.children is not None and r.children.num_rows]
         if children:
@@ -445,7 +393,7 @@ class FragmentWorker:
         fault_point("before_commit")
         data_file = write_data_file(target, full)
         replaced = work.stem if (work.has_values and target is ds) else None
-        self._write_record(file_stem(data_file.path), work, rows, replaced)
+        self.keeper.wrote(target, file_stem(data_file.path), work, rows, replaced)
         n_errors = len(rows.selection.offsets) - values.column(cls.error_column()).null_count
         return Finished(
             ref,
@@ -455,68 +403,3 @@ class FragmentWorker:
             errors=n_errors,
             replace=replaced is not None or self.opts.retry_errors,
         )
-
-    def _write_record(self, stem: str, work: FragmentWork, rows: RowPlan, replaced) -> None:
-        if self._plain(rows):  # what a file without a record means: nothing to write
-            self.written[work.ref.key] = (None, replaced)
-            return
-        self.records.write(
-            stem,
-            self.identity,
-            work.inputs_hash,
-            work.where_hash,
-            rows.complete,
-            rows.computed,
-            work.ref.physical_rows,
-            {"job": self.opts.job, "version": self.version, "fragment": work.ref.key},
-        )
-        self.written[work.ref.key] = (stem, replaced)
-
-    def _plain(self, rows: RowPlan) -> bool:
-        """Complete, no rows tracked, no upstream, computed under the columns' own identity: the
-        common case needs no record (one store write less per fragment)."""
-        if not rows.complete or rows.computed is not None or self.deps.all:
-            return False
-        if self._base is None or self._base[0] is not self.ds:
-            self._base = (self.ds, base_identity(self.write_ds or self.ds, self.name))
-        return self._base[1] == self.identity
-
-    def _record_only(self, work: FragmentWork, rows: RowPlan, lease) -> None:
-        """Nothing new to compute (e.g. no row became eligible): the data file stays, a record
-        says it is complete under the current eligibility."""
-        if (
-            work.record is None
-            or rows.complete != work.record.complete
-            or (work.record.where_hash != work.where_hash)
-        ):
-            self.records.write(
-                work.stem,
-                self.identity,
-                work.inputs_hash,
-                work.where_hash,
-                rows.complete,
-                rows.computed,
-                work.ref.physical_rows,
-                {"job": self.opts.job, "version": self.version, "fragment": work.ref.key},
-            )
-        self.heartbeat.drop(lease)
-        self.leases.release(lease, committed=True)
-        return None
-
-
-class _Unwritten:
-    """A fragment computed while a new version is still judged: its data file is written (and
-    the columns reset) only once the new code has produced a good segment."""
-
-    def __init__(self, args: tuple) -> None:
-        self.args = args
-
-
-def _done_future(fn, *args) -> Future:
-    """Run `fn` now, in this thread, and wrap the outcome as a finished Future (inline mode)."""
-    fut: Future = Future()
-    try:
-        fut.set_result(fn(*args))
-    except BaseException as e:  # noqa: BLE001 - re-raised by fut.result()
-        fut.set_exception(e)
-    return fut
