@@ -9,7 +9,11 @@ lake.run("thumbnail")
 import os
 
 # Lance's Rust log warns on every DataReplacement commit ("not stable yet"); keep stderr readable.
-os.environ.setdefault("LANCE_LOG", "error")
+# Set before lance loads (it reads this once); a user's own LANCE_LOG wins, and debugging SILA
+# (SILA_LOG_LEVEL=debug) keeps Lance's warnings in the log.
+os.environ.setdefault(
+    "LANCE_LOG", "warn" if os.environ.get("SILA_LOG_LEVEL", "").lower() == "debug" else "error"
+)
 
 # `sila.stage` is the decorator (the module of the same name stays importable as sila.stage
 # through `from sila.stage import ...`, which reads sys.modules).
