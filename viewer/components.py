@@ -29,15 +29,21 @@ def table_picker(label: str = "table", key: str = "table", prefer: str = "clips"
     return st.selectbox(label, names, index=names.index(default), key=key)
 
 
-def sample_link(table: str, row_id: str, label: str | None = None) -> None:
+def sample_link(table: str, row_id: str, label: str | None = None, n: int = 42) -> None:
     st.page_link(
-        SAMPLE_PAGE, label=label or _short(row_id), query_params={"table": table, "id": row_id}
+        SAMPLE_PAGE, label=label or _short(row_id, n), query_params={"table": table, "id": row_id}
     )
 
 
 def _short(text: str, n: int = 42) -> str:
+    """Shortened for a label; a clip id keeps its distinguishing frame range whole."""
     text = str(text)
-    return text if len(text) <= n else text[: n // 2 - 1] + "…" + text[-(n // 2) + 1 :]
+    if len(text) <= n:
+        return text
+    head, sep, tail = text.rpartition("/")
+    if sep and len(tail) < n - 6:
+        return head[: max(4, n - len(tail) - 2)] + "…/" + tail
+    return text[: n // 2 - 1] + "…" + text[-(n // 2) + 1 :]
 
 
 def grid(table: str, page: pa.Table, label_columns: list[str], per_row: int = 4) -> None:
@@ -55,7 +61,7 @@ def grid(table: str, page: pa.Table, label_columns: list[str], per_row: int = 4)
                 else:
                     st.caption("(no picture)")
                 if rec.get("id") is not None:
-                    sample_link(table, rec["id"])
+                    sample_link(table, rec["id"], n=22)
                 bits = [f"{c}={_fmt(rec[c])}" for c in label_columns if c in rec and c != "id"]
                 if bits:
                     st.caption(" · ".join(bits))
@@ -189,3 +195,9 @@ def _group_body(members: list[data.Column], rec: dict) -> None:
             hide_index=True,
             width="stretch",
         )
+
+
+def plot(chart, height: int) -> None:
+    """An Altair chart across the page at `height` pixels (the chart's own height is not
+    always honoured once the chart is stretched to the container)."""
+    st.altair_chart(chart.properties(height=height), width="stretch", height=height)

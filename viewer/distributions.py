@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import streamlit as st
 from sila.viewer import data
-from sila.viewer.components import missing, table_picker
+from sila.viewer.components import missing, plot, table_picker
 
 from sila.buckets import Buckets, recipe_buckets
 
@@ -86,9 +86,8 @@ def _numbers(table: str, cols: list[data.Column]) -> None:
                     y=alt.Y("rows:Q"),
                     tooltip=["lo", "hi", "rows"],
                 )
-                .properties(height=200)
             )
-            st.altair_chart(chart, width="stretch")
+            plot(chart, 220)
 
 
 def _counts(table: str, cols: list[data.Column]) -> None:
@@ -121,9 +120,8 @@ def _counts(table: str, cols: list[data.Column]) -> None:
                 .encode(
                     x="rows:Q", y=alt.Y("value:N", sort="-x", title=None), tooltip=["value", "rows"]
                 )
-                .properties(height=max(60, 22 * len(df)))
             )
-            st.altair_chart(chart, width="stretch")
+            plot(chart, 110 + 24 * len(df))  # title, axis and padding are inside the height
 
 
 def _pick(table: str, *names: str) -> str | None:
@@ -164,7 +162,7 @@ def _buckets(table: str) -> None:
     )
     heat = base.mark_rect().encode(color=alt.Color("samples:Q", scale=alt.Scale(scheme="blues")))
     text = base.mark_text().encode(text="samples:Q")
-    st.altair_chart((heat + text).properties(height=60 + 36 * len(rl)), width="stretch")
+    plot(heat + text, 60 + 36 * len(rl))
     st.caption(
         f"{int(ok.sum()):,} samples by short side of ({w}, {h}) and {d}; edges from the "
         "recipe's [buckets] (the same buckets export uses)"
@@ -216,10 +214,7 @@ def _embedding_map(table: str, cols: list[data.Column]) -> None:
     enc = {"x": "pc1:Q", "y": "pc2:Q", "tooltip": ["id"] + ([color] if color else [])}
     if color:
         enc["color"] = alt.Color(f"{color}:N")
-    st.altair_chart(
-        alt.Chart(df).mark_circle(size=28, opacity=0.7).encode(**enc).properties(height=420),
-        width="stretch",
-    )
+    plot(alt.Chart(df).mark_circle(size=28, opacity=0.7).encode(**enc), 420)
     st.caption(f"{len(df):,} random rows with `{name}`")
 
 

@@ -78,7 +78,7 @@ def _group(table: str, gid, size: int, members: pa.Table) -> None:
             with cell:
                 if thumbs[i]:
                     st.image(thumbs[i], width="stretch")
-                sample_link(table, r["id"])
+                sample_link(table, r["id"], n=18)
                 sim = r.get("dedup_similarity")
                 sim_txt = f"similarity {sim:.3f}" if sim is not None else ""
                 if r.get("dedup_keep"):

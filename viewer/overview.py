@@ -8,7 +8,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 from sila.viewer import data
-from sila.viewer.components import missing
+from sila.viewer.components import missing, plot
 
 STAGE_KEYS = (
     ("fragments_done", "done"),
@@ -32,7 +32,10 @@ def render() -> None:
     for col, name in zip(cols, names, strict=True):
         t = tables.get(name, {})
         col.metric(f"{name}", f"{t.get('rows', 0):,} rows")
-        col.caption(f"{t.get('fragments', 0):,} fragments · version {t.get('version', '?')}")
+        frags = t.get("fragments", 0)
+        col.caption(
+            f"{frags:,} fragment{'s' if frags != 1 else ''} · version {t.get('version', '?')}"
+        )
     if "clips" not in names:
         missing("The clips table is", None, "clips")
     _stages(tables)
@@ -72,9 +75,8 @@ def _stages(tables: dict) -> None:
             color=alt.Color("table:N"),
             tooltip=[c for c in df.columns if c != "label"],
         )
-        .properties(height=max(80, 28 * len(df)))
     )
-    st.altair_chart(chart, width="stretch")
+    plot(chart, 70 + 26 * len(df))  # the height includes axes and padding
     st.dataframe(
         df.drop(columns=["label"]),
         hide_index=True,
@@ -131,9 +133,8 @@ def _versions(names: list[str]) -> None:
             color="table:N",
             tooltip=["table", "version", "time", "rows", "fragments"],
         )
-        .properties(height=220)
     )
-    st.altair_chart(chart, width="stretch")
+    plot(chart, 220)
     st.caption(
         " · ".join(f"{n}: {len(df[df.table == n])} versions" for n in names)
         + " (each point is a commit: ingests add rows, stages add columns)"
@@ -159,9 +160,8 @@ def _column_coverage(names: list[str]) -> None:
                     color=alt.Color("stage:N"),
                     tooltip=["column", "stage", "rows", alt.Tooltip("coverage:Q", format=".1%")],
                 )
-                .properties(height=max(80, 18 * len(df)))
             )
-            st.altair_chart(chart, width="stretch")
+            plot(chart, 70 + 18 * len(df))
 
 
 @st.fragment(run_every=5)
