@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sila.media import ffmpeg_exe, run_ffmpeg
+from sila.media import ffmpeg_exe
 
 W, H, FPS = 320, 180, 15
 SPEECH = Path(__file__).resolve().parents[1] / "tests" / "data" / "speech_espeak.flac"
@@ -167,11 +167,49 @@ def make_no_audio(out: Path, seconds: float = 2.0) -> Path:
     return path
 
 
+def case_lake(root: str | Path, ocr_frames: int = 1):
+    """Every case through the real pipeline in a new lake under `root`: ingest -> split (one
+    window per file) -> transcode -> video_signals / audio_signals -> quality / audio.
+
+    Returns (lake, {case name: clip id}); audio cases are named `audio_<case>`.
+    """
+    from sila.lake import Lake
+
+    base = Path(root)
+    media = base / "media"
+    paths = {**make_video_cases(media)}
+    paths.update({f"audio_{k}": v for k, v in make_audio_cases(media).items()})
+    paths["audio_no_track"] = make_no_audio(media)
+    lake = Lake(base / "lake").init()
+    rep = lake.ingest(list(paths.values()))
+    if rep.failed:
+        raise RuntimeError(f"ingest failed: {rep.failures}")
+    split = {"method": "fixed-stride", "window_s": 10.0, "stride_s": 10.0}
+    for stage, settings in (
+        ("split", split),
+        ("transcode", {}),
+        ("video_signals", {"ocr_frames": ocr_frames}),
+        ("audio_signals", {}),
+        ("quality", {}),
+        ("audio", {}),
+    ):
+        job = lake.run(stage, settings=settings)
+        if job["state"] != "succeeded":
+            raise RuntimeError(f"{stage} failed: {job}")
+    names = {p.name: k for k, p in paths.items()}
+    src = lake.table("sources").to_table(columns=["id", "filename"]).to_pylist()
+    by_src = {s["id"]: names[s["filename"]] for s in src}
+    clips = lake.table("clips").to_table(columns=["id", "source_id"]).to_pylist()
+    ids = {by_src[c["source_id"]]: c["id"] for c in clips}
+    if len(ids) != len(paths):
+        raise RuntimeError(f"expected one clip per generated file, got {len(ids)}/{len(paths)}")
+    return lake, ids
+
+
 __all__ = [
     "AUDIO_CASES",
     "VIDEO_CASES",
     "Case",
     "make_audio_cases",
     "make_video_cases",
-    "run_ffmpeg",
 ]

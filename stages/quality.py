@@ -78,6 +78,7 @@ class Quality(Filter):
             "too_short",
             "too_long",
             "extreme_aspect",
+            "no_video",
         ],  # fmt: skip
         "flag": [
             "text_overlay",

@@ -146,8 +146,8 @@ class VideoSignals(SettingsVersion, Stage):
         if not path:
             raise RowError("clip has no canonical video (run transcode)")
         w, h = int(row["video_width"] or 0), int(row["video_height"] or 0)
-        if w <= 0 or h <= 0:
-            raise RowError("clip has no video size (transcode columns missing)")
+        if w <= 0 or h <= 0:  # an audio-only clip: nothing to see, which is an answer
+            return {"video_artifacts": ["no_video"]}
         cfg = self.config
         fps = float(cfg["sample_fps"])
         size = scaled_size(w, h, int(cfg["analysis_short_side"]))

@@ -125,3 +125,24 @@ def test_silence_meter_streams_like_one_shot():
     assert (a.max_abs, a.p50_db, a.active_ratio) == (b.max_abs, b.p50_db, b.active_ratio)
     assert a.active_ratio == pytest.approx(2 / 3, abs=2 * FRAME / len(x))
     assert a.p50_db == pytest.approx(-20.0, abs=0.5)  # rms 0.1
+
+
+def test_vad_in_blocks_equals_the_wheels_per_window_model():
+    """Our one-call-per-block use of Silero's sequence export gives the wheel's own answers."""
+    import torch
+    from sila.stages.audio_metrics import SileroVad
+    from sila.stages.signal_io import audio_blocks
+    from silero_vad import load_silero_vad
+
+    from sila.filter_cases import SPEECH
+
+    x = np.concatenate(list(audio_blocks(str(SPEECH))))[: 16000 * 3]
+    vad = SileroVad()
+    for i in range(0, len(x), 7777):  # blocks that cut windows in two
+        vad.add(x[i : i + 7777])
+    model = load_silero_vad(onnx=True)
+    ref = [
+        float(model(torch.from_numpy(x[i : i + 512]), 16000)) for i in range(0, len(x) - 511, 512)
+    ]
+    assert np.allclose(vad.result(), ref, atol=1e-5)
+    assert np.mean(vad.result() >= 0.5) > 0.5  # espeak-ng speech is speech

@@ -144,3 +144,28 @@ def test_quality_tags_from_rules():
     assert q.filter({**row, "video_artifacts": None}).reasons == ["no_signals"]
     assert q.filter({**row, "video_signals_error": "ffmpeg failed"}).reasons == ["signals_error"]
     assert Quality(max_aspect=2.0).filter({**row, "aspect": 0.25}).reasons == ["extreme_aspect"]
+
+
+def test_audio_only_clip_is_rejected_as_no_video():
+    from sila.stages.video_signals import VideoSignals
+
+    out = VideoSignals(ocr="none").measure(
+        {"video": "/x.m4a", "video_width": None, "video_height": None}
+    )
+    assert out == {"video_artifacts": ["no_video"]}
+    assert Quality().filter(out) == Verdict(False, ["no_video"], [])
+
+
+def test_quality_recipe_spells_out_the_stage_defaults():
+    """datasets/quality.toml is the paper's policy as the stages' defaults: running it changes
+    no version, so nothing is recomputed."""
+    from sila.stages.audio import Audio
+    from sila.stages.video_signals import VideoSignals
+
+    from sila.recipe import load_recipe, stage_settings
+
+    recipe = load_recipe("quality")
+    for cls in (Quality, Audio, VideoSignals):
+        conf = stage_settings(recipe, cls.name, None)
+        assert conf and all(cls.settings[k] == v for k, v in conf.items()), cls.name
+        assert cls.rules_version(conf) == cls.rules_version(cls.settings)

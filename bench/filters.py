@@ -1,0 +1,209 @@
+"""Filters: a confusion table per signal on the generated truth, and signal-stage throughput
+next to decoding alone (the same frames at the same scale: the floor any filter pays).
+
+    python -m bench filters [--clips 4] [--seconds 5]
+
+Prints the tables, then `name: ours=X ref=Y ratio=Z` lines in clips/s (ratio = ours / decode-only;
+the target for a CPU signal is >= 0.5). OCR is measured apart: it runs on one sparse frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import bench._util  # noqa: F401 - LANCE_LOG before lance loads
+from bench._util import report
+from sila.filter_cases import AUDIO_CASES, VIDEO_CASES, case_lake
+from sila.media import run_ffmpeg
+
+VIDEO_TAGS = [
+    "static",
+    "frozen",
+    "blur",
+    "dark",
+    "border",
+    "split_screen",
+    "text_overlay",
+    "rotated",
+]
+
+
+def confusion(lake, ids) -> int:
+    """Print per-signal TP/FN/FP/TN and the per-case decisions; return the number of misses."""
+    tbl = lake.table("clips").to_table().to_pylist()
+    by_id = {r["id"]: r for r in tbl}
+    expected = {c.name: set(c.tags) for c in VIDEO_CASES}
+    keep_want = {c.name: c.keep for c in VIDEO_CASES}
+    for name in ids:
+        expected.setdefault(name, set())  # audio cases: a clean moving picture
+        keep_want.setdefault(name, True)
+    print("\nvideo signals (quality tags = reasons + flags) on", len(ids), "generated clips")
+    print(f"{'signal':14s} {'TP':>3s} {'FN':>3s} {'FP':>3s} {'TN':>3s}")
+    misses = 0
+    for tag in VIDEO_TAGS:
+        tp = fn = fp = tn = 0
+        for name, cid in ids.items():
+            r = by_id[cid]
+            got = tag in set(r["quality_reasons"]) | set(r["quality_flags"])
+            want = tag in expected[name]
+            allowed = name == "dark" and tag in ("static", "frozen")  # black frames do not move
+            tp += got and want
+            fn += want and not got
+            fp += got and not want and not allowed
+            tn += not got and not want
+        misses += fn + fp
+        print(f"{tag:14s} {tp:3d} {fn:3d} {fp:3d} {tn:3d}")
+    print(f"\n{'case':16s} {'want':>5s} {'got':>5s}  reasons | flags")
+    for name, cid in ids.items():
+        r = by_id[cid]
+        ok = r["quality_keep"] is keep_want[name]
+        misses += not ok
+        flags = ",".join(r["quality_flags"])
+        print(
+            f"{name:16s} {str(keep_want[name]):>5s} {str(r['quality_keep']):>5s}  "
+            f"{','.join(r['quality_reasons']) or '-'} | {flags or '-'}{'' if ok else '  <-- MISS'}"
+        )
+    print(
+        "\naudio signals on the audio cases (silent: policy non-silence; speech >= 0.05; music >= 0.1)"
+    )
+    print(f"{'case':10s} {'silent':>7s} {'speech':>7s} {'music':>7s}  pool / action / keep")
+    for name, want in AUDIO_CASES.items():
+        r = by_id[ids[f"audio_{name}"]]
+        silent = not (r["max_abs"] >= 0.007 and r["p50_db"] >= -80 and r["active_ratio"] >= 0.2)
+        got = {
+            "silent": silent,
+            "speech": r["speech_ratio"] >= 0.05,
+            "music": r["music_ratio"] >= 0.1,
+        }
+        bad = [k for k in got if got[k] != want[k]]
+        misses += len(bad)
+        cells = [
+            f"{'Y' if got[k] else 'n'}{'!' if k in bad else ' '}"
+            for k in ("silent", "speech", "music")
+        ]
+        print(
+            f"{name:10s} {cells[0]:>7s} {cells[1]:>7s} {cells[2]:>7s}  "
+            f"{r['audio_pool']} / {r['audio_action']} / {r['audio_keep']}"
+        )
+    print(f"\nmisses: {misses}")
+    return misses
+
+
+def make_clips(out: Path, n: int, seconds: float) -> list[Path]:
+    """720p 30 fps clips with audio, as transcode writes them (H.264 + AAC)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = out / f"hd{i}.mp4"
+        run_ffmpeg(
+            ["-y", "-f", "lavfi", "-i", f"testsrc2=s=1280x720:r=30:d={seconds}",
+             "-f", "lavfi", "-i", f"sine=f={300 + 100 * i}:d={seconds}",
+             "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
+             "-c:a", "aac", "-shortest", str(p)],
+            timeout=300,
+        )  # fmt: skip
+        paths.append(p)
+    return paths
+
+
+def best_rate(n: int, fn, reps: int = 3) -> float:
+    """n / the fastest of `reps` runs of fn() (the machine is shared: the best run is the cost)."""
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return n / min(times)
+
+
+def throughput(paths: list[Path], seconds: float) -> None:
+    from sila.stages.audio_signals import AudioSignals
+    from sila.stages.signal_io import FrameStream, audio_blocks, scaled_size
+    from sila.stages.text_overlay import RapidOcrDetector, measure_text
+    from sila.stages.video_signals import VideoSignals
+
+    from sila.stage import StageContext
+
+    ctx = StageContext(tempfile.mkdtemp(prefix="sila-bench-nolake-"))
+    w, h = 1280, 720
+    rows = [{"video": str(p), "video_width": w, "video_height": h, "video_duration_s": seconds,
+             "video_has_audio": True} for p in paths]  # fmt: skip
+    n = len(rows)
+    for block in (True, False):
+        vs = VideoSignals(ocr="none", blockdetect=block)
+        vs.setup(ctx)
+        size = scaled_size(w, h, int(vs.config["analysis_short_side"]))
+        fps = float(vs.config["sample_fps"])
+
+        def decode(fps=fps, size=size):  # decode only: the same sampled frames, same scale
+            for p in paths:
+                for _ in FrameStream(str(p), fps, size):
+                    pass
+
+        ref = best_rate(n, decode)
+        ours = best_rate(n, lambda vs=vs: [vs.measure(r) for r in rows])
+        name = "video_signals" + ("" if block else "_no_blockdetect")
+        report(f"{name} (720p, {seconds:g} s clips)", ours, ref, " clips/s", "vs decode-only")
+    try:
+        det = RapidOcrDetector(640)
+    except Exception as e:  # noqa: BLE001 - the bench goes on without the optional extra
+        print(f"ocr: skipped ({e})")
+    else:
+        size = scaled_size(w, h, 360)
+
+        def one_frame():
+            return [
+                [f.copy() for f in FrameStream(str(p), 1 / seconds, size, color=True, max_frames=1)]
+                for p in paths
+            ]
+
+        ref = best_rate(n, one_frame)
+        frames = one_frame()
+        det_rate = best_rate(n, lambda: [measure_text(fr, det) for fr in frames], reps=2)
+        report(
+            "ocr: one frame per clip (640x360)",
+            1 / (1 / det_rate + 1 / ref),
+            ref,
+            " clips/s",
+            "decode + text detection vs decoding that frame",
+        )
+    au = AudioSignals()
+    au.setup(ctx)
+
+    def decode_audio():
+        for p in paths:
+            for _ in audio_blocks(str(p)):
+                pass
+
+    ref = best_rate(n, decode_audio)
+    ours = best_rate(n, lambda: [au.measure(r) for r in rows])
+    report(
+        f"audio_signals ({seconds:g} s clips)",
+        ours,
+        ref,
+        " clips/s",
+        "vs decode-only (16 kHz mono)",
+    )
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench filters")
+    ap.add_argument("--clips", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="sila-bench-filters-") as tmp:
+        t = time.perf_counter()
+        lake, ids = case_lake(tmp)
+        print(f"generated cases through the pipeline in {time.perf_counter() - t:.1f} s")
+        misses = confusion(lake, ids)
+        q = lake.sql(
+            "select reason, count(*) as n from clips, unnest(quality_reasons) t(reason) "
+            "group by reason order by n desc, reason"
+        ).to_pylist()
+        print("rejections by reason:", ", ".join(f"{r['reason']}={r['n']}" for r in q))
+        print()
+        throughput(make_clips(Path(tmp) / "hd", args.clips, args.seconds), args.seconds)
+    return 1 if misses else 0
