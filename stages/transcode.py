@@ -1,10 +1,20 @@
-"""`transcode`: each clip as a canonical H.264 mp4: borders cropped, size and frame rate capped.
+"""`transcode`: each clip as one canonical mp4 in the `video` blob column, whatever its kind.
 
-Letterbox/pillarbox borders are found with ffmpeg's ``cropdetect`` on sampled frames of the
-clip and cropped only when significant. The picture is upright (ffmpeg applies rotation
-metadata while decoding), at most ``max_short_side`` pixels on its short side (never upscaled,
-both sides even), H.264 yuv420p, at most ``max_fps`` frames/s, AAC audio when the source has
-audio, and ``+faststart`` (moov before mdat) so it streams.
+* ``clip_kind = 'video'``: H.264 yuv420p, borders cropped, size and frame rate capped, at a
+  *constant* frame rate (variable-rate sources are put on a uniform grid), deinterlaced
+  (``bwdif``) when the stream's field order says interlaced, AAC audio when the source has
+  audio. Letterbox/pillarbox borders are found with ffmpeg's ``cropdetect`` on sampled frames
+  of the clip and cropped only when significant. The picture is upright (ffmpeg applies
+  rotation metadata while decoding), at most ``max_short_side`` pixels on its short side (never
+  upscaled, both sides even), at most ``max_fps`` frames/s.
+* ``clip_kind = 'image'``: a one-frame H.264 mp4 (``-tune stillimage``, ``image_crf``), same
+  size rule: every visual clip decodes the same way (``video_frames = 1``, ``video_fps`` null).
+* ``clip_kind = 'audio'``: an AAC-only mp4 (m4a); ``video_width``/``height``/``fps`` null.
+
+The video and audio streams read are the ones with the default disposition. All outputs are
+``+faststart`` (moov before mdat) so they stream. Each clip is encoded to its own temporary
+file and read back once; a fragment of clips (bounded by `split`'s
+``child_rows_per_fragment``) is what a worker holds before its data file is written.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from sila.stages.streams import Streams, read_streams, user_message
 
 from sila.errors import RowError
 from sila.media import MediaError, Probe, probe, run_ffmpeg
@@ -58,7 +69,13 @@ def _span(start: float, duration: float, fps: float) -> tuple[float, str]:
 
 
 def detect_boxes(
-    path: str, start: float, duration: float, fps: float, samples: int, decode_seek: bool = False
+    path: str,
+    start: float,
+    duration: float,
+    fps: float,
+    samples: int,
+    decode_seek: bool = False,
+    stream: str = "0:v:0",
 ) -> list[Box] | None:
     """Content boxes (display orientation) from cropdetect on ~`samples` frames of the range.
 
@@ -76,7 +93,7 @@ def detect_boxes(
         vf = f"select='not(mod(n\\,{max(1, every // 2)}))',{detect}"
         fast = ["-skip_frame", "noref", "-skip_loop_filter", "all"]
         cut = [*fast, *cut_args(path, start, duration, fps, decode_seek=False)]
-    args = [*cut, "-map", "0:v:0", "-vf", vf, "-fps_mode", "passthrough", "-f", "null", "-"]
+    args = [*cut, "-map", stream, "-vf", vf, "-fps_mode", "passthrough", "-f", "null", "-"]
     text = run_ffmpeg(args, timeout=600).decode("utf-8", errors="replace")
     if "frame:" not in text:
         return None
@@ -131,18 +148,20 @@ class Transcode(Stage):
 
     name = "transcode"
     table = "clips"
-    inputs = ["sources.media", "start_s", "end_s", "fps"]
+    inputs = ["sources.media", "sources.uri", "source_id", "clip_kind", "start_s", "end_s", "fps"]
     outputs = [
         blob_field("video"),
         pa.field("video_width", pa.int32()),
         pa.field("video_height", pa.int32()),
-        pa.field("video_fps", pa.float64()),
+        pa.field("video_fps", pa.float64()),  # constant; null for images and audio
+        pa.field("video_frames", pa.int64()),  # 1 for an image, 0 for audio
         pa.field("video_duration_s", pa.float64()),
         pa.field("video_bytes", pa.int64()),
         pa.field("video_has_audio", pa.bool_()),
+        pa.field("video_deinterlaced", pa.bool_()),
         pa.field("crop_box", CROP_BOX),  # [x, y, w, h] in upright source pixels; full frame = none
     ]
-    version = "1"
+    version = "2"
     model = "ffmpeg/libx264"
     segment_rows = 4
     compute_resources = Resources(cpus=1)
@@ -150,37 +169,45 @@ class Transcode(Stage):
         "max_short_side": 720,  # cap on min(width, height) of the output; 0 = keep size
         "max_fps": 30.0,  # higher source frame rates are reduced to this; lower ones kept
         "crf": 23,
+        "image_crf": 18,  # stills are looked at closely: less loss
         "preset": "veryfast",
         "audio_bitrate": "128k",
         "crop": True,
         "crop_samples": 12,  # frames of the clip examined by cropdetect
         "crop_min_border": 0.02,  # fraction of a side the borders must exceed to be cropped
+        "deinterlace": "auto",  # "auto": when the field order says interlaced; "never"
         "threads": 0,  # x264 threads; 0 = ffmpeg's choice
         "timeout_s": 600,
     }
 
     def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
         out: dict[str, list] = {f.name: [] for f in self.output_fields()}
-        probes: dict[str, Probe] = {}
+        streams: dict[str, Streams] = {}
         for row in batch.to_pylist():
             try:
-                values = self._one(row, probes)
+                values = self._one(row, streams)
                 values["transcode_error"] = None
             except (MediaError, RowError) as e:  # the row's answer is its error
-                values = {"transcode_error": str(e)}
+                path, uri = row["sources.media"], row.get("sources.uri")
+                values = {"transcode_error": user_message(e, path, row.get("source_id"), uri)}
             for name, column in out.items():
                 column.append(values.get(name))
         return out
 
-    def _one(self, row: dict, probes: dict[str, Probe]) -> dict:
+    def _one(self, row: dict, cache: dict[str, Streams]) -> dict:
         path = row["sources.media"]
         if not path:
             raise RowError("source media is missing (source row deleted or not ingested)")
-        if path not in probes:
-            probes[path] = probe(path)
-        src = probes[path]
-        if src.kind != "video" or not src.display_size:
-            raise RowError(f"source is not a video (media kind {src.kind})")
+        if path not in cache:
+            cache[path] = read_streams(path)
+        src = cache[path]
+        kind = row.get("clip_kind") or ("video" if src.video is not None else "audio")
+        if kind == "image":
+            return self._image(path, src)
+        if kind == "audio":
+            return self._audio(path, src, float(row["start_s"]), float(row["end_s"]))
+        if src.video is None or not src.display_size:
+            raise RowError("source has no video stream")
         fps = float(row["fps"] or src.fps or 0)
         start, duration = float(row["start_s"]), float(row["end_s"]) - float(row["start_s"])
         if fps <= 0 or duration <= 0:
@@ -189,11 +216,11 @@ class Transcode(Stage):
         crop = Box(0, 0, width, height)
         decode_seek = False
         if self.config["crop"]:
-            samples = int(self.config["crop_samples"])
-            boxes = detect_boxes(path, start, duration, fps, samples)
+            samples, pick = int(self.config["crop_samples"]), f"0:{src.video}"
+            boxes = detect_boxes(path, start, duration, fps, samples, stream=pick)
             if boxes is None:  # input seeking missed the range: decode from the start
                 decode_seek = True
-                boxes = detect_boxes(path, start, duration, fps, samples, decode_seek=True)
+                boxes = detect_boxes(path, start, duration, fps, samples, True, pick)
             if boxes is None:
                 raise MediaError(f"no frame decoded in {start:.3f}-{start + duration:.3f} s")
             crop = choose_crop(boxes, width, height, float(self.config["crop_min_border"]))
@@ -209,18 +236,87 @@ class Transcode(Stage):
             "video_width": info.width,
             "video_height": info.height,
             "video_fps": info.fps,
+            "video_frames": info.frame_count,
             "video_duration_s": round(info.frame_count / info.fps, 6)
             if info.frame_count and info.fps
             else info.duration_s,
             "video_bytes": len(data),
             "video_has_audio": info.has_audio,
+            "video_deinterlaced": self._deinterlace(src),
             "crop_box": crop.as_list(),
         }
+
+    def _deinterlace(self, src: Streams) -> bool:
+        return self.config["deinterlace"] == "auto" and src.interlaced
+
+    def _image(self, path: str, src: Streams) -> dict:
+        if src.video is None or not src.display_size:
+            raise RowError("image has no picture stream")
+        w, h = src.display_size
+        out_w, out_h = output_size(w, h, int(self.config["max_short_side"]))
+        args = [
+            "-i", "file:" + os.path.abspath(path), "-map", f"0:{src.video}", "-frames:v", "1",
+            "-vf", f"scale={out_w}:{out_h}:flags=bicubic,setsar=1,format=yuv420p",
+            "-c:v", "libx264", "-tune", "stillimage", "-crf", str(self.config["image_crf"]),
+            "-preset", str(self.config["preset"]),
+        ]  # fmt: skip
+        data, info = self._run(args, "the image")
+        return {
+            "video": data,
+            "video_width": info.width,
+            "video_height": info.height,
+            "video_fps": None,
+            "video_frames": 1,
+            "video_duration_s": 0.0,
+            "video_bytes": len(data),
+            "video_has_audio": False,
+            "video_deinterlaced": False,
+            "crop_box": [0, 0, w, h],
+        }
+
+    def _audio(self, path: str, src: Streams, start: float, end: float) -> dict:
+        if src.audio is None:
+            raise RowError("source has no audio stream")
+        if end <= start:
+            raise RowError("clip has no duration")
+        args = [
+            "-ss", f"{start:.6f}", "-i", "file:" + os.path.abspath(path), "-t", f"{end - start:.6f}",
+            "-map", f"0:{src.audio}", "-vn", "-c:a", "aac", "-b:a", str(self.config["audio_bitrate"]),
+            *(["-ac", "2"] if (src.channels or 2) > 2 else []),
+        ]  # fmt: skip
+        data, info = self._run(args, f"{start:.3f}-{end:.3f} s", want="audio")
+        return {
+            "video": data,
+            "video_frames": 0,
+            "video_duration_s": info.duration_s,
+            "video_bytes": len(data),
+            "video_has_audio": True,
+            "video_deinterlaced": False,
+        }
+
+    def _run(self, args: list[str], span: str, want: str = "video") -> tuple[bytes, Probe]:
+        """Encode to a temporary mp4, check it decodes as `want`, read it back once."""
+        common = ["-map_metadata", "-1", "-map_chapters", "-1", "-sn", "-dn"]
+        with tempfile.TemporaryDirectory(prefix="sila-transcode-") as tmp:
+            target = os.path.join(tmp, "clip.mp4")
+            cmd = [*args, *common, "-movflags", "+faststart", "-f", "mp4", "-y", target]
+            run_ffmpeg(cmd, timeout=float(self.config["timeout_s"]))
+            try:
+                info = probe(target)
+            except MediaError as e:
+                raise MediaError(f"ffmpeg encoded no usable output for {span}: {e}") from None
+            if want == "video" and (info.kind not in ("video", "image") or not info.frame_count):
+                raise MediaError(f"ffmpeg encoded no video frames for {span}")
+            if want == "audio" and not info.has_audio:
+                raise MediaError(f"ffmpeg encoded no audio for {span}")
+            with open(target, "rb") as fh:
+                data = fh.read()
+        return data, info
 
     def _encode(
         self,
         path: str,
-        src: Probe,
+        src: Streams,
         start: float,
         duration: float,
         fps: float,
@@ -229,39 +325,23 @@ class Transcode(Stage):
     ) -> tuple[bytes, Probe]:
         cfg = self.config
         out_w, out_h = output_size(crop.w, crop.h, int(cfg["max_short_side"]))
-        filters = []
+        filters = ["bwdif=mode=send_frame"] if self._deinterlace(src) else []
         max_fps = float(cfg["max_fps"])
-        out_fps = fps
-        if max_fps > 0 and fps > max_fps + 1e-3:
-            filters.append(f"fps={max_fps!r}")
-            out_fps = max_fps
+        out_fps = min(fps, max_fps) if max_fps > 0 else fps
+        filters.append(f"fps={out_fps!r}")  # a constant rate, also from variable-rate input
         if (crop.w, crop.h) != src.display_size:
             filters.append(f"crop={crop.w}:{crop.h}:{crop.x}:{crop.y}:exact=1")
         filters.append(f"scale={out_w}:{out_h}:flags=bicubic,setsar=1")
         frames = max(1, round(duration * out_fps))
         audio = []
-        if src.has_audio:
-            audio = ["-map", "0:a:0", "-c:a", "aac", "-b:a", str(cfg["audio_bitrate"])]
+        if src.audio is not None:
+            audio = ["-map", f"0:{src.audio}", "-c:a", "aac", "-b:a", str(cfg["audio_bitrate"])]
             if (src.channels or 2) > 2:
                 audio += ["-ac", "2"]
-        with tempfile.TemporaryDirectory(prefix="sila-transcode-") as tmp:
-            target = os.path.join(tmp, "clip.mp4")
-            args = [
-                *cut_args(path, start, duration, fps, decode_seek), "-map", "0:v:0",
-                "-vf", ",".join(filters), "-frames:v", str(frames),
-                "-c:v", "libx264", "-preset", str(cfg["preset"]), "-crf", str(cfg["crf"]),
-                "-pix_fmt", "yuv420p", "-threads", str(int(cfg["threads"])), *audio,
-                "-map_metadata", "-1", "-map_chapters", "-1", "-sn", "-dn",
-                "-movflags", "+faststart", "-y", target,
-            ]  # fmt: skip
-            run_ffmpeg(args, timeout=float(cfg["timeout_s"]))
-            span = f"{start:.3f}-{start + duration:.3f} s"
-            try:
-                info = probe(target)
-            except MediaError as e:
-                raise MediaError(f"ffmpeg encoded no usable video for {span}: {e}") from None
-            if info.kind != "video" or not info.frame_count:
-                raise MediaError(f"ffmpeg encoded no video frames for {span}")
-            with open(target, "rb") as fh:
-                data = fh.read()
-        return data, info
+        args = [
+            *cut_args(path, start, duration, fps, decode_seek), "-map", f"0:{src.video}",
+            "-vf", ",".join(filters), "-fps_mode", "cfr", "-frames:v", str(frames),
+            "-c:v", "libx264", "-preset", str(cfg["preset"]), "-crf", str(cfg["crf"]),
+            "-pix_fmt", "yuv420p", "-threads", str(int(cfg["threads"])), *audio,
+        ]  # fmt: skip
+        return self._run(args, f"{start:.3f}-{start + duration:.3f} s")

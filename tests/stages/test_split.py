@@ -219,9 +219,13 @@ def test_awkward_inputs_never_crash_the_job(split_lake):
     assert trunc["split_clip_count"] >= 1
     broken = rows["byref.mp4"]
     assert broken["split_clip_count"] is None
-    assert broken["split_error"].startswith("cannot decode video: ffmpeg failed")
-    for name in ("tone.wav", "speechlike.flac", "image_bars.png", "corrupt.mp4"):
-        assert rows[name]["split_clip_count"] is None and rows[name]["split_error"] is None, name
+    assert broken["split_error"].startswith("not a media file")
+    assert broken["id"] in broken["split_error"] and str(broken["uri"]) in broken["split_error"]
+    for name in ("tone.wav", "speechlike.flac", "image_bars.png"):  # every sample is a clip
+        assert rows[name]["split_clip_count"] == 1 and rows[name]["split_error"] is None, name
+        (clip,) = clips_of(split_lake, rows[name]["id"])
+        assert clip["clip_kind"] == rows[name]["media_kind"]
+    assert rows["corrupt.mp4"]["split_clip_count"] is None  # failed ingest: nothing to split
 
 
 def test_fixed_stride(corpus, tmp_path):
