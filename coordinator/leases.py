@@ -225,6 +225,18 @@ class LeaseStore:
         horizon = datetime.now(UTC) - timedelta(seconds=self.ttl)
         return {d.rsplit("/", 1)[-1] for d, (_, modified) in newest.items() if modified > horizon}
 
+    def release_dead(self, owner: str) -> int:
+        """Free the leases of a worker whose process is known to have exited, so takers need
+        not wait out its TTL. Only the dead owner's files are touched (it renews no more)."""
+        freed = 0
+        for cur in self.live():
+            if cur.get("owner") == owner:
+                cur.update(state=RELEASED, expires_at=0.0)
+                key = lease_key(cur["table"], cur["stage"], cur["fragment"], cur["gen"])
+                self.store.put(key, json.dumps(cur).encode())
+                freed += 1
+        return freed
+
     def live(self, table: str | None = None) -> list[dict]:
         """Leases held and unexpired right now (for status and compact)."""
         prefix = f"leases/{table}" if table else "leases"

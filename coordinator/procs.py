@@ -3,12 +3,17 @@
 Each worker is `python -m sila.coordinator.procs` (exec, never fork after Lance is loaded, and
 never re-importing the user's `__main__` as multiprocessing's spawn would). It reads its job
 from stdin and reports JSON lines on stdout. A worker exits when its parent dies.
+
+A worker that crashes while computing (a segfault, `os._exit`) is replaced; its replacement
+computes the rows it was on one at a time, and a row that crashes a worker alone too becomes
+a crash error for every later worker (the same contract as the Ray executor).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import pickle
 import queue
@@ -17,8 +22,28 @@ import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 
 from sila.errors import SilaError, StageFailed
+
+log = logging.getLogger(__name__)
+
+MAX_RESPAWNS = 16  # crashed workers replaced per job; past that the job fails
+
+
+@dataclass
+class Crashes:
+    """What crashed workers were computing: row-address ranges to retry row by row, and rows
+    that crashed a worker alone (crash errors from then on)."""
+
+    suspects: list[tuple[int, int]] = field(default_factory=list)
+    known: set[int] = field(default_factory=set)
+
+    def note(self, guard: list) -> None:
+        if guard[0] == "segment":
+            self.suspects.append((guard[1], guard[2]))
+        elif guard[0] == "row":
+            self.known.add(guard[1])
 
 
 def run_processes(lake, portable_spec, conf: dict, opts, workers: int, report) -> None:
@@ -27,7 +52,10 @@ def run_processes(lake, portable_spec, conf: dict, opts, workers: int, report) -
     env = {**os.environ, "LANCE_LOG": os.environ.get("LANCE_LOG", "error")}
     procs: list[subprocess.Popen] = []
     events: queue.Queue = queue.Queue()
-    for i in range(workers):
+    crashes = Crashes()
+    index: dict[int, int] = {}  # pid -> worker index
+
+    def spawn(i: int) -> None:
         payload = pickle.dumps(
             (
                 lake.uri,
@@ -36,6 +64,7 @@ def run_processes(lake, portable_spec, conf: dict, opts, workers: int, report) -
                 conf,
                 replace(opts, worker_index=i, workers=workers),
                 os.getpid(),
+                crashes,
             )
         )
         p = subprocess.Popen(
@@ -49,16 +78,27 @@ def run_processes(lake, portable_spec, conf: dict, opts, workers: int, report) -
         p.stdin.close()
         threading.Thread(target=_pump, args=(p, events), daemon=True).start()
         procs.append(p)
+        index[p.pid] = i
+
+    for i in range(workers):
+        spawn(i)
+    guards: dict[int, list | None] = {}  # pid -> what it computes right now
+    owners: dict[int, str] = {}  # pid -> its lease owner id
+    respawns = 0
     errors: list[str] = []
     failed: list[
         tuple[str | None, str]
     ] = []  # SilaErrors (a setup failure, a broken stage): the stage's own words
     ended = 0
     try:
-        while ended < workers:
+        while ended < len(procs):
             kind, pid, payload = events.get()
             if kind == "event":
                 report(payload)
+            elif kind == "guard":
+                guards[pid] = payload
+            elif kind == "owner":
+                owners[pid] = payload
             elif kind == "failed":
                 failed.append(payload)
                 break  # the job has failed: stop the other workers now
@@ -68,7 +108,31 @@ def run_processes(lake, portable_spec, conf: dict, opts, workers: int, report) -
                 ended += 1
                 p = next(p for p in procs if p.pid == pid)
                 if p.wait() != 0 and not any(str(pid) in e for e in errors):
-                    errors.append(f"worker pid {pid} exited with code {p.returncode}")
+                    guard = guards.get(pid)
+                    if guard and respawns < MAX_RESPAWNS:  # crashed while computing rows
+                        crashes.note(guard)
+                        respawns += 1
+                        log.warning(
+                            "worker pid %d crashed (exit code %d) computing %s; replacing it",
+                            pid,
+                            p.returncode,
+                            guard,
+                        )
+                        if pid in owners:  # its fragments need not wait out the lease TTL
+                            from sila.coordinator.leases import LeaseStore
+
+                            LeaseStore(lake.store).release_dead(owners[pid])
+                        spawn(index[pid])
+                        continue
+                    errors.append(
+                        f"worker pid {pid} exited with code {p.returncode}"
+                        + (
+                            f" computing {guard}; {respawns} crashed workers were replaced "
+                            "already: the stage keeps crashing its worker processes"
+                            if guard
+                            else ""
+                        )
+                    )
     finally:
         for p in procs:
             if p.poll() is None:
@@ -98,6 +162,10 @@ def _pump(p: subprocess.Popen, events: queue.Queue) -> None:
             continue
         if "event" in msg:
             events.put(("event", p.pid, msg["event"]))
+        elif "owner" in msg:
+            events.put(("owner", p.pid, msg["owner"]))
+        elif "guard" in msg:
+            events.put(("guard", p.pid, msg["guard"]))
         elif "failed" in msg:
             events.put(("failed", p.pid, (msg.get("kind"), msg["failed"])))
         elif "error" in msg:
@@ -118,7 +186,7 @@ def main() -> int:
     from sila.lake import Lake
     from sila.registry import from_portable
 
-    lake_uri, storage, spec, conf, opts, parent = pickle.loads(
+    lake_uri, storage, spec, conf, opts, parent, crashes = pickle.loads(
         base64.b64decode(sys.stdin.readline())
     )
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
@@ -132,9 +200,12 @@ def main() -> int:
 
     try:
         cls = from_portable(spec)
-        FragmentWorker(
+        worker = FragmentWorker(
             Lake(lake_uri, storage_options=storage), cls(**conf), opts, lambda e: send({"event": e})
-        ).run()
+        )
+        worker.runner = GuardedRunner(worker.runner, cls, crashes, send)
+        send({"owner": worker.owner})
+        worker.run()
         return 0
     except SilaError as e:  # its message names the problem and the fix: no traceback
         send({"failed": str(e), "kind": type(e).__name__})
@@ -142,6 +213,46 @@ def main() -> int:
     except BaseException as e:  # noqa: BLE001 - reported to the driver, which fails the job
         send({"error": f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=6)}"})
         return 1
+
+
+class GuardedRunner:
+    """Wraps a worker's runner: tells the driver which rows it computes (so a crash can be
+    narrowed down), runs suspect rows one at a time and never runs a known crasher again."""
+
+    def __init__(self, inner, stage_cls, crashes: Crashes, send) -> None:
+        self.inner, self.stage_cls, self.crashes, self.send = inner, stage_cls, crashes, send
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __call__(self, plan, part):
+        from sila.coordinator.inputs import ADDR
+        from sila.coordinator.steps import crashed_rows, merge_results
+
+        addrs = part.column(ADDR).to_pylist()
+        if not addrs:
+            return self.inner(plan, part)
+        lo, hi = min(addrs), max(addrs)
+        suspect = any(a <= hi and lo <= b for a, b in self.crashes.suspects)
+        if not suspect and not self.crashes.known.intersection(addrs):
+            self.send({"guard": ["segment", lo, hi]})
+            try:
+                return self.inner(plan, part)
+            finally:
+                self.send({"guard": None})
+        parts = []
+        for i, addr in enumerate(addrs):  # a crash narrowed to its row, as on Ray
+            if addr in self.crashes.known:
+                msg = "worker crashed on this row, alone too (its process exited)"
+                parts.append(crashed_rows(self.stage_cls, 1, msg))
+                continue
+            self.send({"guard": ["row", addr]})
+            parts.append(self.inner(plan, part.slice(i, 1)))
+        self.send({"guard": None})
+        return merge_results(self.stage_cls, parts)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import threading
 import pyarrow as pa
 from sila.coordinator.inputs import InputPlan
 from sila.coordinator.ray_pools import STEPS, Pool, StepActor, needs_setup
-from sila.coordinator.steps import SegmentResult, failed_rows
+from sila.coordinator.steps import SegmentResult, crashed_rows, merge_results
 from sila.coordinator.worker import FragmentWorker, WorkerOptions
 
 from sila.errors import SilaError
@@ -177,34 +177,14 @@ class RayRunner:
                 ok += 1
             except self._ray.exceptions.RayActorError as e:
                 crashed += 1
-                parts.append(self._crash(1, f"worker crashed on this row, alone too: {e!s:.200}"))
+                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else "actor died"
+                parts.append(self._crash(1, f"worker crashed on this row, alone too: {first}"))
             except self._ray.exceptions.RayTaskError as te:
                 raise te.as_instanceof_cause() from None
-        return _merge(self.stage_cls, parts)
+        return merge_results(self.stage_cls, parts)
 
     def _crash(self, n: int, msg: str) -> SegmentResult:
-        res = failed_rows(self.stage_cls, n, msg, unexpected=True)
-        res.failures = [(i, msg) for i in range(n)]
-        return res
-
-
-def _merge(stage_cls: type[Stage], parts: list[SegmentResult]) -> SegmentResult:
-    """One SegmentResult from consecutive row runs (failure indices shifted to the segment)."""
-    failures: list[tuple[int, str]] = []
-    at = 0
-    for p in parts:
-        failures += [(at + i, tb) for i, tb in p.failures or []]
-        at += p.outputs.num_rows
-    children = [p.children for p in parts if p.children is not None and p.children.num_rows]
-    schema = pa.schema(stage_cls.output_fields())
-    return SegmentResult(
-        pa.Table.from_batches([p.outputs for p in parts], schema=schema)
-        .combine_chunks()
-        .to_batches()[0],
-        pa.concat_tables(children) if children else None,
-        sum(p.unexpected_failures for p in parts),
-        failures,
-    )
+        return crashed_rows(self.stage_cls, n, msg)
 
 
 def run_ray(

@@ -104,6 +104,33 @@ def failed_rows(stage, n: int, message: str, *, unexpected: bool) -> SegmentResu
     )
 
 
+def crashed_rows(stage, n: int, message: str) -> SegmentResult:
+    """`n` rows whose worker process crashed: errors (retried by `--retry-errors`) that count
+    as unexpected, so a stage that crashes on everything is judged broken."""
+    res = failed_rows(stage, n, message, unexpected=True)
+    res.failures = [(i, message) for i in range(n)]
+    return res
+
+
+def merge_results(stage, parts: list[SegmentResult]) -> SegmentResult:
+    """One SegmentResult from consecutive row runs (failure indices shifted to the segment)."""
+    failures: list[tuple[int, str]] = []
+    at = 0
+    for p in parts:
+        failures += [(at + i, tb) for i, tb in p.failures or []]
+        at += p.outputs.num_rows
+    children = [p.children for p in parts if p.children is not None and p.children.num_rows]
+    schema = pa.schema(stage.output_fields())
+    return SegmentResult(
+        pa.Table.from_batches([p.outputs for p in parts], schema=schema)
+        .combine_chunks()
+        .to_batches()[0],
+        pa.concat_tables(children) if children else None,
+        sum(p.unexpected_failures for p in parts),
+        failures,
+    )
+
+
 def _conform(stage: Stage, result, n: int) -> SegmentResult:
     children = None
     if isinstance(result, Emit):

@@ -102,22 +102,25 @@ def test_missing_weights_fail_the_job_and_mark_nothing(tmp_path, stages, executo
     assert lake.table("nums").count_rows("wx = x * 2") == 80
 
 
-def test_a_bad_row_and_a_crashing_row_in_one_segment(tmp_path, stages, ray_cluster):
+@pytest.mark.parametrize("executor", ["processes", "ray"])
+def test_a_bad_row_and_a_crashing_row_in_one_segment(tmp_path, stages, executor, request):
     """The segment [0, 10) holds a RowError (x = 3) and a row that kills its worker (x = 7):
     the job goes on, x = 3 gets its message, x = 7 a crash error that `--retry-errors`
     retries once the cause is gone."""
+    if executor == "ray":
+        request.getfixturevalue("ray_cluster")
     (stages / "crash").touch()
     spec = f"{stages / 'stages.py'}:BadAndCrashy"
     lake = sila.Lake(tmp_path / "lake").init()
     make_numbers(lake, 2, 10)
-    job = lake.run(spec, executor="ray")
+    job = lake.run(spec, executor=executor, workers=2)
     assert job["state"] == "succeeded" and job["progress"]["row_errors"] == 2
     rows = {r["x"]: r for r in lake.table("nums").to_table().to_pylist()}
     assert rows[3.0]["crashy_error"] == "x = 3 is not allowed"
     assert "worker crashed" in rows[7.0]["crashy_error"] and rows[7.0]["cx"] is None
     assert all(r["cx"] == x + 100 for x, r in rows.items() if x not in (3.0, 7.0))
     (stages / "crash").unlink()
-    again = lake.run(spec, executor="ray", retry_errors=True)
+    again = lake.run(spec, executor=executor, workers=2, retry_errors=True)
     assert again["state"] == "succeeded"
     rows = {r["x"]: r for r in lake.table("nums").to_table().to_pylist()}
     assert rows[7.0]["cx"] == 107.0 and rows[7.0]["crashy_error"] is None
