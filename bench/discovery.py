@@ -4,8 +4,11 @@ fragments), and commit throughput: one coalesced DataReplacement vs. one commit 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
+
+os.environ.setdefault("LANCE_LOG", "error")  # before lance loads: the bench's own commits too
 
 import lance  # noqa: E402, I001
 import numpy as np  # noqa: E402
@@ -24,6 +27,43 @@ def build(path: str, fragments: int, rows: int) -> lance.LanceDataset:
     ds = lance.write_dataset(tbl, path, max_rows_per_file=rows)
     ds.add_columns(owned([pa.field("y", pa.float64()), pa.field("b_error", pa.string())], "b", "1"))
     return lance.dataset(path)
+
+
+def state_discovery(d: str, ds: lance.LanceDataset, fragments: int) -> None:
+    """Exact discovery (state.py: manifest + ONE listing of the state records) when every
+    fragment has a record (the worst case: a stage with a `where`), vs. field presence alone."""
+    from sila.coordinator.state import StageRecords, classify, dependencies
+    from sila.coordinator.store import Store
+
+    import sila
+
+    lake = sila.Lake(d).init()
+    recs = StageRecords(lake.store, "t", "b")
+    for frag in ds.get_fragments()[: fragments - 1]:  # records for all but one
+        stem = frag.data_files()[0].path.rsplit("/", 1)[-1].removesuffix(".lance")
+        recs.write(stem, "id", "h", "w", True, None, frag.physical_rows, {})
+
+    class B:
+        name, table, inputs, where = "b", "t", ["x"], None
+
+    Store.requests.clear()
+    t0 = time.perf_counter()
+    fresh = lance.dataset(f"{d}/t.lance")
+    works = classify(
+        fresh, B, None, StageRecords(lake.store, "t", "b").load(), {}, dependencies(fresh.schema, B)
+    )
+    ours = time.perf_counter() - t0
+    requests = sum(Store.requests.values())
+    t0 = time.perf_counter()
+    pending_fragments(lance.dataset(f"{d}/t.lance"), "b")
+    ref = time.perf_counter() - t0
+    assert len(works) == fragments
+    report(
+        f"state_discovery_{fragments}_fragments",
+        ours,
+        ref,
+        note=f"manifest + state listing ({requests} store request(s)) vs field presence only",
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -45,6 +85,8 @@ def main(argv: list[str]) -> int:
         ref = time.perf_counter() - t0
         assert len(pend) == len(frags) == a.fragments
         report(f"discovery_{a.fragments}_fragments", ours, ref, note="manifest vs `y IS NULL` scan")
+
+        state_discovery(d, ds, a.fragments)
 
         # commit throughput on the first N fragments: one coalesced commit vs one per fragment
         n = a.commit_fragments

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import lance
 import numpy as np
-from sila.coordinator.discovery import FragmentRef, fragment_ref
+from sila.coordinator.discovery import FragmentRef
 from sila.coordinator.store import Store
 
 from sila.schema import owner
@@ -239,21 +239,20 @@ def classify(
     where_text = stage_cls.where or ""
     base = base_identity(ds, stage_cls.name)
     out: list[FragmentWork] = []
+    stages = [(stage_cls.name, mine)] + [(u, owned.get(u, {})) for u in deps.all]
     for frag in ds.get_fragments():
-        files = frag.data_files()
-        stems = {}  # stage -> stem of the data file holding its columns
+        files = [(frozenset(df.fields), df) for df in frag.data_files()]  # read once: slow-ish
+        stems: dict[str, str | None] = {}  # stage -> stem of the data file holding its columns
         complete = {}  # stage -> all columns present
-        for st, cols in [(stage_cls.name, mine)] + [(u, owned.get(u, {})) for u in deps.all]:
-            have: set[int] = set()
-            stem = None
-            for df in files:
-                hit = set(df.fields)
-                if any(ids & hit for ids in cols.values()):
-                    stem = file_stem(df.path)
-                have |= hit
+        have = frozenset().union(*(f for f, _ in files))
+        for st, cols in stages:
+            hit = next((df for f, df in files if any(ids & f for ids in cols.values())), None)
+            stems[st] = file_stem(hit.path) if hit is not None else None
             complete[st] = bool(cols) and all(ids & have for ids in cols.values())
-            stems[st] = stem
-        ref = fragment_ref(frag)
+        base_file = file_stem(files[0][1].path) if files else "empty"
+        ref = FragmentRef(
+            frag.fragment_id, f"{frag.fragment_id}-{base_file[:16]}", frag.physical_rows
+        )
         waiting = tuple(
             u
             for u in deps.all
