@@ -24,6 +24,7 @@ def ensure_fit(lake, cls, stage, recompute: bool) -> bool:
     current = store.current()
     sig = stage.fit_signature()
     if current is not None and current.signature == sig and not recompute:
+        stage.fit_id = current.fit_id  # part of the work identity (GlobalStage.model_identity)
         return False
     why = "--recompute" if recompute else ("no fit yet" if current is None else "settings changed")
     t0 = time.monotonic()
@@ -33,6 +34,7 @@ def ensure_fit(lake, cls, stage, recompute: bool) -> bool:
     fit.signature = sig
     fit.summary.setdefault("fit_s", round(time.monotonic() - t0, 2))
     store.save(fit)
+    stage.fit_id = fit.fit_id
     log.info(
         "stage %s: new fit %s (%s) in %.1f s", cls.name, fit.fit_id, why, time.monotonic() - t0
     )

@@ -1,15 +1,19 @@
 """Facts a stage learns only at setup (the model really loaded, random weights, a fit id),
 written into its columns' field metadata so the table says how each column was made.
 
-A column whose done fragments were computed under other facts (real vs random weights,
-another model, another dedup fit) is never silently extended: the stage fails naming
-`--recompute`. The write is a metadata-only commit, retried on a concurrent commit.
+`SetupFacts.record_facts` stamps the existing columns (a metadata-only commit, retried on a
+concurrent commit) and keeps the facts on the class, so columns the coordinator re-creates
+later in this process (a `--recompute` reset) carry them too. Which fragments hold values of
+other facts is the coordinator's per-fragment work identity (the stage's `model_identity`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import ClassVar
+
+import pyarrow as pa
 
 from sila.errors import StaleColumnsError
 from sila.schema import owner
@@ -25,7 +29,27 @@ def column_facts(ds, stage: str) -> dict[str, str]:
     return {}
 
 
-def stamp_columns(lake, table: str, stage: str, facts: dict[str, str], guarded: list[str]) -> None:
+class SetupFacts:
+    """Mixin for a Stage whose column metadata depends on what `setup` found."""
+
+    _setup_facts: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def output_fields(cls) -> list[pa.Field]:
+        fields = super().output_fields()  # type: ignore[misc]
+        extra = {k.encode(): v.encode() for k, v in cls._setup_facts.items()}
+        return (
+            [f.with_metadata({**(f.metadata or {}), **extra}) for f in fields] if extra else fields
+        )
+
+    def record_facts(self, lake, facts: dict[str, str]) -> None:
+        type(self)._setup_facts = dict(facts)
+        stamp_columns(lake, self.table, self.name, facts)  # type: ignore[attr-defined]
+
+
+def stamp_columns(
+    lake, table: str, stage: str, facts: dict[str, str], guarded: list[str] | None = None
+) -> None:
     """Record `facts` on every column `stage` owns in `table`.
 
     `guarded` keys must not change while fragments hold outputs: a change raises
@@ -43,7 +67,7 @@ def stamp_columns(lake, table: str, stage: str, facts: dict[str, str], guarded: 
         have = column_facts(ds, stage)
         if all(have.get(k) == v for k, v in facts.items()):
             return
-        changed = [k for k in guarded if k in have and have[k] != facts.get(k)]
+        changed = [k for k in guarded or [] if k in have and have[k] != facts.get(k)]
         if changed:
             done, _ = split_fragments(ds, stage)
             if done:

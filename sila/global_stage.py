@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sila.column_stamp import stamp_columns
+from sila.column_stamp import SetupFacts
 from sila.errors import SilaError
 from sila.stage import Stage, StageContext
 
@@ -96,7 +96,7 @@ class FitStore:
         return fit
 
 
-class GlobalStage(Stage):
+class GlobalStage(SetupFacts, Stage):
     """A stage that needs the whole table: `fit` first (once), then a per-fragment assign."""
 
     is_global: ClassVar[bool] = True
@@ -119,9 +119,13 @@ class GlobalStage(Stage):
                 f"stage '{self.name}' has no fit yet; run it with `sila run {self.name}` (the "
                 "coordinator fits before assigning)"
             )
-        self.fit_state = fit
-        stamp_columns(lake, self.table, self.name, {"sila.fit": fit.fit_id}, guarded=["sila.fit"])
+        self.fit_state, self.fit_id = fit, fit.fit_id
+        self.record_facts(lake, {"sila.fit": fit.fit_id})
         self.load_fit(fit, ctx)
+
+    def model_identity(self) -> str | None:
+        """The fit is part of the work: rows assigned under another fit are stale."""
+        return f"{self.model}#fit={getattr(self, 'fit_id', None)}"
 
     def load_fit(self, fit: Fit, ctx: StageContext) -> None:
         """Unpack the fit's files for `compute` (once per worker)."""

@@ -79,6 +79,8 @@ def find_weights(name: str, pretrained: str, path: str | None = None) -> str | N
                 "does not exist; point it at a downloaded open_clip_model.safetensors / .bin"
             )
         return path
+    if not pretrained:  # an architecture without a pretrained tag: a weights file or nothing
+        return None
     import open_clip
     from open_clip import pretrained as oc_pretrained
 
@@ -122,7 +124,7 @@ def load_clip(
     if threads > 0:
         torch.set_num_threads(threads)
     name = register_config(name)
-    path = find_weights(name, pretrained, weights) if pretrained or weights else None
+    path = find_weights(name, pretrained, weights)
     if path is None and not allow_random:
         raise WeightsMissing(
             f"open_clip weights '{name}/{pretrained}' not found offline (looked in the "

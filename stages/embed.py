@@ -18,7 +18,7 @@ import pyarrow as pa
 from sila.stages.clip_model import ClipModel, load_clip, register_config
 from sila.stages.clip_sampling import sample_frames
 
-from sila.column_stamp import stamp_columns
+from sila.column_stamp import SetupFacts
 from sila.errors import ContractError, RowError
 from sila.stage import Resources, Stage, StageContext
 
@@ -68,7 +68,7 @@ def pool(frame_vectors: np.ndarray) -> np.ndarray:
     return (v / n if n > 0 else v).astype(np.float32)
 
 
-class Embed(Stage):
+class Embed(SetupFacts, Stage):
     """CLIP image embedding of each clip (`embedding`, unit length) for search and dedup."""
 
     name = "embed"
@@ -124,10 +124,8 @@ class Embed(Stage):
                 f"declares {self.dim}; use a stage made by "
                 f"`sila.stages.embed.embed_stage('{cfg['model']}', {self.clip.dim})`"
             )
-        stamp_columns(
+        self.record_facts(
             ctx.lake(),
-            self.table,
-            self.name,
             {
                 "sila.model": self.clip.identity,
                 "sila.random_weights": str(self.clip.random).lower(),
@@ -136,7 +134,6 @@ class Embed(Stage):
                 "sila.open_clip_pretrained": str(cfg["pretrained"]),
                 "sila.open_clip_weights": self.clip.weights or "",
             },
-            guarded=["sila.model", "sila.random_weights"],
         )
 
     def model_identity(self) -> str:

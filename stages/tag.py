@@ -20,7 +20,7 @@ import pyarrow as pa
 from sila.stages.clip_model import load_clip
 from sila.stages.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
-from sila.column_stamp import column_facts, stamp_columns
+from sila.column_stamp import SetupFacts, column_facts
 from sila.errors import ContractError, SilaError
 from sila.recipe import REPO_DATASETS
 from sila.stage import Stage, StageContext
@@ -82,7 +82,7 @@ def hierarchical_scores(sims: np.ndarray, tax: Taxonomy, scale: float) -> np.nda
     return out
 
 
-class Tag(Stage):
+class Tag(SetupFacts, Stage):
     """Zero-shot taxonomy tags from the clip embedding and CLIP text prompts."""
 
     name = "tag"
@@ -128,12 +128,21 @@ class Tag(Stage):
                 float(clip.model.logit_scale.exp()) if hasattr(clip.model, "logit_scale") else 100.0
             )
         self.label_vecs = np.stack(vecs).astype(np.float32)
-        stamp_columns(
-            lake, self.table, self.name,
+        self.record_facts(
+            lake,
             {"sila.model": clip.identity, "sila.random_weights": str(clip.random).lower(),
              "sila.taxonomy": str(cfg["taxonomy"])},
-            guarded=["sila.model", "sila.random_weights", "sila.taxonomy"],
         )  # fmt: skip
+
+    def model_identity(self) -> str:
+        from sila.stages.clip_model import WeightsMissing, find_weights
+
+        cfg = self.config
+        try:
+            path = find_weights(cfg["model"], cfg["pretrained"], cfg["weights"] or None)
+        except WeightsMissing:
+            path = None
+        return f"open_clip:{cfg['model']}/{cfg['pretrained']}@{path or 'RANDOM-WEIGHTS'}"
 
     def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
         col = batch.column("embedding")

@@ -99,3 +99,11 @@ def backend_lake(request, tmp_path) -> sila.Lake:
         return sila.Lake(tmp_path / "lake").init()
     server = request.getfixturevalue("s3_server")
     return sila.Lake(f"s3://{server.bucket()}/lake", storage_options=server.options).init()
+
+
+@pytest.fixture(scope="session")
+def clip_media(tmp_path_factory):
+    """Generated clips with known duplicate groups (tests/clip_lake.py), made once."""
+    from tests.clip_lake import make_clips
+
+    return make_clips(tmp_path_factory.mktemp("clip_media"))
