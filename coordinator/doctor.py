@@ -48,7 +48,28 @@ def _dead_here(host: str | None, pid: int | None) -> bool:
 
 
 def _cmd(lake, *args: str) -> str:
-    return " ".join(["sila", *args, "--lake", shlex.quote(lake.uri)])
+    return " ".join(["sila", *map(shlex.quote, args), "--lake", shlex.quote(lake.uri)])
+
+
+def _specs(lake) -> dict[tuple[str, str], str]:
+    """(table, stage) -> how `sila run` finds the stage again (name, file.py:Class, module)."""
+    from sila.schema import owner, spec_of
+
+    out: dict[tuple[str, str], str] = {}
+    for name in lake.tables():
+        for f in lake.table(name).schema:
+            o, spec = owner(f), spec_of(f)
+            if o and spec:
+                out.setdefault((name, o), spec)
+    return out
+
+
+def _job_cmd(lake, j: dict, spec: str | None) -> str:
+    """The command that started the job, when it was the CLI; else a plain `sila run`."""
+    argv = j.get("argv") or []
+    if len(argv) > 2 and os.path.basename(argv[0]) == "sila" and argv[1] == "run":
+        return shlex.join(["sila", *argv[1:]])
+    return _cmd(lake, "run", spec or j.get("stage") or "?")
 
 
 def diagnose(lake, *, stall_after_s: float = STALL_AFTER_S, now: float | None = None) -> dict:
@@ -57,20 +78,31 @@ def diagnose(lake, *, stall_after_s: float = STALL_AFTER_S, now: float | None = 
 
     now = now or time.time()
     findings: list[Finding] = []
+    specs = _specs(lake)
     jobs = JobLog(lake.store).all()
     running_stages: set[tuple[str, str]] = set()
     latest: dict[tuple[str, str], dict] = {}
+    succeeded_at: dict[tuple[str, str], float] = {}
+    for j in jobs:
+        if j.get("state") == "succeeded":
+            key = (j.get("table"), j.get("stage"))
+            succeeded_at[key] = max(succeeded_at.get(key, 0.0), float(j.get("started_at") or 0))
     for j in jobs:  # sorted by start time: the last one per stage wins
         key = (j.get("table"), j.get("stage"))
         state = j.get("state")
+        superseded = succeeded_at.get(key, -1.0) > float(j.get("started_at") or 0)
+        if state == "running" and superseded:
+            continue  # a later job of the stage finished: this one's work is done or redone
         if state == "running":
             lag = now - float(j.get("heartbeat_at") or j.get("started_at") or now)
             if _dead_here(j.get("host"), j.get("pid")):
-                findings.append(_job_finding(lake, j, "dead_job", "died without a final state"))
+                findings.append(
+                    _job_finding(lake, j, "dead_job", "died without a final state", specs)
+                )
                 continue
             if lag > stall_after_s:
                 findings.append(
-                    _job_finding(lake, j, "stalled_job", f"no heartbeat for {lag:.0f} s")
+                    _job_finding(lake, j, "stalled_job", f"no heartbeat for {lag:.0f} s", specs)
                 )
                 continue
             running_stages.add(key)
@@ -86,7 +118,7 @@ def diagnose(lake, *, stall_after_s: float = STALL_AFTER_S, now: float | None = 
                     table,
                     stage,
                     f"the last job of '{stage}' failed: {j.get('message', '')[:400]}",
-                    _cmd(lake, "run", stage),
+                    _job_cmd(lake, j, specs.get((table, stage))),
                     {"job": j.get("job"), "log": j.get("log")},
                 )
             )
@@ -101,14 +133,17 @@ def diagnose(lake, *, stall_after_s: float = STALL_AFTER_S, now: float | None = 
                     lease["stage"],
                     f"fragment {lease['fragment']} is leased by a dead process "
                     f"(pid {lease.get('pid')}); it expires in {left:.0f} s and is then taken over",
-                    _cmd(lake, "run", lease["stage"]),
+                    _cmd(lake, "run", specs.get((lease["table"], lease["stage"]), lease["stage"])),
                     {"fragment": lease["fragment"], "job": lease.get("job")},
                 )
             )
     status = lake_status(lake)
     for table, t in status["tables"].items():
         for stage, s in t.get("stages", {}).items():
-            findings += _stage_findings(lake, table, stage, s, (table, stage) in running_stages)
+            spec = specs.get((table, stage), stage)
+            findings += _stage_findings(
+                lake, table, stage, spec, s, (table, stage) in running_stages
+            )
     need = [f for f in findings if f.severity == "action"]
     return {
         "ok": not need,
@@ -118,7 +153,7 @@ def diagnose(lake, *, stall_after_s: float = STALL_AFTER_S, now: float | None = 
     }
 
 
-def _job_finding(lake, j: dict, kind: str, why: str) -> Finding:
+def _job_finding(lake, j: dict, kind: str, why: str, specs: dict) -> Finding:
     stage = j.get("stage")
     return Finding(
         kind,
@@ -127,12 +162,14 @@ def _job_finding(lake, j: dict, kind: str, why: str) -> Finding:
         stage,
         f"job {j.get('job')} ({stage}, pid {j.get('pid')} on {j.get('host')}) {why}; "
         "its fragments resume from their checkpoints when the stage runs again",
-        _cmd(lake, "run", stage),
+        _job_cmd(lake, j, specs.get((j.get("table"), stage))),
         {"job": j.get("job"), "log": j.get("log")},
     )
 
 
-def _stage_findings(lake, table: str, stage: str, s: dict, running: bool) -> list[Finding]:
+def _stage_findings(
+    lake, table: str, stage: str, spec: str, s: dict, running: bool
+) -> list[Finding]:
     out: list[Finding] = []
     stale = int(s.get("stale_fragments") or 0)
     if stale:
@@ -144,9 +181,7 @@ def _stage_findings(lake, table: str, stage: str, s: dict, running: bool) -> lis
                 stage,
                 f"{stale} fragment(s) of '{stage}' were computed by other code, settings or "
                 f"upstream values (now {s.get('current_version')}, table has {s.get('version')})",
-                _cmd(lake, "run", stage, "--recompute")
-                if s.get("stale_needs_recompute", True)
-                else _cmd(lake, "run", stage),
+                _cmd(lake, "run", spec, "--recompute"),
                 {"stale_fragments": stale},
             )
         )
@@ -156,7 +191,7 @@ def _stage_findings(lake, table: str, stage: str, s: dict, running: bool) -> lis
         msg = f"{pending} fragment(s) of '{stage}' are not computed yet"
         if deferred:
             msg += f" ({deferred} wait for an upstream stage)"
-        out.append(Finding("pending", "action", table, stage, msg, _cmd(lake, "run", stage), s))
+        out.append(Finding("pending", "action", table, stage, msg, _cmd(lake, "run", spec), s))
     errors = int(s.get("errors") or s.get("row_errors") or 0)
     if errors:
         samples = _error_samples(lake, table, stage)
@@ -168,7 +203,7 @@ def _stage_findings(lake, table: str, stage: str, s: dict, running: bool) -> lis
                 stage,
                 f"{errors} row(s) of '{stage}' have errors; most common: "
                 + "; ".join(f"{n} x {m}" for m, n in samples.get("top", [])[:3]),
-                _cmd(lake, "run", stage, "--retry-errors"),
+                _cmd(lake, "run", spec, "--retry-errors"),
                 samples,
             )
         )

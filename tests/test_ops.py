@@ -10,6 +10,7 @@ import json
 import os
 import random
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -43,6 +44,27 @@ class Plus(sila.Stage):
     def compute(self, batch):
         time.sleep(SLOW)
         return {"plus": pc.add(batch["double"], self.config["add"])}
+
+class Model(sila.Stage):
+    name = "model"; table = "nums"; inputs = ["x"]; version = "1"
+    outputs = [pa.field("score", pa.float64())]
+    def setup(self, ctx):
+        if os.path.exists(os.environ.get("OPS_BREAK", "/nonexistent")):
+            raise RuntimeError("model weights missing: put them in place and run again")
+    def compute(self, batch):
+        return {"score": pc.multiply(batch["x"], 0.5)}
+
+class Flaky(sila.Stage):
+    name = "flaky"; table = "nums"; inputs = ["x"]; version = "1"
+    outputs = [pa.field("flaky", pa.float64())]
+    def compute(self, batch):
+        broken = os.path.exists(os.environ.get("OPS_BREAK", "/nonexistent"))
+        out, err = [], []
+        for x in batch["x"].to_pylist():
+            bad = broken and int(x) % 10 == 0
+            out.append(None if bad else x + 1)
+            err.append("decoder hiccup" if bad else None)
+        return {"flaky": out, "flaky_error": err}
 
 class Flag(sila.Stage):
     name = "flag"; table = "nums"; inputs = ["x"]; where = "plus > 50"; version = "1"
@@ -162,9 +184,11 @@ def test_doctor_finds_each_problem_and_its_fix_works(tmp_path, ops):
     time.sleep(0.5)
     p.kill()
     p.wait()
-    # a failed job: flag's model is broken on every row
+    # a failed job (the model cannot load) and row errors (a flaky decoder)
     broken.write_text("x")
-    _sila("run", f"{code}:Flag", "--lake", lk.uri, env=env, check=False)
+    failed = _sila("run", f"{code}:Model", "--lake", lk.uri, env=env, check=False)
+    assert failed.returncode == 1 and "model weights missing" in failed.stderr + failed.stdout
+    _sila("run", f"{code}:Flaky", "--lake", lk.uri, env=env)
     # a stale column: double's code changes (its version is bumped)
     (tmp_path / "ops_stages.py").write_text(
         STAGES.replace(
@@ -178,23 +202,18 @@ def test_doctor_finds_each_problem_and_its_fix_works(tmp_path, ops):
     kinds = {(f["kind"], f["stage"]) for f in found}
     assert ("dead_job", "plus") in kinds, found
     assert ("stale", "double") in kinds, found
-    assert (
-        any(k == "failed_job" and s == "flag" for k, s in kinds)
-        or (
-            "row_errors",
-            "flag",
-        )
-        in kinds
-    ), found
+    assert ("failed_job", "model") in kinds and ("row_errors", "flaky") in kinds, found
+    model_fix = next(f["fix"] for f in found if f["kind"] == "failed_job")
+    assert shlex.split(model_fix)[:3] == ["sila", "run", f"{code}:Model"]
     # run every fix, in the order given, with the model repaired: doctor is then quiet
     broken.unlink()
-    for _ in range(3):
+    for _ in range(6):
         found = json.loads(_sila("doctor", "--lake", lk.uri, "--json", check=False).stdout)
         todo = [f for f in found["findings"] if f["severity"] == "action"]
         if not todo:
             break
         for f in todo:
-            _sila(*f["fix"].split()[1:], env=env)
+            _sila(*shlex.split(f["fix"])[1:], env=env)
     final = _sila("doctor", "--lake", lk.uri, "--json", check=False)
     assert final.returncode == 0, final.stdout
     assert not [f for f in json.loads(final.stdout)["findings"] if f["severity"] == "action"]
