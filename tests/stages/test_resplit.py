@@ -105,3 +105,19 @@ def test_a_source_that_now_gives_no_clip_loses_its_old_ones(corpus, tmp_path):
     assert job["state"] == "succeeded"
     assert clip_rows(lake) == {}
     agree(lake)
+
+
+@pytest.mark.slow
+def test_two_workers_replace_children_concurrently(corpus, tmp_path):
+    """Workers commit their fragments' children at the same time: every commit lands."""
+    lake = sila.Lake(tmp_path / "lake").init()
+    names = ["multishot_a.mp4", "multishot_b.mp4", "static.mp4", "letterboxed.mp4"]
+    lake.ingest([corpus[n] for n in names], rows_per_fragment=1)
+    assert len(lake.table("sources").get_fragments()) == 4
+    for settings, recompute in ((FIRST, False), (SECOND, True)):
+        job = lake.run("split", settings=settings, recompute=recompute, workers=2)
+        assert job["state"] == "succeeded" and job["progress"]["row_errors"] == 0, job
+        agree(lake)
+    assert len(clip_rows(lake)) == sum(
+        r["split_clip_count"] for r in lake.sql("select split_clip_count from sources").to_pylist()
+    )
