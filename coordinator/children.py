@@ -68,7 +68,9 @@ def append_children(
     their old children go). Without it, the parents are those named by the children."""
     children = _conform(stage_cls, children)
     key = getattr(stage_cls, "child_parent_key", "source_id")
-    if parents is None:
+    if key not in children.schema.names:  # no parent column: children are only ever added
+        key, parents = "id", children.column("id").to_pylist()
+    elif parents is None:
         parents = children.column(key).unique().to_pylist()
     parents = sorted({p for p in parents if p is not None})
     if not parents and not children.num_rows:

@@ -121,3 +121,23 @@ def test_two_workers_replace_children_concurrently(corpus, tmp_path):
     assert len(clip_rows(lake)) == sum(
         r["split_clip_count"] for r in lake.sql("select split_clip_count from sources").to_pylist()
     )
+
+
+def test_children_without_a_parent_column_are_added_once(tmp_path):
+    """A user's explode stage whose children name no parent: re-runs add nothing twice."""
+    import pyarrow as pa
+    from sila.coordinator.children import append_children
+
+    class Words:
+        name, version, model, child_table = "words", "1", None, "words"
+        child_fields = [pa.field("id", pa.string()), pa.field("n", pa.int64())]
+
+        @classmethod
+        def resolved_version(cls):
+            return cls.version
+
+    lake = sila.Lake(tmp_path / "lake").init()
+    kids = pa.table({"id": ["a", "b"], "n": [1, 2]})
+    assert append_children(lake, Words, kids) == 2
+    assert append_children(lake, Words, pa.table({"id": ["b", "c"], "n": [2, 3]})) == 1
+    assert sorted(lake.table("words").to_table().column("id").to_pylist()) == ["a", "b", "c"]
