@@ -305,6 +305,8 @@ def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storage
                     if d["stale_fragments"]
                     else ""
                 )
+                if d.get("random_weights"):
+                    ver += " [bold red]RANDOM WEIGHTS (--allow-random-weights)[/]"
                 cov = "-" if d["coverage"] is None else f"{d['coverage']:.0%}"
                 tab.add_row(
                     s,

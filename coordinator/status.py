@@ -67,6 +67,10 @@ def table_status(ds, name: str, lake=None, identities: dict[str, str] | None = N
             "version": versions[0] if len(versions) == 1 else versions,
             "current_version": now,
             "stale_fragments": counts[STALE],
+            # computed with --allow-random-weights (sila.column_stamp records it per column)
+            "random_weights": any(
+                (f.metadata or {}).get(b"sila.random_weights") == b"true" for f in fields
+            ),
             "coverage": round(done_rows / rows, 4)
             if rows
             else (1.0 if not counts[PENDING] else None),

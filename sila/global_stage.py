@@ -120,12 +120,16 @@ class GlobalStage(SetupFacts, Stage):
                 "coordinator fits before assigning)"
             )
         self.fit_state, self.fit_id = fit, fit.fit_id
-        self.record_facts(lake, {"sila.fit": fit.fit_id})
+        self.record_facts(lake, {"sila.fit": fit.fit_id, **self.fit_facts(lake)})
         self.load_fit(fit, ctx)
 
     def model_identity(self) -> str | None:
         """The fit is part of the work: rows assigned under another fit are stale."""
         return f"{self.model}#fit={getattr(self, 'fit_id', None)}"
+
+    def fit_facts(self, lake) -> dict[str, str]:
+        """Extra column metadata, e.g. that the vectors it grouped came from random weights."""
+        return {}
 
     def load_fit(self, fit: Fit, ctx: StageContext) -> None:
         """Unpack the fit's files for `compute` (once per worker)."""

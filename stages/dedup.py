@@ -139,6 +139,14 @@ class Dedup(GlobalStage):
         }
         return Fit({"centroids.npy": _npy(centroids), "assignments.arrow": _ipc(table)}, summary)
 
+    def fit_facts(self, lake) -> dict[str, str]:
+        from sila.column_stamp import column_facts
+        from sila.schema import owner
+
+        ds = lake.table(self.table)
+        src = column_facts(ds, owner(ds.schema.field(self.vector_column)) or "")
+        return {"sila.random_weights": src.get("sila.random_weights", "false")}
+
     # -- assign: per fragment ---------------------------------------------------------------
     def load_fit(self, fit: Fit, ctx: StageContext) -> None:
         self.centroids = np.load(io.BytesIO(fit.files["centroids.npy"]), allow_pickle=False)
