@@ -124,7 +124,9 @@ class AudioSignals(SettingsVersion, Stage):
         if has_audio is None:
             has_audio = probe(path).has_audio
         values["audio_track"] = bool(has_audio)
-        if self.plugs["face"] is not None:
+        if not row.get("video_width"):  # an audio clip: no picture, so no face
+            values["has_face"] = False
+        elif self.plugs["face"] is not None:
             values["has_face"] = self._faces(path, row) > 0
         if not has_audio:  # no sound to sync or to call music
             return values

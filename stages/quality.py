@@ -78,7 +78,6 @@ class Quality(Filter):
             "too_short",
             "too_long",
             "extreme_aspect",
-            "no_video",
         ],  # fmt: skip
         "flag": [
             "text_overlay",
@@ -111,6 +110,10 @@ class Quality(Filter):
             return Verdict(False, ["signals_error"])
         if row.get("video_artifacts") is None:  # video_signals did not run on this row
             return Verdict(False, ["no_signals"])
+        if row.get("video_artifacts") == [
+            "no_video"
+        ]:  # an audio clip: the video rules do not apply
+            return Verdict(None, ["no_video"])
         reject = set(self.config["reject"])
         tags = self.tags(row)
         reasons = [t for t in tags if t in reject]

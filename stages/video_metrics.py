@@ -78,6 +78,23 @@ def seam_profile(g: np.ndarray, axis: int) -> np.ndarray:
     return (jump > SEAM_STEP).mean(axis=1)
 
 
+def seam_score(profile: np.ndarray, strong: float = 0.6, max_seams: int = 2) -> float:
+    """Split-screen score of one axis: the strongest seam in the middle 60 % of the picture,
+    or 0 when more than `max_seams` strong seams cross the frame (bars, grids, shelves: a
+    regular structure, not two or three panes)."""
+    m = len(profile)
+    mid = profile[int(m * 0.2) : int(m * 0.8) + 1]
+    if not len(mid):
+        return 0.0
+    gap = max(2, m // 30)  # one seam spans a few positions: count separated peaks
+    seams, last = 0, -gap
+    for i in np.flatnonzero(profile >= strong):
+        if i - last >= gap:
+            seams += 1
+        last = i
+    return 0.0 if seams > max_seams else float(mid.max())
+
+
 class VideoMeter:
     """Feed gray frames sampled at `fps` (analysis scale `scale` = analysis px / clip px)."""
 
@@ -165,12 +182,7 @@ class VideoMeter:
         )
         split = None
         if self.seam_frames:
-            split = 0.0
-            for prof in (self.seam_v, self.seam_h):
-                m = len(prof)
-                mid = prof[int(m * 0.2) : int(m * 0.8) + 1] / self.seam_frames
-                if len(mid):
-                    split = max(split, float(mid.max()))
+            split = max(seam_score(p / self.seam_frames) for p in (self.seam_v, self.seam_h))
         return VideoMeasures(
             frames=n,
             motion_mean=motion,

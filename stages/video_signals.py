@@ -158,6 +158,10 @@ class VideoSignals(SettingsVersion, Stage):
         want_rgb = any(self.scorers.values())
         for gray in stream:
             meter.add(gray)
+        if meter.n == 0:  # a still (image clip) has one frame, which the fps filter may drop
+            stream = FrameStream(path, 0.0, size, pre=pre, max_frames=1)
+            for gray in stream:
+                meter.add(gray)
         if meter.n == 0:
             raise RowError("no video frame decoded from the canonical clip")
         m = meter.result()

@@ -146,14 +146,14 @@ def test_quality_tags_from_rules():
     assert Quality(max_aspect=2.0).filter({**row, "aspect": 0.25}).reasons == ["extreme_aspect"]
 
 
-def test_audio_only_clip_is_rejected_as_no_video():
+def test_audio_only_clip_is_undetermined_as_no_video():
     from sila.stages.video_signals import VideoSignals
 
     out = VideoSignals(ocr="none").measure(
         {"video": "/x.m4a", "video_width": None, "video_height": None}
     )
     assert out == {"video_artifacts": ["no_video"]}
-    assert Quality().filter(out) == Verdict(False, ["no_video"], [])
+    assert Quality().filter(out) == Verdict(None, ["no_video"])  # not a video decision
 
 
 def test_quality_recipe_spells_out_the_stage_defaults():
