@@ -28,8 +28,15 @@ DETAILED = 200  # failures looked up (id, source path) and sent to the job log
 
 
 class FailureWatch:
-    def __init__(self, stage_name: str, error_column: str, report: Callable[[dict], None]) -> None:
+    def __init__(
+        self,
+        stage_name: str,
+        error_column: str,
+        report: Callable[[dict], None],
+        source_of: Callable[[str], str | None] | None = None,
+    ) -> None:
         self.name, self.error_column, self.report = stage_name, error_column, report
+        self.source_of = source_of  # a clip's source id -> the user's own path
         self.rows = self.segments = self.unexpected = 0
         self.verdict: bool | None = None  # True: works; None: still judging
         self.logged = 0
@@ -87,7 +94,7 @@ class FailureWatch:
             if k > DETAILED:
                 continue
             addr = part.column(ADDR)[i].as_py() if ADDR in part.schema.names else None
-            row_id, source = _row_identity(ds, addr)
+            row_id, source = _row_identity(ds, addr, self.source_of)
             where = f"row {row_id!r}" + (f" ({source})" if source else "")
             if k <= FULL_TRACEBACKS:
                 log.warning("stage %s: %s failed: %s\n%s", self.name, where, msg, tb.rstrip())
@@ -108,7 +115,9 @@ class FailureWatch:
             )
 
 
-def _row_identity(ds: lance.LanceDataset, addr: int | None) -> tuple[str | None, str | None]:
+def _row_identity(
+    ds: lance.LanceDataset, addr: int | None, source_of=None
+) -> tuple[str | None, str | None]:
     """(id, the user's own source path) of a row: read only on failure, never in bulk."""
     if addr is None:
         return None, None
@@ -122,5 +131,9 @@ def _row_identity(ds: lance.LanceDataset, addr: int | None) -> tuple[str | None,
         return None, None
     source = row.get("uri")
     if source is None and row.get("source_id"):
-        source = f"source {row['source_id']}"
+        try:
+            source = source_of(row["source_id"]) if source_of else None
+        except Exception:  # noqa: BLE001
+            source = None
+        source = source or f"source {row['source_id']}"
     return row.get("id"), source

@@ -82,7 +82,7 @@ class FragmentWorker:
             on_commit=self._committed,
         )
         self.segment_rows = opts.segment_rows or cls.segment_rows
-        self.watch = FailureWatch(self.name, cls.error_column(), report)
+        self.watch = FailureWatch(self.name, cls.error_column(), report, self._source_uri)
         self.held: list[Finished] = []  # finished while the stage is still being judged
         self.concurrency = max(1, concurrency)
         # Segments of one fragment computed at once (Ray: keeps every actor busy on the last
@@ -261,6 +261,12 @@ class FragmentWorker:
         self.heartbeat.add(lease)
         return lease
 
+    def _source_uri(self, source_id: str) -> str | None:
+        """The user's own path of a source (for a failed clip's log line); read on failure only."""
+        quoted = source_id.replace("'", "''")
+        t = self.lake.table("sources").to_table(columns=["uri"], filter=f"id = '{quoted}'")
+        return t.column("uri")[0].as_py() if t.num_rows else None
+
     def _fresh_table(self):
         if time.monotonic() - self._fresh_at > 1.0:
             self._fresh, self._fresh_at = self.lake.table(self.table), time.monotonic()
@@ -386,13 +392,10 @@ class FragmentWorker:
         target = self.keeper.target(ds)
         full = finish_values(ds, cls, ref, rows, values)
         children = [r.children for r in results if r.children is not None and r.children.num_rows]
-        if cls.kind == "explode":  # replace the computed parents' children in one commit
+        if children:
             from sila.coordinator.children import append_children
 
-            sel = rows.selection.table
-            parents = sel.column("id").to_pylist() if "id" in sel.column_names else None
-            kids = pa.concat_tables(children) if children else None
-            self.report({"children": append_children(self.lake, cls, kids, parents)})
+            self.report({"children": append_children(self.lake, cls, pa.concat_tables(children))})
         fault_point("before_commit")
         data_file = write_data_file(target, full)
         replaced = work.stem if (work.has_values and target is ds) else None

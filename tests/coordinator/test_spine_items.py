@@ -147,7 +147,9 @@ def test_2_where_subset_then_all(backend_lake, stages):
 
 
 # -- item 3: upstream dependencies (where-only and inputs) --------------------------------------
-def test_3_downstream_waits_for_upstream_then_follows_it(nums, stages):
+def test_3_downstream_waits_for_upstream_then_follows_it(backend_lake, stages):
+    nums = backend_lake  # the state records live in the lake's store: local and S3
+    make_numbers(nums, 6, 100)
     nums.run(spec(stages, "Keep"), where="x < 100")  # the upstream is done on fragment 0 only
     early = nums.run(spec(stages, "Gated"))
     assert early["progress"]["fragments_done"] == 1 and early["progress"]["fragments_deferred"] == 5
