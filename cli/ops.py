@@ -47,6 +47,12 @@ def pipeline_run(
     workers: Annotated[int, typer.Option(help="fragment workers per stage job")] = 1,
     executor: Annotated[str, typer.Option(help="auto | inline | processes | ray")] = "auto",
     sequential: Annotated[bool, typer.Option(help="one stage at a time")] = False,
+    allow_random_weights: Annotated[
+        bool, typer.Option(help="model stages without weights run with random ones (recorded)")
+    ] = False,
+    endpoint_url: Annotated[
+        str | None, typer.Option(help="model endpoint for the stages that need one")
+    ] = None,
     on_success: Annotated[str | None, typer.Option(help="command run with the record path")] = None,
     on_failure: Annotated[str | None, typer.Option(help="command run with the record path")] = None,
     as_json: JsonOpt = False,
@@ -64,6 +70,8 @@ def pipeline_run(
             console.print(f"  [cyan]start[/] {stage}")
         elif kind == "end":
             console.print(f"  [green]done[/]  {stage}: {out.rows} rows, {out.row_errors} errors")
+        elif kind == "skip":
+            console.print(f"  [yellow]skip[/]  {stage}: {out.message}")
         else:
             console.print(f"  [red]failed[/] {stage}: {out.message}")
 
@@ -75,6 +83,8 @@ def pipeline_run(
         on_event=event,
         workers=workers,
         executor=executor,
+        random_weights=allow_random_weights,
+        **({"endpoint_url": endpoint_url} if endpoint_url else {}),
     )
     run_hook(on_success if res["ok"] else on_failure, record_path(lk, res["record"]))
     if as_json:

@@ -152,11 +152,16 @@ def run_pipeline(
     concurrent: bool = True,
     poll_s: float = 0.5,
     on_event=None,
+    random_weights: bool | list[str] = False,
     **run_options: Any,
 ) -> dict:
     """Run a recipe's stages; returns {"stages": [...outcomes], "ok": bool, "seconds": s}.
 
-    Each stage is one or more ordinary `sila run` jobs (same options, same job records)."""
+    Each stage is one or more ordinary `sila run` jobs (same options, same job records). A
+    stage that needs a model endpoint it cannot have here (no URL, no server installed) is
+    skipped with the reason, and so are the stages that need its outputs. `random_weights`:
+    True, or the names of the stages allowed to run with random weights (recorded in their
+    columns' metadata)."""
     doc = load_recipe(recipe)
     pipeline_id = f"{time.strftime('%Y%m%dT%H%M%S')}-pipeline-{uuid.uuid4().hex[:6]}"
     run_options.setdefault("progress", False)
@@ -178,16 +183,27 @@ def run_pipeline(
                 if not concurrent or not _may_overlap(node, outcomes_cls[u]):
                     ended[u].wait()
             for u in ups:
-                if outcomes[u].state == "failed":
-                    out.state, out.message = "skipped", f"upstream '{u}' failed"
+                if outcomes[u].state in ("failed", "skipped"):
+                    out.state, out.message = "skipped", f"upstream '{u}' {outcomes[u].state}"
+                    say("skip", node.name, out)
                     return
+            reason = _endpoint_missing(node.spec, recipe, run_options.get("endpoint_url"))
+            if reason:
+                out.state, out.message = "skipped", reason
+                say("skip", node.name, out)
+                return
+            opts = dict(run_options)
+            if random_weights is True or (
+                isinstance(random_weights, list | tuple | set) and node.name in random_weights
+            ):
+                opts["allow_random_weights"] = True
             out.state = "running"
             say("start", node.name)
             t = time.monotonic()
             while True:
                 upstream_running = any(not ended[u].is_set() for u in ups)
                 if lake.has_table(node.cls.table) or not ups:
-                    out.add(_run_retrying(lake, node.spec, recipe, run_options))
+                    out.add(_run_retrying(lake, node.spec, recipe, opts))
                 elif not upstream_running:
                     out.message = f"nothing to do: table '{node.cls.table}' was not created"
                     break
@@ -215,7 +231,7 @@ def run_pipeline(
     else:
         for n in nodes:
             one(n)
-    ok = all(o.state == "succeeded" for o in outcomes.values())
+    ok = not any(o.state == "failed" for o in outcomes.values())
     record = {
         "pipeline": pipeline_id,
         "ok": ok,
@@ -241,6 +257,14 @@ def _run_retrying(lake, spec: str, recipe: str, options: dict, attempts: int = 8
                 raise
             time.sleep(0.2 * (i + 1))
     raise AssertionError("unreachable")
+
+
+def _endpoint_missing(spec: str, recipe: str, url: str | None) -> str | None:
+    try:
+        from sila.coordinator.dry_run import endpoint_skip_reason
+    except ImportError:  # pragma: no cover
+        return None
+    return endpoint_skip_reason(spec, recipe, url)
 
 
 def _may_overlap(node: Node, upstream_cls) -> bool:
