@@ -51,7 +51,8 @@ def init_ray(address: str | None) -> dict:
             from sila.coordinator import reaper
 
             reaper.start()  # a SIGKILLed driver must not leave Ray's agents running
-            ray.init(num_cpus=os.cpu_count(), **kwargs)
+            # "local": a new instance even when a `ray start` cluster runs on this machine
+            ray.init(address="local", num_cpus=os.cpu_count(), **kwargs)
     except ConnectionError as e:
         raise SilaError(
             f"cannot join the Ray cluster at {address}: {e}; start one with `ray start --head` "
