@@ -11,6 +11,7 @@ from sila.coordinator.keep_rates import keep_rates
 from sila.coordinator.leases import LeaseStore
 from sila.coordinator.state import DEFERRED, DONE, PARTIAL, PENDING, STALE
 
+from sila.filters import logic_part
 from sila.schema import owner, spec_of, version_of
 
 
@@ -47,7 +48,9 @@ def table_status(ds, name: str, lake=None, identities: dict[str, str] | None = N
         versions = sorted({v for f in fields if (v := version_of(f))})
         spec = next((s for f in fields if (s := spec_of(f))), None)
         now = current_version(spec)
-        code_changed = bool(now and versions and now not in versions)
+        # a stage whose version carries its rules (sila.filters.SettingsVersion) is not stale
+        # when only its rules differ from the defaults: the settings identity covers that
+        code_changed = bool(now and versions and logic_part(now) not in map(logic_part, versions))
         counts = _fragment_states(ds, stage, fields, lake, (identities or {}).get(stage))
         err = f"{stage}_error"
         has_values = counts[DONE] + counts[PARTIAL] + counts[STALE]

@@ -70,6 +70,11 @@ def rules_digest(rules: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+def logic_part(version: str) -> str:
+    """The code part of a version ("1+r<rules digest>" -> "1"); other versions unchanged."""
+    return version.split("+r", 1)[0]
+
+
 class SettingsVersion:
     """Mixin for a Stage whose settings change what its columns mean (rules, models).
 

@@ -77,6 +77,8 @@ def test_threshold_change_reruns_the_decision_only(flake):
     assert job["state"] == "succeeded" and job["progress"]["rows"] == 14
     after = rows(lake, ["motion_mean", "quality_keep", "quality_reasons"])
     assert all(not r["quality_keep"] and "static" in r["quality_reasons"] for r in after.values())
+    st = lake.status()["tables"]["clips"]["stages"]["quality"]
+    assert (st["fragments_stale"], st["fragments_pending"]) == (0, 0)  # other rules, not stale code
     schema = lake.table("clips").schema
     assert schema.field("quality_keep").metadata[b"sila.stage_version"] != q_version
     assert schema.field("motion_mean").metadata[b"sila.stage_version"] == sig_version
