@@ -5,8 +5,13 @@ Pages are the files next to it; each reads the lake named by $SILA_VIEW_LAKE, re
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 from sila.viewer import data
+from streamlit.logger import get_logger
+
+log = get_logger("sila.viewer")  # follows `--logger.level`: `info` prints page run times
 
 PAGES = [
     ("overview.py", "Overview", "overview"),
@@ -26,7 +31,9 @@ def main() -> None:
     ]
     nav = st.navigation(pages)
     st.sidebar.caption(f"lake: `{data.lake_uri()}` (read-only)")
+    t = time.perf_counter()
     nav.run()
+    log.info("page %s ran in %.3f s", nav.url_path or "overview", time.perf_counter() - t)
 
 
 main()

@@ -53,31 +53,33 @@ def render() -> None:
     n = st.number_input(f"page (of {pages})", 1, pages, 1, key="dup_page")
     chunk = groups.slice((n - 1) * GROUPS_PER_PAGE, GROUPS_PER_PAGE)
     cols = [c for c in (*DEDUP_COLUMNS, "source_id", "thumbnail") if data.has_column(table, c)]
-    for rec in chunk.to_pylist():
-        gid = rec["group"]
-        members = data.rows(table, ["id", *cols], f"dedup_group = {_literal(gid)}", 0, 48)
-        _group(table, gid, rec["size"], members)
+    recs = chunk.to_pylist()
+    # one read for the whole page of groups (the predicate reads dedup_group only)
+    where = "dedup_group IN (" + ", ".join(_literal(r["group"]) for r in recs) + ")"
+    members = data.rows(table, ["id", *cols], where, 0, sum(min(r["size"], 48) for r in recs) * 2)
+    thumbs = data.thumbnails_for(table, members)
+    by_group: dict = {}
+    for rec, thumb in zip(members.to_pylist(), thumbs, strict=True):
+        by_group.setdefault(rec["dedup_group"], []).append((rec, thumb))
+    for r in recs:
+        _group(table, r["group"], r["size"], by_group.get(r["group"], [])[:48])
 
 
 def _literal(value) -> str:
     return data.quote(value) if isinstance(value, str) else str(value)
 
 
-def _group(table: str, gid, size: int, members: pa.Table) -> None:
+def _group(table: str, gid, size: int, members: list[tuple[dict, bytes | None]]) -> None:
     st.markdown(f"**group {gid}** · {size} members")
-    recs = members.to_pylist()
-    thumbs = data.thumbnails_for(table, members)
-    order = sorted(
-        range(len(recs)),
-        key=lambda i: (not recs[i].get("dedup_keep"), -(recs[i].get("dedup_similarity") or 0)),
+    members = sorted(
+        members, key=lambda m: (not m[0].get("dedup_keep"), -(m[0].get("dedup_similarity") or 0))
     )
-    for start in range(0, len(order), PER_ROW):
+    for start in range(0, len(members), PER_ROW):
         cells = st.columns(PER_ROW)
-        for cell, i in zip(cells, order[start : start + PER_ROW], strict=False):
-            r = recs[i]
+        for cell, (r, thumb) in zip(cells, members[start : start + PER_ROW], strict=False):
             with cell:
-                if thumbs[i]:
-                    st.image(thumbs[i], width="stretch")
+                if thumb:
+                    st.image(thumb, width="stretch")
                 sample_link(table, r["id"], n=18)
                 sim = r.get("dedup_similarity")
                 sim_txt = f"similarity {sim:.3f}" if sim is not None else ""

@@ -53,7 +53,7 @@ def test_overview_shows_tables_stages_coverage_versions_leases_jobs(view_env, li
     assert "Overview" in body
     for name, t in st["tables"].items():
         assert f"{t['rows']:,} rows" in body, name
-        assert f"{t['fragments']:,} fragments" in body
+        assert f"{t['fragments']:,} fragment" in body
     # stages table: one row per (table, stage) with the status figures
     frames = [d.value for d in at.dataframe]
     stages = next(f for f in frames if "stage" in f.columns and "coverage" in f.columns)
