@@ -118,11 +118,11 @@ def accuracy(args, work: str) -> None:
         rows = lake.table("clips").to_table(columns=["id", vec, f"{prefix}_group"]).to_pylist()
         index = {f"src{c.group}/{i}": i for i, c in enumerate(clips)}
         group = {index[r["id"]]: r[f"{prefix}_group"] for r in rows}
-        stage_pred = _pairs(n, lambda i, j: group[i] == group[j])
+        stage_pred = _pairs(n, lambda i, j, g=group: g[i] == g[j])
         v = np.array([r[vec] for r in sorted(rows, key=lambda r: index[r["id"]])], np.float32)
         v /= np.linalg.norm(v, axis=1, keepdims=True)
         s = v @ v.T
-        exact_pred = _pairs(n, lambda i, j: s[i, j] >= 1 - eps)
+        exact_pred = _pairs(n, lambda i, j, s=s, eps=eps: s[i, j] >= 1 - eps)
         sp, sr = pair_scores(stage_pred, truth)
         ep, er = pair_scores(exact_pred, truth)
         report(
@@ -184,7 +184,7 @@ def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench dedup")
     ap.add_argument("--originals", type=int, default=40)
     ap.add_argument("--variants", type=int, default=5)
-    ap.add_argument("--fp-bits", type=float, default=12.0)
+    ap.add_argument("--fp-bits", type=float, default=14.0)
     ap.add_argument("--fp-eps", type=float, default=0.1)
     ap.add_argument("--clip-eps", type=float, default=0.05)
     ap.add_argument("--scale-rows", type=int, default=1_000_000)

@@ -3,7 +3,8 @@
 Originals are distinct ffmpeg lavfi scenes (fractals, cellular automata, noise, gradients),
 slowed to change at a natural video's pace (a cellular automaton stepping 15 times a second
 is a new picture every frame, which no camera films);
-some are neighbouring windows of the same scene (hard negatives: same look, other content).
+every third is the previous one's kind of scene with another seed (a hard negative: the same
+look, other content).
 Each original gets copies under the transforms the issue names: CRF 35 re-encode, 50-75%
 rescale, crop up to 10%, brightness +-0.08, trim up to 1 s, and combinations.
 """
@@ -109,12 +110,12 @@ def make_dupset(
     rng = random.Random(seed)
     jobs: list[tuple[DupClip, list[str]]] = []
     for i in range(originals):
-        # every third original is a later window of the previous scene: a hard negative
-        scene_seed = i // 3 * 3 if i % 3 == 2 else i
-        offset = seconds + 1.0 if i % 3 == 2 else 0.0
+        # every third original is the previous one's kind of scene with another seed: the same
+        # look, other content (a hard negative). Later windows of one scene are not used: a
+        # continuing zoom or a slow drift is, frame for frame, a crop or a trim of it.
+        kind, seed_ = (i - 1, 1000 + i) if i % 3 == 2 else (i, i + 1)
         src = os.path.join(out_dir, f"o{i:03d}.mp4")
-        args = ["-f", "lavfi", "-i", _scene(scene_seed, scene_seed + 1)]
-        args += ["-ss", str(offset), "-t", str(seconds), "-pix_fmt", "yuv420p"]
+        args = ["-f", "lavfi", "-i", _scene(kind, seed_), "-t", str(seconds), "-pix_fmt", "yuv420p"]
         args += ["-c:v", "libx264", "-crf", "18", "-preset", "veryfast", src]
         jobs.append((DupClip(src, i, "original"), args))
     copies: list[tuple[DupClip, list[str]]] = []

@@ -60,6 +60,24 @@ def test_random_weights_are_flagged_then_real_weights_require_recompute(
         assert r["embed_error"] is None and r["embed_frames"] == 4
         assert abs(np.linalg.norm(r["embedding"]) - 1.0) < 1e-4
 
+    # zero-shot tags from the same (random) model: the mechanics, flagged as random
+    job = lake.run(
+        "tag",
+        settings={"model": TINY, "pretrained": "", "top_k": 3, "threshold": 0.0},
+        allow_random_weights=True,
+    )
+    assert job["state"] == "succeeded"
+    assert _facts(lake, "tags")["sila.random_weights"] == "true"
+    for r in lake.table("clips").to_table(columns=["id", "tags", "tag_scores"]).to_pylist():
+        if r["id"] == "bad/0-1":
+            assert r["tags"] is None  # no embedding: outside the stage's where, no tags
+            continue
+        scores = [x["score"] for x in r["tag_scores"]]
+        assert len(scores) == 3 and scores == sorted(scores, reverse=True)
+        for t in r["tags"]:  # threshold 0: every label, and each child's parent with it
+            if t.count("/") == 2:
+                assert t.rsplit("/", 1)[0] in r["tags"]
+
     # the search says the vectors are random, from Python and from the CLI
     some = sorted(rows)[0]
     res = lake.search(like=some, k=3, columns=["embed_frames"])

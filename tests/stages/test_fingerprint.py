@@ -4,7 +4,7 @@ brightness and trim stay close, other scenes far; a broken video is a row error.
 from __future__ import annotations
 
 import numpy as np
-from sila.stages.fingerprint import clip_distance, pack, phash_bits, unpack
+from sila.stages.fingerprint import DEFAULT_MAX_BITS, clip_distance, pack, phash_bits, unpack
 
 from tests.clip_lake import clips_table
 
@@ -35,12 +35,13 @@ def test_stage_on_clips(lake, clip_media):
     good = [r for r in rows if r["fingerprint_error"] is None]
     assert len(good) == len(clip_media)
     for r in good:
-        assert 2 <= len(r["fingerprint"]) <= 4  # 2 frames a second of a 2 s clip (trims: 1-2 s)
+        assert 8 <= len(r["fingerprint"]) <= 16  # 4 frames a second of 1-2 s, two hashes each
         assert abs(np.linalg.norm(r["fingerprint_vec"]) - 1) < 1e-4
     same, other = [], []
     for i, a in enumerate(good):
         for b in good[i + 1 :]:
             d = clip_distance(a["fingerprint"], b["fingerprint"])
             (same if a["truth_group"] == b["truth_group"] else other).append(d)
-    assert np.median(same) < 8 < np.median(other)
-    assert min(other) > 8
+    # 2-second clips (1 s left after a trim) are a harder case than the benchmark's 3 s ones
+    assert np.mean(np.array(same) <= DEFAULT_MAX_BITS) >= 0.9
+    assert min(other) > DEFAULT_MAX_BITS
