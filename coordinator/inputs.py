@@ -53,11 +53,11 @@ def select_rows(
     except (ValueError, OSError, RuntimeError) as e:
         raise ContractError(f"stage '{stage_cls.name}': cannot apply where {where!r}: {e}") from e
     offsets = (tbl.column(ADDR).to_numpy() & 0xFFFFFFFF).astype(np.uint32)
-    order = np.argsort(offsets, kind="stable")
-    if not np.all(order == np.arange(len(order))):
+    if len(offsets) > 1 and not np.all(np.diff(offsets.astype(np.int64)) > 0):
+        order = np.argsort(offsets, kind="stable")
         tbl = tbl.take(pa.array(order))
         offsets = offsets[order]
-    return Selection(offsets, tbl)
+    return Selection(offsets, tbl.combine_chunks())
 
 
 class BlobMaterializer:
@@ -188,11 +188,12 @@ class InputPlan:
 
 def segment_part(sel: Selection, start: int, stop: int) -> pa.RecordBatch:
     """The plain columns (and row addresses) of selected rows [start, stop): cheap to ship."""
-    return (
-        sel.table.slice(start, stop - start).combine_chunks().to_batches()[0]
-        if stop > start
-        else (pa.RecordBatch.from_pylist([], schema=sel.table.schema))
-    )
+    if stop <= start:
+        return pa.RecordBatch.from_pylist([], schema=sel.table.schema)
+    batches = sel.table.slice(start, stop - start).to_batches()
+    if len(batches) == 1:  # one chunk (select_rows combines once): a zero-copy slice
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def materialize(plan: InputPlan, part: pa.RecordBatch, blobs: BlobMaterializer) -> pa.RecordBatch:
@@ -243,6 +244,10 @@ def physical_values(
     return scatter(physical_rows, offsets, values)
 
 
+def _distinct(offsets: np.ndarray) -> bool:
+    return len(np.unique(offsets)) == len(offsets)  # unsorted: the slow check
+
+
 def scatter(
     physical_rows: int, offsets: np.ndarray, values: pa.Table, base: pa.Table | None = None
 ) -> pa.Table:
@@ -255,7 +260,8 @@ def scatter(
             f"internal: {values.num_rows} computed rows for {len(offsets)} selected rows"
         )
     if len(offsets) and (
-        int(offsets.max()) >= physical_rows or len(np.unique(offsets)) != len(offsets)
+        int(offsets.max()) >= physical_rows
+        or not (np.all(np.diff(offsets.astype(np.int64)) > 0) or _distinct(offsets))
     ):
         raise ContractError("internal: selected row offsets repeat or exceed the fragment")
     if base is not None and base.num_rows != physical_rows:
