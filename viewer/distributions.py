@@ -22,13 +22,58 @@ MAP_SAMPLE = 2000
 SCORE_WORDS = ("score", "similarity", "prob", "aesthetic", "sharp", "motion")
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
-def _column(uri: str, table: str, ver: int, name: str) -> pa.ChunkedArray:
+def _read(uri: str, table: str, ver: int, name: str) -> pa.ChunkedArray:
     return data.lake().table(table, version=ver).to_table(columns=[name])[name]
 
 
-def column(table: str, name: str) -> pa.ChunkedArray:
-    return _column(data.lake_uri(), table, data.version(table), name)
+def _floats(uri: str, table: str, ver: int, name: str) -> np.ndarray:
+    return _read(uri, table, ver, name).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+# Summaries are cached per table version (a few dozen rows each), never the columns: a page
+# rerun costs nothing, and the table is read again only after a commit.
+@st.cache_data(show_spinner=False, max_entries=256)
+def _histogram(uri: str, table: str, ver: int, name: str) -> pd.DataFrame:
+    values = _floats(uri, table, ver, name)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return pd.DataFrame()
+    counts, edges = np.histogram(values, bins=BINS)
+    return pd.DataFrame({"lo": edges[:-1], "hi": edges[1:], "rows": counts})
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _value_counts(uri: str, table: str, ver: int, name: str, decision: bool) -> pd.DataFrame:
+    arr = _read(uri, table, ver, name)
+    if decision:
+        vals = pc.cast(arr, pa.string()).fill_null("not computed")
+        vals = pc.replace_substring(vals, "true", "kept")
+        vals = pc.replace_substring(vals, "false", "dropped")
+    else:
+        vals = pc.list_flatten(arr)
+    vc = pc.value_counts(vals)
+    df = pd.DataFrame(
+        {"value": vc.field("values").to_pylist(), "rows": vc.field("counts").to_pylist()}
+    )
+    return df.sort_values("rows", ascending=False).head(30)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _bucket_counts(
+    uri: str, table: str, ver: int, w: str, h: str, d: str, b: Buckets
+) -> pd.DataFrame:
+    width, height, dur = (_floats(uri, table, ver, c) for c in (w, h, d))
+    ok = np.isfinite(width) & np.isfinite(height) & np.isfinite(dur) & (width > 0) & (height > 0)
+    short = np.minimum(width[ok], height[ok])
+    ri = np.clip(np.searchsorted(b.short_side, short, side="right") - 1, 0, None)
+    di = np.clip(np.searchsorted(b.duration_s, dur[ok], side="right") - 1, 0, None)
+    rl, dl = b.resolution_labels(), b.duration_labels()
+    return (
+        pd.DataFrame({"resolution": [rl[i] for i in ri], "duration": [dl[i] for i in di]})
+        .value_counts()
+        .rename("samples")
+        .reset_index()
+    )
 
 
 @st.cache_resource(show_spinner=False)
@@ -69,16 +114,13 @@ def _numbers(table: str, cols: list[data.Column]) -> None:
     picked = st.multiselect("columns", numeric, default=default, key=f"hist_{table}")
     cells = st.columns(2)
     for i, name in enumerate(picked):
-        values = column(table, name).to_numpy(zero_copy_only=False).astype(np.float64)
-        values = values[np.isfinite(values)]
+        df = _histogram(data.lake_uri(), table, data.version(table), name)
         with cells[i % 2]:
-            if values.size == 0:
+            if df.empty:
                 st.caption(f"{name}: no values yet")
                 continue
-            counts, edges = np.histogram(values, bins=BINS)
-            df = pd.DataFrame({"lo": edges[:-1], "hi": edges[1:], "rows": counts})
             chart = (
-                alt.Chart(df, title=f"{name} ({values.size:,} values)")
+                alt.Chart(df, title=f"{name} ({int(df['rows'].sum()):,} values)")
                 .mark_bar()
                 .encode(
                     x=alt.X("lo:Q", title=name, bin="binned"),
@@ -98,18 +140,7 @@ def _counts(table: str, cols: list[data.Column]) -> None:
     st.subheader("Tags, reasons and decisions")
     cells = st.columns(2)
     for i, name in enumerate(decisions + lists):
-        arr = column(table, name)
-        if name in decisions:
-            vals = pc.cast(arr, pa.string()).fill_null("not computed")
-            vals = pc.replace_substring(vals, "true", "kept")
-            vals = pc.replace_substring(vals, "false", "dropped")
-        else:
-            vals = pc.list_flatten(arr)
-        vc = pc.value_counts(vals)
-        df = pd.DataFrame(
-            {"value": vc.field("values").to_pylist(), "rows": vc.field("counts").to_pylist()}
-        )
-        df = df.sort_values("rows", ascending=False).head(30)
+        df = _value_counts(data.lake_uri(), table, data.version(table), name, name in decisions)
         with cells[i % 2]:
             if df.empty:
                 st.caption(f"{name}: none yet")
@@ -140,23 +171,11 @@ def _buckets(table: str) -> None:
             st.caption("this table has no width, height and duration columns")
         return
     b = buckets()
-    width = column(table, w).to_numpy(zero_copy_only=False).astype(np.float64)
-    height = column(table, h).to_numpy(zero_copy_only=False).astype(np.float64)
-    dur = column(table, d).to_numpy(zero_copy_only=False).astype(np.float64)
-    ok = np.isfinite(width) & np.isfinite(height) & np.isfinite(dur) & (width > 0) & (height > 0)
-    if not ok.any():
+    df = _bucket_counts(data.lake_uri(), table, data.version(table), w, h, d, b)
+    if df.empty:
         st.caption(f"no row has {w}, {h} and {d} yet")
         return
-    short = np.minimum(width[ok], height[ok])
-    ri = np.clip(np.searchsorted(b.short_side, short, side="right") - 1, 0, None)
-    di = np.clip(np.searchsorted(b.duration_s, dur[ok], side="right") - 1, 0, None)
     rl, dl = b.resolution_labels(), b.duration_labels()
-    df = (
-        pd.DataFrame({"resolution": [rl[i] for i in ri], "duration": [dl[i] for i in di]})
-        .value_counts()
-        .rename("samples")
-        .reset_index()
-    )
     base = alt.Chart(df).encode(
         x=alt.X("duration:N", sort=dl), y=alt.Y("resolution:N", sort=rl[::-1])
     )
@@ -164,7 +183,7 @@ def _buckets(table: str) -> None:
     text = base.mark_text().encode(text="samples:Q")
     plot(heat + text, 60 + 36 * len(rl))
     st.caption(
-        f"{int(ok.sum()):,} samples by short side of ({w}, {h}) and {d}; edges from the "
+        f"{int(df['samples'].sum()):,} samples by short side of ({w}, {h}) and {d}; edges from the "
         "recipe's [buckets] (the same buckets export uses)"
     )
 

@@ -88,6 +88,8 @@ def _context(table: str, rec: dict) -> None:
                 f"{srow.get('filename')} · {srow.get('media_kind')} · {srow.get('duration_s')} s"
             )
         sample_link("sources", src, f"open source {src[:12]}…")
+    if table == "clips" and data.has_column(table, "embedding"):
+        st.page_link("search.py", label="more like this", query_params={"like": rec["id"]})
     if src and "clip_index" in rec:
         st.markdown("**neighbouring clips**")
         i = rec["clip_index"] or 0

@@ -3,7 +3,7 @@ filter. Nothing loads until the first query (the text/image model is the retriev
 
 from __future__ import annotations
 
-import inspect
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -12,70 +12,36 @@ import streamlit as st
 from sila.viewer import data
 from sila.viewer.components import grid, missing
 
-NAMES = {
-    "text": ("text", "query", "q"),
-    "like": ("like", "like_id", "sample_id", "id"),
-    "image": ("image", "image_bytes"),
-    "where": ("where", "filter"),
-    "limit": ("limit", "k", "top_k"),
-    "table": ("table",),
-}
-
 
 def search_api() -> Callable[..., Any] | None:
-    """`Lake.search` or `sila.retrieval.search`, when this install has one (checked at run time)."""
+    """`Lake.search` (sila.retrieval), when this install has it: checked at run time."""
     fn = getattr(type(data.lake()), "search", None)
-    if fn is not None:
-        return lambda **kw: fn(data.lake(), **kw)
-    try:
-        import sila.retrieval as retrieval
-    except ImportError:
-        return None
-    fn = getattr(retrieval, "search", None)
-    return (lambda **kw: fn(data.lake(), **kw)) if fn is not None else None
+    return (lambda *a, **kw: fn(data.lake(), *a, **kw)) if fn is not None else None
 
 
-def call(api: Callable[..., Any], target: Callable[..., Any] | None, **wanted: Any) -> Any:
-    """Pass each argument under the name the API's signature uses for it."""
-    try:
-        params = inspect.signature(target or api).parameters
-    except (TypeError, ValueError):
-        params = {}
-    open_kw = not params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-    kwargs = {}
-    for role, value in wanted.items():
-        if value is None:
-            continue
-        name = next((n for n in NAMES[role] if n in params), None)
-        if name is None and open_kw:
-            name = NAMES[role][0]
-        if name is not None:
-            kwargs[name] = value
-    return api(**kwargs)
-
-
-def as_rows(result: Any) -> list[dict]:
+def as_rows(result: Any) -> tuple[list[dict], list[str]]:
+    """(hits, notes) from a SearchResult (`.results`, `.notes`) or a plain table/list."""
+    notes = list(getattr(result, "notes", None) or [])
+    if getattr(result, "random_weights", False) and not any("RANDOM" in n for n in notes):
+        notes.append("the embeddings were made with RANDOM weights: the order means nothing")
+    if hasattr(result, "results"):
+        result = result.results
     if result is None:
-        return []
+        return [], notes
     if isinstance(result, pa.Table):
-        return result.to_pylist()
-    if hasattr(result, "to_arrow"):
-        return result.to_arrow().to_pylist()
-    if hasattr(result, "to_dict") and hasattr(result, "columns"):  # a DataFrame
-        return result.to_dict("records")
-    return [r if isinstance(r, dict) else {"id": r} for r in result]
+        return result.to_pylist(), notes
+    return [r if isinstance(r, dict) else {"id": r} for r in result], notes
 
 
-def _target() -> Callable[..., Any] | None:
-    fn = getattr(type(data.lake()), "search", None)
-    if fn is None:
-        try:
-            import sila.retrieval as retrieval
-
-            fn = getattr(retrieval, "search", None)
-        except ImportError:
-            return None
-    return fn
+def run_query(api, text, like, image: bytes | None, where, k) -> Any:
+    """One query through the retrieval API (an uploaded image goes through a temp file, as the
+    API takes a path; the file is outside the lake and removed after)."""
+    if image is None:
+        return api(text, like=like, where=where, k=k, table="clips")
+    with tempfile.NamedTemporaryFile(suffix=".img", prefix="sila-view-") as f:
+        f.write(image)
+        f.flush()
+        return api(None, image=f.name, where=where, k=k, table="clips")
 
 
 def render() -> None:
@@ -89,10 +55,10 @@ def render() -> None:
     api = search_api()
     if api is None:
         st.info(
-            "This install has no retrieval API yet (`sila.retrieval.search` / `Lake.search`). "
+            "This install has no retrieval API yet (`Lake.search` from `sila.retrieval`). "
             "Once it is installed, build the index and come back:"
         )
-        st.code(f"sila index --lake {data.lake_uri()}", language="bash")
+        st.code(f"sila index build --lake {data.lake_uri()}", language="bash")
         return
     mode = st.radio(
         "query", ["text", "more like this", "image"], horizontal=True, key="search_mode"
@@ -116,20 +82,13 @@ def render() -> None:
         return
     with st.spinner("searching (the first query loads the model)…"):
         try:
-            result = call(
-                api,
-                _target(),
-                text=text or None,
-                like=like or None,
-                image=image,
-                where=where.strip() or None,
-                limit=limit,
-                table="clips",
-            )
+            result = run_query(api, text or None, like or None, image, where.strip() or None, limit)
         except Exception as e:  # noqa: BLE001 - show the retrieval API's own message
-            st.error(f"search failed: {type(e).__name__}: {e}")
+            st.error(f"search failed: {e}")
             return
-    hits = as_rows(result)
+    hits, notes = as_rows(result)
+    for note in notes:
+        (st.warning if "RANDOM" in note else st.caption)(note)
     if not hits:
         st.info("no result")
         return

@@ -176,52 +176,45 @@ def test_sample_page_for_an_image_an_audio_file_and_an_error(view_env):
 
 
 def test_search_page_without_a_retrieval_api_says_what_to_run(view_env, monkeypatch):
-    import sila.retrieval
-
     from sila.lake import Lake
 
     monkeypatch.delattr(Lake, "search", raising=False)
-    monkeypatch.delattr(sila.retrieval, "search", raising=False)
-    at = page("search.py")
-    assert "sila index" in texts(at)
+    assert "sila index build --lake" in texts(page("search.py"))
 
 
-def test_search_page_queries_through_the_api_with_a_where(view_env, monkeypatch):
-    """A stand-in `search` with the retrieval API's shape (exact cosine over the lake's own
-    embeddings), to check the page passes the query, the where and the limit through."""
-    import numpy as np
-    import sila.retrieval
-
-    from sila.lake import Lake
-
-    calls = []
-
-    def search(lake, like=None, where=None, limit=10, table="clips", **kw):
-        calls.append({"like": like, "where": where, "limit": limit, **kw})
-        ds = lake.table(table)
-        t = ds.to_table(columns=["id", "embedding"], filter=where)
-        emb = np.asarray(t["embedding"].to_pylist())
-        q = np.asarray(
-            ds.to_table(columns=["embedding"], filter=f"id = '{like}'")["embedding"][0].as_py()
-        )
-        order = np.argsort(-(emb @ q))[:limit]
-        return t.select(["id"]).take(order).append_column("score", [(emb @ q)[order]])
-
-    monkeypatch.delattr(Lake, "search", raising=False)
-    monkeypatch.setattr(sila.retrieval, "search", search, raising=False)
+def test_search_more_like_this_with_a_where_through_the_retrieval_api(view_env):
+    """The real `Lake.search` (exact search: no index on this small lake)."""
     clip = _clip(view_env, "clip_index = 0")
-    at = page("search.py")
+    want = view_env.search(like=clip["id"], where="quality_keep", k=24)
+    assert want.results
+    at = page("search.py", like=clip["id"])
     assert "loads on the first query" in texts(at)
-    assert not calls  # nothing is searched (no model loads) before a query
     at.radio(key="search_mode").set_value("more like this").run()
     at.text_input(key="search_like").input(clip["id"])
     at.text_input(key="search_where").input("quality_keep")
     at.button[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert calls == [{"like": clip["id"], "where": "quality_keep", "limit": 24}]
-    kept = view_env.table("clips").count_rows(filter="quality_keep")
-    assert f"{min(24, kept)} results" in texts(at)
-    assert len(at.get("image")) >= 1
+    body = texts(at)
+    assert f"{len(want.results)} results" in body
+    assert all(n in body for n in want.notes)  # e.g. "exact search"
+    shown = [p.proto.query_string for p in at.get("page_link")]
+    ids = [r["id"] for r in want.results]
+    assert [q for q in shown if "table=clips" in q] == [
+        next(q for q in shown if i.replace("/", "%2F") in q) for i in ids
+    ]
+    kept = set(
+        view_env.table("clips").to_table(columns=["id"], filter="quality_keep")["id"].to_pylist()
+    )
+    assert set(ids) <= kept and clip["id"] not in ids
+
+
+def test_search_errors_are_messages(view_env):
+    """A text query on embeddings that record no CLIP model: the API's message, no trace."""
+    at = page("search.py")
+    at.text_input(key="search_text").input("a red gradient")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("search failed" in e.value and "open_clip" in e.value for e in at.error)
 
 
 def test_duplicates_page_shows_groups_and_who_was_kept(view_env):
