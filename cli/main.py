@@ -325,6 +325,14 @@ def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storage
 
             for line in keep_rate_lines(t):  # decision stages: keep rates
                 console.print(line)
+    for ix in st.get("indexes", []):
+        kind = ix["plan"]["index_type"] if ix.get("plan") else "none"
+        console.print(
+            f"index on {ix['table']}.{ix['column']}: {kind}, unindexed rows {ix['unindexed_rows']}"
+            + (f", recall@10 {ix['recall_at_10']}" if ix.get("recall_at_10") is not None else "")
+            + (f" [red]STALE: {ix['stale']}[/]" if ix.get("stale") else "")
+            + (" (search is exact)" if ix.get("exact") else "")
+        )
     if st["leases"]:
         tab = Table("live lease", "owner", "age s", "heartbeat lag s", "segments done")
         for lease in st["leases"]:

@@ -163,6 +163,9 @@ def lake_status(lake) -> dict:
             }
         )
     out["leases"] = leases
+    from sila.retrieval.maintain import lake_index_summary
+
+    out["indexes"] = lake_index_summary(lake)  # vector indexes: unindexed rows, staleness
     out["jobs"] = [
         {
             k: j.get(k)

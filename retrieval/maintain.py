@@ -298,3 +298,16 @@ def index_status(lake, table: str = "clips", column: str = "embedding") -> dict:
             log.info("index stats: %s", e)
     out["unindexed_rows"] = unindexed
     return out
+
+
+def lake_index_summary(lake) -> list[dict]:
+    """`index_status` of every index built in the lake (for `sila status`)."""
+    out = []
+    for entry in lake.store.list("indexes/"):
+        parts = entry.key.rsplit("/", 2)
+        if len(parts) < 3 or not parts[-1].endswith(".json"):
+            continue
+        table, column = parts[-2], parts[-1].removesuffix(".json")
+        if lake.has_table(table):
+            out.append(index_status(lake, table, column))
+    return out

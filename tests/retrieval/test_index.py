@@ -72,6 +72,7 @@ def test_build_tune_refresh_stale(lake, data):
     _write(lake, data[n : n + 600], start=n, mode="append")
     st = index_status(lake)
     assert st["unindexed_rows"] == 600
+    assert lake.status()["indexes"][0]["unindexed_rows"] == 600  # `sila status` shows it
     res = lake.search(vector=data[n + 10], k=1)
     assert res.results[0]["id"] == f"c{n + 10}" and any("not in the index" in x for x in res.notes)
     frags = [f.fragment_id for f in lake.table("clips").get_fragments()]
