@@ -208,6 +208,7 @@ class LeaseStore:
             lease.expires_at = 0.0
             if committed:
                 self.store.delete(lease.key)
+                self.store.prune_dir(lease_dir(lease.table, lease.stage, lease.fragment))
             else:
                 self.store.put(lease.key, lease.payload())
 

@@ -97,6 +97,7 @@ class Store:
     requests: Counter[str] = Counter()
 
     def __init__(self, lake_uri: str, storage_options: dict[str, str] | None = None) -> None:
+        self._local: Path | None = None  # local stores keep empty directories: see prune_dir
         if is_remote(lake_uri):
             base = lake_uri.rstrip("/")
             self._store = open_store(base + "/_sila", storage_options)
@@ -106,6 +107,7 @@ class Store:
             root.mkdir(parents=True, exist_ok=True)
             self._store = LocalStore(str(root), mkdir=True)
             self._root = LocalStore(str(root.parent))
+            self._local = root
 
     def lake_dirs(self) -> list[str]:
         """Names of the top-level 'directories' of the lake (tables end in .lance)."""
@@ -153,6 +155,15 @@ class Store:
             obstore.delete(self._store, key)
         except (FileNotFoundError, obstore.exceptions.NotFoundError):
             pass
+
+    def prune_dir(self, prefix: str) -> None:
+        """Remove `prefix` if it is an empty local directory (object stores have none): a local
+        listing walks every directory, so empty ones would cost as much as files."""
+        if self._local is not None:
+            try:
+                os.rmdir(self._local / prefix)
+            except OSError:
+                pass  # not empty (a new lease), or gone already
 
     def delete_prefix(self, prefix: str) -> int:
         keys = [e.key for e in self.list(prefix)]

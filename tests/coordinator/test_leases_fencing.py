@@ -115,6 +115,8 @@ def test_a_run_leaves_no_lease_files_and_a_pass_lists_only_live_ones(tmp_path, s
     job = lake.run(f"{path}:Mult", workers=1)
     assert job["progress"]["fragments_done"] == 30
     assert lake.store.list("leases") == []  # 30 fragments done, nothing left to list
+    left = list((tmp_path / "lake" / "_sila" / "leases").rglob("*"))
+    assert [p for p in left if p.name not in ("nums", "mult")] == []  # nor any empty directory
     ls = LeaseStore(Store(lake.uri), ttl=30)
     held = ls.acquire("nums", "mult", "5-new", owner="w", job="j")
     assert ls.busy("nums", "mult") == {"5-new"} and [x["owner"] for x in ls.live()] == ["w"]
