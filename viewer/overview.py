@@ -15,8 +15,8 @@ STAGE_KEYS = (
     ("fragments_pending", "pending"),
     ("fragments_partial", "partial"),
     ("fragments_deferred", "deferred"),
+    ("fragments_stale", "stale"),
     ("errors", "row errors"),
-    ("stale_fragments", "stale"),
 )
 
 
@@ -51,9 +51,18 @@ def _stages(tables: dict) -> None:
     for tname, t in tables.items():
         for stage, s in (t.get("stages") or {}).items():
             rec = {"table": tname, "stage": stage}
+            s = {"fragments_stale": s.get("stale_fragments", 0), **s}  # older status: one name
             for key, label in STAGE_KEYS:
                 if key in s:
                     rec[label] = s.get(key) or 0
+            keep = s.get("keep") or {}
+            if keep:
+                rate = keep.get("keep_rate")
+                rec["kept"] = f"{keep.get('kept', 0):,} / {keep.get('rejected', 0):,} rejected" + (
+                    f" ({rate:.0%})" if rate is not None else ""
+                )
+            rec["deferred on"] = ", ".join(s.get("deferred_on") or []) or None
+            rec["random weights"] = bool(s.get("random_weights"))
             cov = s.get("coverage")
             rec["coverage"] = cov if cov is not None else 0.0
             ver = s.get("version")
@@ -86,13 +95,19 @@ def _stages(tables: dict) -> None:
     for r in rows:
         if r.get("stale"):
             st.warning(
-                f"{r['table']}/{r['stage']}: {r['stale']} fragment(s) were written by version "
-                f"{r['version']}, the code is {r['code version']}: "
-                f"`sila run {r['stage']} --recompute --lake {data.lake_uri()}`"
+                f"{r['table']}/{r['stage']}: {r['stale']} stale fragment(s), computed by other "
+                f"code, settings or upstream values than now (columns v{r['version']}, code "
+                f"v{r['code version']}): `sila run {r['stage']} --recompute --lake {data.lake_uri()}`"
             )
         if r.get("deferred"):
             st.caption(
-                f"{r['table']}/{r['stage']}: {r['deferred']} fragment(s) wait for an upstream stage"
+                f"{r['table']}/{r['stage']}: {r['deferred']} fragment(s) wait for an upstream "
+                f"stage ({r.get('deferred on') or 'not done'})"
+            )
+        if r.get("random weights"):
+            st.warning(
+                f"{r['table']}/{r['stage']} ran with RANDOM weights (allow_random_weights): "
+                "its values test the mechanics only"
             )
 
 

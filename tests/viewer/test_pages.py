@@ -64,6 +64,9 @@ def test_overview_shows_tables_stages_coverage_versions_leases_jobs(view_env, li
     assert thumb.pending == st["tables"]["sources"]["stages"]["thumbnail"]["fragments_pending"] == 1
     assert thumb.done == 1
     assert got[("clips", "quality")].coverage == 1.0
+    keep = st["tables"]["clips"]["stages"]["quality"].get("keep")
+    if keep:  # decision stages: kept / rejected counts from status
+        assert got[("clips", "quality")].kept.startswith(f"{keep['kept']:,} / {keep['rejected']:,}")
     # charts: stage coverage, versions over time, one column-coverage chart per table
     assert len(elements(at, "vega_lite_chart")) >= 2 + len(st["tables"])
     # the live lease and the job records with their progress
