@@ -239,7 +239,8 @@ class Split(Stage):
             }
             for i, c in enumerate(clips)
         ]
-        return self._outputs(shots, rows, stream.frames, afps, stream.warning), rows
+        warning = stream.warning and stream.warning.replace(row["media"], row["uri"] or "")
+        return self._outputs(shots, rows, stream.frames, afps, warning), rows
 
     @staticmethod
     def _bounds(source: str, kind: str, i: int, start: int, end: int, rate: float) -> dict:

@@ -31,7 +31,7 @@ def make_odd_media(d: Path) -> dict[str, Path]:
         k: d / k
         for k in (
             "interlaced.mp4", "vfr.mp4", "fast1000.mp4", "two_streams.mp4", "onepx.mp4",
-            "long_audio.mp4", "still.png", "tone.m4a",
+            "long_audio.mp4", "still.png", "tone.m4a", "cut_short.mp4",
         )
     }  # fmt: skip
     _ff("-f", "lavfi", "-i", "testsrc2=s=160x120:r=50", "-t", "2",
@@ -50,6 +50,12 @@ def make_odd_media(d: Path) -> dict[str, Path]:
         "-map", "0:v", "-map", "1:a", *FAST, "-c:a", "aac", str(p["long_audio.mp4"]))  # fmt: skip
     _ff("-f", "lavfi", "-i", "testsrc2=s=96x64", "-frames:v", "1", str(p["still.png"]))
     _ff("-f", "lavfi", "-i", "sine=f=330:d=2.5", "-c:a", "aac", str(p["tone.m4a"]))
+    whole = d / "whole.mp4"  # moov first, media data cut: probes fine, the end is missing
+    _ff("-f", "lavfi", "-i", "testsrc2=s=160x90:r=25", "-t", "3", *FAST, "-movflags", "+faststart",
+        str(whole))  # fmt: skip
+    data = whole.read_bytes()
+    p["cut_short.mp4"].write_bytes(data[: len(data) // 3])
+    whole.unlink()
     return p
 
 
@@ -102,12 +108,16 @@ def frame_times(data: bytes) -> list[float]:
 def test_no_stage_error_on_odd_media(odd_lake):
     lake, _ = odd_lake
     for name, row in sources(lake).items():
+        if name == "cut_short.mp4":
+            continue
         assert row["ingest_error"] is None, name
         assert row["split_error"] is None, (name, row["split_error"])
         if row["media_kind"] != "audio":
             assert row["thumbnail_error"] is None, (name, row["thumbnail_error"])
     for name, clips in clips_by_file(lake).items():
         for c in clips:
+            if name == "cut_short.mp4":
+                continue
             assert c["transcode_error"] is None, (name, c["transcode_error"])
             assert c["bytes"] and c["video_bytes"] == len(c["bytes"])
 
@@ -210,3 +220,17 @@ def test_errors_name_the_source_and_the_users_path(tmp_path):
     }])  # fmt: skip
     err = Transcode().compute(batch)["transcode_error"][0]
     assert "/data/my videos/cam1.mp4" in err and "abc" in err and str(bad) not in err
+
+
+def test_a_broken_file_is_reported_under_its_own_path(odd_lake):
+    lake, files = odd_lake
+    src = sources(lake)["cut_short.mp4"]
+    user_path = str(files["cut_short.mp4"])
+    said = [src["split_warning"], src["split_error"], src["thumbnail_error"]]
+    said += [c["transcode_error"] for c in clips_by_file(lake).get("cut_short.mp4", [])]
+    problems = [m for m in said if m]
+    assert problems  # the missing end is noticed somewhere
+    for m in problems:
+        assert "sila-blobs" not in m and "/tmp/sila" not in m, m
+    errors = [m for m in said[1:] if m]
+    assert all(src["id"] in m and user_path in m for m in errors), errors
