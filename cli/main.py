@@ -286,36 +286,36 @@ def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storage
             f"[bold]{name}[/]: {t['rows']} rows in {t['fragments']} fragments (version {t['version']})"
         )
         if t["stages"]:
-            tab = Table(
-                "stage",
-                "done",
-                "pending",
-                "partial",
-                "stale",
-                "deferred",
-                "row errors",
-                "coverage",
-                "version",
-            )
+            # partial / stale / deferred columns only where some stage has them: narrow screens
+            extra = [
+                k
+                for k in ("partial", "stale", "deferred")
+                if any(d.get(f"fragments_{k}") for d in t["stages"].values())
+            ]
+            tab = Table("stage", "done", "pending", *extra, "row errors", "coverage", "version")
             for s, d in t["stages"].items():
+                code_changed = d["current_version"] and d["current_version"] != d["version"]
                 ver = str(d["version"]) + (
                     f" [red]STALE: code is {d['current_version']}; "
                     f"{d['stale_fragments']} fragment(s) from an older version, "
                     f"run `sila run {s} --recompute`[/]"
-                    if d["stale_fragments"]
+                    if d["stale_fragments"] and code_changed
                     else ""
                 )
                 if d.get("random_weights"):
                     ver += " [bold red]RANDOM WEIGHTS (--allow-random-weights)[/]"
                 cov = "-" if d["coverage"] is None else f"{d['coverage']:.0%}"
+                cells = {
+                    "partial": str(d.get("fragments_partial", 0)),
+                    "stale": str(d.get("fragments_stale", 0)),
+                    "deferred": str(d.get("fragments_deferred", 0))
+                    + (f" (on {', '.join(d['deferred_on'])})" if d.get("deferred_on") else ""),
+                }
                 tab.add_row(
                     s,
                     str(d["fragments_done"]),
                     str(d["fragments_pending"]),
-                    str(d.get("fragments_partial", 0)),
-                    str(d.get("fragments_stale", 0)),
-                    str(d.get("fragments_deferred", 0))
-                    + (f" (on {', '.join(d['deferred_on'])})" if d.get("deferred_on") else ""),
+                    *[cells[k] for k in extra],
                     str(d["errors"]),
                     cov,
                     ver,
