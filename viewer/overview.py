@@ -143,7 +143,7 @@ def _versions(names: list[str]) -> None:
         alt.Chart(df)
         .mark_line(point=True, interpolate="step-after")
         .encode(
-            x=alt.X("time:T"),
+            x=alt.X("time:T", axis=alt.Axis(format="%b %d %H:%M:%S", labelAngle=0)),
             y=alt.Y("rows:Q"),
             color="table:N",
             tooltip=["table", "version", "time", "rows", "fragments"],
@@ -176,7 +176,7 @@ def _column_coverage(names: list[str]) -> None:
                     tooltip=["column", "stage", "rows", alt.Tooltip("coverage:Q", format=".1%")],
                 )
             )
-            plot(chart, 70 + 18 * len(df))
+            plot(chart, 70 + 20 * len(df))
 
 
 @st.fragment(run_every=5)

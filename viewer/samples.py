@@ -69,7 +69,7 @@ def render() -> None:
         st.info("no row matches")
         return
     if view == "grid":
-        grid(table, page, [c for c in picked if c != "id"][:3])
+        grid(table, page, [c for c in picked if c not in ("id", "source_id")][:3])
     else:
         shown = page.select([c for c in wanted if c in page.column_names])
         df = pd.DataFrame(

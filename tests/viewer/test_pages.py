@@ -290,6 +290,44 @@ def test_no_page_writes_to_the_lake(view_env):
     assert lake_files(view_env) == before
 
 
+def test_no_page_reads_a_blob_column_whole(view_env, monkeypatch):
+    """Every Lance read the pages make names its columns, and none is a blob column: media
+    come one row at a time through take_blobs."""
+    import lance
+
+    blobs = {"video", "media"}
+    calls = []
+
+    def spy(name):
+        real = getattr(lance.LanceDataset, name)
+
+        def wrapper(self, *args, **kwargs):
+            cols = kwargs.get("columns")
+            if cols is None and name in ("take", "_take_rows") and len(args) > 1:
+                cols = args[1]
+            calls.append((name, None if cols is None else list(cols)))
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(lance.LanceDataset, name, wrapper)
+
+    for name in ("to_table", "take", "_take_rows"):
+        spy(name)
+    clear_caches()
+    clip = _clip(view_env)
+    calls.clear()
+    for name, query in [
+        (None, {}),
+        ("samples.py", {}),
+        ("sample.py", {"table": "clips", "id": clip["id"]}),
+        ("duplicates.py", {}),
+        ("distributions.py", {}),
+    ]:
+        page(name, **query)
+    assert calls
+    assert all(cols is not None for _, cols in calls), [c for c in calls if c[1] is None]
+    assert not [c for c in calls if blobs & set(c[1])]
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1"])
 def test_cli_view_binds_loopback_by_default(host):
     from sila.cli.view import streamlit_argv
