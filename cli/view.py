@@ -71,6 +71,11 @@ def view(
     if recipe:
         env["SILA_VIEW_RECIPE"] = recipe
     env.setdefault("LANCE_LOG", "error")
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(
+            f"[yellow]binding {host}[/]: anyone who can reach this machine on port {port} can "
+            "browse the lake (the viewer has no login)"
+        )
     console.print(f"SILA viewer on http://{host}:{port} for {lk.uri} (read-only; Ctrl-C stops)")
     sys.stdout.flush()
     argv = streamlit_argv(app, host, port)
