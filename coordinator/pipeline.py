@@ -44,7 +44,12 @@ def read_columns(cls) -> set[tuple[str, str]]:
     for name in cls.inputs:
         table, dot, col = name.partition(".")
         out.add((table, col) if dot else (cls.table, name))
-    wheres = [getattr(cls, "where", None), *getattr(cls, "gate_columns", ())]
+    # `also_reads`: columns a stage reads outside `inputs` (a global stage's fit, say)
+    wheres = [
+        getattr(cls, "where", None),
+        *getattr(cls, "gate_columns", ()),
+        *getattr(cls, "also_reads", ()),
+    ]
     for w in wheres:
         for tok in _IDENT.findall(w or ""):
             table, dot, col = tok.partition(".")
@@ -132,6 +137,7 @@ class StageOutcome:
     fragments: int = 0
     rows: int = 0
     row_errors: int = 0
+    children: int = 0  # rows an explode stage added to its child table
     seconds: float = 0.0
     message: str = ""
 
@@ -141,6 +147,7 @@ class StageOutcome:
         self.fragments += p.get("fragments_done", 0)
         self.rows += p.get("rows", 0)
         self.row_errors += p.get("row_errors", 0)
+        self.children += p.get("children", 0)
 
 
 def run_pipeline(
@@ -269,6 +276,8 @@ def _endpoint_missing(spec: str, recipe: str, url: str | None) -> str | None:
 
 def _may_overlap(node: Node, upstream_cls) -> bool:
     """True when `node` may run while `upstream` still runs and stay exact."""
+    if getattr(node.cls, "is_global", False):
+        return False  # its fit reads the whole table: the upstream must have finished
     if (
         getattr(upstream_cls, "kind", "enrich") == "explode"
         and upstream_cls.child_table == node.cls.table

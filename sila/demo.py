@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from sila.coordinator.dry_run import endpoint_skip_reason
 from sila.errors import SilaError
 from sila.lake import Lake
 from sila.recipe import load_recipe
@@ -26,8 +26,17 @@ def run_demo(
     media_dir = media_dir or os.path.join(os.path.dirname(lake.uri.rstrip("/")) or ".", "media")
     console.print(f"[bold]1/3[/] generating media in {media_dir} ...")
     files = make_corpus(media_dir, small=small)
-    console.print(f"[bold]2/3[/] ingesting {len(files)} files into {lake.uri} ...")
-    rep = lake.ingest(files)
+    from sila.demo_episodes import generic_dataset, lerobot_v3
+
+    episodes = [
+        str(generic_dataset(Path(media_dir) / "episodes" / "egocentric", episodes=2)),
+        str(lerobot_v3(Path(media_dir) / "episodes" / "lerobot_v3", episodes=2)),
+    ]
+    console.print(
+        f"[bold]2/3[/] ingesting {len(files)} files and {len(episodes)} episode datasets "
+        f"into {lake.uri} ..."
+    )
+    rep = lake.ingest([*files, *episodes])
     console.print(f"    added {rep.added}, already present {rep.present}, failed {rep.failed}")
     for f in rep.failures:
         console.print(
@@ -38,32 +47,39 @@ def run_demo(
     except SilaError:  # installed without the repo's datasets/: the same pipeline, default settings
         recipe, recipe_name = {"pipeline": {"stages": ["thumbnail", "split", "transcode"]}}, None
     available = registered()
-    jobs = {}
     names = [s for s in recipe.get("pipeline", {}).get("stages", []) if s in available]
-    console.print(f"[bold]3/3[/] running stages: {', '.join(names)}")
-    for name in names:
-        skip = endpoint_skip_reason(name, recipe_name)  # a model server stage, none here
-        if skip:
-            console.print(f"    {name}: {skip}")
-            jobs[name] = {
-                "rows": 0,
-                "row_errors": 0,
-                "children": 0,
-                "seconds": 0.0,
-                "skipped": skip,
-            }
-            continue
-        t = time.monotonic()
-        # model stages whose weights are absent here run with random weights, said below
-        random_ok = name in recipe.get("demo", {}).get("allow_random_weights", [])
-        job = lake.run(name, recipe=recipe_name, progress=not quiet, allow_random_weights=random_ok)
-        p = job["progress"]
-        jobs[name] = {**p, "seconds": round(time.monotonic() - t, 2)}
-        console.print(
-            f"    {name}: {p['rows']} rows, {p['row_errors']} row errors, "
-            f"{p['children']} child rows, {jobs[name]['seconds']} s"
+    random_ok = list(recipe.get("demo", {}).get("allow_random_weights", []))
+    console.print(f"[bold]3/3[/] sila pipeline run: {', '.join(names)}")
+
+    def event(kind: str, stage: str, out=None) -> None:
+        if kind == "end":
+            console.print(
+                f"    {stage}: {out.rows} rows, {out.row_errors} row errors, {out.seconds} s"
+            )
+        elif kind in ("skip", "fail"):
+            console.print(
+                f"    {stage}: {kind}ped: {out.message}"
+                if kind == "skip"
+                else f"    [red]{stage} failed[/]: {out.message}"
+            )
+
+    res = (
+        lake.pipeline(
+            recipe_name or "demo",
+            only=names,
+            on_event=event,
+            random_weights=random_ok,
+            progress=False,
         )
-        if random_ok and _random_weights(lake, name):
+        if recipe_name
+        else None
+    )
+    jobs = {s["stage"]: s for s in (res or {}).get("stages", [])}
+    if res is None:  # no recipe file: the built-in minimal pipeline, one stage after the other
+        for name in names:
+            jobs[name] = lake.run(name)["progress"]
+    for name in random_ok:
+        if name in jobs and _random_weights(lake, name):
             jobs[name]["random_weights"] = True
             console.print(
                 f"    [bold red]{name} ran with RANDOM weights[/]: no CLIP weights on this machine "
@@ -89,6 +105,10 @@ def run_demo(
         "sila stages",
         f'sila search "a colourful fractal" --lake {lake.uri}   # says when the weights are random',
         f"sila dedup report --lake {lake.uri}",
+        f"sila pipeline run demo --lake {lake.uri}   # a second run does only what is missing",
+        f"sila doctor --lake {lake.uri}",
+        f"sila export wds ./demo/shards --lake {lake.uri}",
+        f"sila card ./demo/card --lake {lake.uri}",
     ):
         console.print(f"  {cmd}")
     return {

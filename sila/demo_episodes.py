@@ -1,4 +1,8 @@
-"""Small episode datasets with known truth: SILA's generic layout and LeRobot v2 / v3."""
+"""Small episode datasets with known truth: SILA's generic layout and LeRobot v2 / v3.
+
+The demo ingests them beside its media; the tests check the actions they yield against the
+motions written here (the head yaws 1 degree and moves 1 cm per frame; the robot's end
+effector yaws 2 degrees per frame and closes its gripper half-way)."""
 
 from __future__ import annotations
 

@@ -87,6 +87,7 @@ class CameraMotion(Stage):
     name = "camera_motion"
     table = "clips"
     inputs = ["video", "video_width", "video_height"]
+    where = "clip_kind = 'video'"  # images and audio have no camera motion
     outputs = [
         pa.field("cam_actions", pa.list_(pa.list_(pa.float32()))),  # steps x 9
         pa.field("cam_rotation_deg", pa.float32()),

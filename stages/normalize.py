@@ -83,6 +83,7 @@ class Normalize(GlobalStage):
     inputs = ["actions", "action_mask"]
     outputs = [pa.field("actions_norm", pa.list_(pa.list_(pa.float32())))]  # steps x ACTION_DIM
     where = "actions IS NOT NULL"
+    also_reads = ["split"]  # the fit uses the rows assigned to train (sila pipeline orders by it)
     version = "1"
     settings = {"method": "quantile"}  # or "meanstd"
 

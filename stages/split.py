@@ -140,7 +140,8 @@ class Split(Stage):
         pa.field("split_analysis_fps", pa.float64()),  # rate of that grid (fps / step)
         pa.field("split_warning", pa.string()),  # set when the stream was only partly decodable
     ]
-    where = "ingest_error IS NULL"
+    # episodes are cut into aligned windows by the `windows` stage, not into shots
+    where = "ingest_error IS NULL AND (media_kind IS NULL OR media_kind <> 'episode')"
     version = "2"
     model = "transnetv2"
     segment_rows = 2  # a row is a whole video

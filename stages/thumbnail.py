@@ -57,7 +57,7 @@ class Thumbnail(Stage):
     def _one(self, path: str | None, kind: str | None) -> tuple[bytes, float]:
         if not path:
             raise RowError("media bytes are missing")
-        if kind not in ("image", "video"):
+        if kind not in ("image", "video", "episode"):  # an episode: its primary camera
             raise RowError(f"no picture to thumbnail: media kind is {kind or 'unknown'}")
         streams = read_streams(path)
         if streams.video is None or not streams.display_size:
