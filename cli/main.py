@@ -192,6 +192,12 @@ def run(
         emit_json({"ok": True, **job, "seconds": round(time.monotonic() - t0, 2)})
         return
     deferred = p.get("fragments_deferred", 0)
+    if p["fragments_done"] == 0 and p["fragments_skipped"] == 0 and job.get("where"):
+        console.print(
+            f"[green]nothing new to compute[/] for --where {job['where']!r}; rows outside it stay "
+            "pending (`sila status` shows the partial fragments)"
+        )
+        return
     if p["fragments_done"] == 0 and p["fragments_skipped"] == 0:
         console.print(
             f"[green]nothing to do[/]: every fragment of '{job['table']}' is done for "
