@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 LAKE_ENV = "SILA_VIEW_LAKE"
 RECIPE_ENV = "SILA_VIEW_RECIPE"
 MAX_PLAY_BYTES = 256 * 1024 * 1024  # larger media are not sent to the browser whole
-LIVE_TTL = 3.0  # seconds a dataset handle / status is reused: pages stay live without rereads
+LIVE_TTL = 3.0  # seconds a dataset handle / lease list is reused: pages stay live, cheaply
+STATUS_TTL = 10.0  # the full status counts error rows and decisions (column scans): less often
 
 
 # -- the lake and its tables ------------------------------------------------------------------
@@ -324,7 +325,7 @@ def to_display(value: Any) -> Any:
 
 
 # -- lake-wide state: status, coverage, versions, jobs -------------------------------------------
-@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=8)
+@st.cache_data(ttl=STATUS_TTL, show_spinner=False, max_entries=8)
 def _status(uri: str) -> dict:
     from sila.coordinator.status import lake_status
 
@@ -401,6 +402,38 @@ def _jobs(uri: str, limit: int) -> list[dict]:
     from sila.coordinator.jobs import JobLog
 
     return JobLog(lake().store).all()[-limit:][::-1]
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=8)
+def _leases(uri: str) -> list[dict]:
+    import time
+
+    from sila.coordinator.leases import LeaseStore
+
+    now = time.time()
+    out = []
+    for lease in LeaseStore(lake().store).live():  # one listing of live leases, no table read
+        out.append(
+            {
+                "table": lease.get("table"),
+                "stage": lease.get("stage"),
+                "fragment": lease.get("fragment"),
+                "gen": lease.get("gen"),
+                "owner": lease.get("owner"),
+                "job": lease.get("job"),
+                "age_s": round(now - lease.get("acquired_at", now), 1),
+                "heartbeat_lag_s": round(
+                    now - lease.get("renewed_at", lease.get("acquired_at", now)), 1
+                ),
+                "segments_done": lease.get("segments_done", 0),
+            }
+        )
+    return out
+
+
+def leases() -> list[dict]:
+    """Live leases right now (the same fields `sila status` shows)."""
+    return _leases(lake_uri())
 
 
 def jobs(limit: int = 20) -> list[dict]:

@@ -182,8 +182,7 @@ def _column_coverage(names: list[str]) -> None:
 @st.fragment(run_every=5)
 def _live() -> None:
     st.subheader("Live leases and recent jobs")
-    status = data.status()
-    leases = status.get("leases") or []
+    leases = data.leases()
     if leases:
         st.dataframe(pd.DataFrame(leases), hide_index=True, width="stretch")
     else:

@@ -60,8 +60,13 @@ def render() -> None:
         )
         st.code(f"sila index build --lake {data.lake_uri()}", language="bash")
         return
-    mode = st.radio(
-        "query", ["text", "more like this", "image"], horizontal=True, key="search_mode"
+    modes = ["text", "more like this", "image"]
+    mode = st.radio(  # arriving from a sample's "more like this" link: that mode, that clip
+        "query",
+        modes,
+        index=1 if st.query_params.get("like") else 0,
+        horizontal=True,
+        key="search_mode",
     )
     with st.form("search"):
         text = like = image = None

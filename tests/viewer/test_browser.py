@@ -189,9 +189,16 @@ def test_every_page_renders_its_content(server, browser, shots, view_lake):
     assert "samples by short side" in page.inner_text("body")
     _shot(page, shots, "distributions")
 
-    page = _open(browser, f"{url}/search", "Search", shots, "search")
-    body = page.inner_text("body")
-    assert "sila index" in body or "the search model loads on the first query" in body
+    # "more like this" from a clip, through the real retrieval API (exact search here)
+    like = view_lake.table("clips").to_table(columns=["id"], filter="clip_index = 0", limit=1)
+    like = like["id"][0].as_py()
+    want = view_lake.search(like=like, k=24)
+    page = _open(browser, f"{url}/search?like={like}", "Search", shots, "search")
+    assert "the search model loads on the first query" in page.inner_text("body")
+    page.get_by_role("button", name="search").click()
+    page.get_by_text(f"{len(want.results)} results").wait_for(timeout=60_000)
+    page.wait_for_function(DONE, timeout=60_000)
+    assert page.locator("[data-testid='stImage'] img").count() >= 1
     _shot(page, shots, "search")
 
 
