@@ -249,7 +249,9 @@ def test_5_retry_errors_after_a_row_was_deleted(backend_lake, stage_file):
 
 
 # -- item 7: a job is judged over its first rows; tracebacks at WARNING and in the job's log ------
-def test_7_two_bugs_in_one_segment_do_not_stop_a_good_job(nums, stages, caplog):
+def test_7_two_bugs_in_one_segment_do_not_stop_a_good_job(backend_lake, stages, caplog):
+    nums = backend_lake  # the job's log file goes through the lake's store: local and S3
+    make_numbers(nums, 6, 100)
     with caplog.at_level(logging.WARNING, logger="sila.coordinator.worker"):
         job = nums.run(spec(stages, "Flaky"))
     assert job["state"] == "succeeded" and job["progress"]["row_errors"] == 3
