@@ -294,3 +294,16 @@ def _judge(recs: list[Record] | None, identity: str | None, w: FragmentWork, bas
         if r.complete and r.where_hash == w.where_hash:
             return DONE, r
     return PARTIAL, same[-1]  # partial, or complete under an older eligibility: the rest is due
+
+
+def compaction_blockers(store: Store) -> list[str]:
+    """Stages whose state records compaction would orphan (it rewrites data files, and records
+    are keyed by data file): a partial fragment would then read as done. `sila compact` should
+    refuse while this is non-empty (finish them with `sila run <stage>` first)."""
+    out: set[str] = set()
+    for e in store.list("state"):
+        rec = _parse(e.key)
+        if rec is not None:
+            parts = e.key.split("/")
+            out.add(f"{parts[1]}.{parts[2]}" if len(parts) > 3 else e.key)
+    return sorted(out)
