@@ -297,13 +297,14 @@ def _judge(recs: list[Record] | None, identity: str | None, w: FragmentWork, bas
 
 
 def compaction_blockers(store: Store) -> list[str]:
-    """Stages whose state records compaction would orphan (it rewrites data files, and records
-    are keyed by data file): a partial fragment would then read as done. `sila compact` should
-    refuse while this is non-empty (finish them with `sila run <stage>` first)."""
+    """`table.stage`s with partial fragments. Compaction rewrites data files and records are keyed
+    by data file, so a partial fragment would then read as done: `sila compact` should refuse
+    while this is non-empty (finish them with `sila run <stage>` first). Complete records only
+    lose detail (a compacted fragment reads as computed under its columns' identity)."""
     out: set[str] = set()
     for e in store.list("state"):
         rec = _parse(e.key)
-        if rec is not None:
+        if rec is not None and not rec.complete:
             parts = e.key.split("/")
             out.add(f"{parts[1]}.{parts[2]}" if len(parts) > 3 else e.key)
     return sorted(out)
