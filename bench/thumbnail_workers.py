@@ -35,7 +35,11 @@ def make_files(d: Path, n: int, size: str) -> list[Path]:
     return sorted(d.glob("f*.mp4"))[:n]
 
 
-def sila_run(lake: Path, workers: int) -> float:
+def sila_run(lake: Path, workers: int) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (the CLI and every process under it) of one run."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cmd = [str(Path(sys.executable).parent / "sila"), "run", "thumbnail", "--lake", str(lake),
            "--workers", str(workers), "--json"]  # fmt: skip
     t0 = time.perf_counter()
@@ -44,7 +48,9 @@ def sila_run(lake: Path, workers: int) -> float:
     took = time.perf_counter() - t0
     if out.returncode:
         raise RuntimeError(f"sila run failed: {out.stdout[-1000:]} {out.stderr[-2000:]}")
-    return took
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return took, cpu
 
 
 def main(argv: list[str]) -> int:
@@ -62,17 +68,19 @@ def main(argv: list[str]) -> int:
         base = Path(d) / "base"
         sila.Lake(base).init().ingest(files, rows_per_fragment=a.rows_per_fragment)
         frags = len(sila.Lake(base).table("sources").get_fragments())
-        times: dict[int, list[float]] = {1: [], 2: []}
+        times: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
         for r in range(a.repeats):
             for workers in (1, 2) if r % 2 == 0 else (2, 1):  # interleaved: load drifts
                 lake = Path(d) / f"lake{workers}-{r}"
                 shutil.copytree(base, lake)
                 times[workers].append(sila_run(lake, workers))
                 shutil.rmtree(lake)
-    one, two = min(times[1]), min(times[2])
+    (one, cpu1), (two, cpu2) = min(times[1]), min(times[2])
     load = os.getloadavg()[0]
     print(f"# {len(files)} files ({a.size}, 1 s) in {frags} fragments; {os.cpu_count()} CPUs, "
           f"load average {load:.1f}; speed-up {one / two:.2f}x (target >= 1.6)")  # fmt: skip
+    print(f"# cores busy: 1 worker {cpu1 / one:.2f} ({cpu1:.0f} CPU-s), "
+          f"2 workers {cpu2 / two:.2f} ({cpu2:.0f} CPU-s)")  # fmt: skip
     report("thumbnail_workers2_vs_1", two, one, unit="s", note=f"speed-up {one / two:.2f}x")
     return 0
 
