@@ -185,7 +185,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--originals", type=int, default=40)
     ap.add_argument("--variants", type=int, default=5)
     ap.add_argument("--fp-bits", type=float, default=14.0)
-    ap.add_argument("--fp-eps", type=float, default=0.1)
+    ap.add_argument("--fp-eps", type=float, default=0.35)
     ap.add_argument("--clip-eps", type=float, default=0.05)
     ap.add_argument("--scale-rows", type=int, default=1_000_000)
     ap.add_argument("--exact-subset", type=int, default=20_000)

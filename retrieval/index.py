@@ -17,7 +17,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from sila.errors import SilaError
@@ -151,20 +150,6 @@ def find_index(ds, column: str) -> dict | None:
         if idx.get("name") == index_name(column) or column in fields:
             return idx
     return None
-
-
-def sample_vectors(ds, column: str, n: int, seed: int = 0) -> np.ndarray:
-    """`n` non-null vectors of the column drawn with a seeded generator (for recall checks)."""
-    total = ds.count_rows()
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(total, size=min(total, n * 2), replace=False))
-    tbl = ds.take(idx, columns=[column])
-    col = tbl.column(column).combine_chunks()
-    keep = col.is_valid().to_numpy(zero_copy_only=False)
-    flat = col.flatten().to_numpy().reshape(-1, col.type.list_size)
-    vals = np.zeros((len(col), col.type.list_size), np.float32)
-    vals[keep] = flat  # flatten() drops null entries
-    return vals[keep][:n]
 
 
 def index_size_bytes(lake, ds, name: str) -> int:

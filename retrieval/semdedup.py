@@ -9,7 +9,6 @@ their representative (no chaining: A~B and B~C never merges A and C unless A~C).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,11 +172,3 @@ def pairs_exact(vecs: np.ndarray, eps: float, block: int = 4096) -> int:
             s[i, : a + i + 1] = -1  # upper triangle only
         count += int((s >= 1.0 - eps).sum())
     return count
-
-
-def default_eps() -> float:
-    return 0.05
-
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)

@@ -242,4 +242,4 @@ class FingerprintDedup(Dedup):
     outputs = dedup_outputs("fpdedup")
     where = "fingerprint_vec IS NOT NULL"
     model = "semdedup/faiss-kmeans on dct-phash"
-    settings = {**Dedup.settings, "eps": 0.1}
+    settings = {**Dedup.settings, "eps": 0.35}  # bench dedup: P 1.0 R 0.97 at 0.3, P 0.98 at 0.5
