@@ -136,6 +136,9 @@ def _open(browser, url: str, heading: str, shots: Path, name: str):
 
 
 def _shot(page, shots: Path, name: str) -> Path:
+    page.wait_for_function(  # pictures arrive after the page: shoot once they are all drawn
+        "() => [...document.images].every(i => i.complete && i.naturalWidth > 0)", timeout=30_000
+    )
     path = shots / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     print(f"screenshot {path}")
