@@ -11,6 +11,7 @@ from sila.viewer.components import missing, sample_link
 
 GROUPS_PER_PAGE = 8
 PER_ROW = 6
+SHOWN = 12  # members drawn per group: the kept one and the most similar (the rest are counted)
 DEDUP_COLUMNS = ("dedup_group", "dedup_keep", "dedup_of", "dedup_similarity")
 
 
@@ -56,13 +57,13 @@ def render() -> None:
     recs = chunk.to_pylist()
     # one read for the whole page of groups (the predicate reads dedup_group only)
     where = "dedup_group IN (" + ", ".join(_literal(r["group"]) for r in recs) + ")"
-    members = data.rows(table, ["id", *cols], where, 0, sum(min(r["size"], 48) for r in recs) * 2)
+    members = data.rows(table, ["id", *cols], where, 0, sum(r["size"] for r in recs))
     thumbs = data.thumbnails_for(table, members)
     by_group: dict = {}
     for rec, thumb in zip(members.to_pylist(), thumbs, strict=True):
         by_group.setdefault(rec["dedup_group"], []).append((rec, thumb))
     for r in recs:
-        _group(table, r["group"], r["size"], by_group.get(r["group"], [])[:48])
+        _group(table, r["group"], r["size"], by_group.get(r["group"], []))
 
 
 def _literal(value) -> str:
@@ -73,7 +74,7 @@ def _group(table: str, gid, size: int, members: list[tuple[dict, bytes | None]])
     st.markdown(f"**group {gid}** · {size} members")
     members = sorted(
         members, key=lambda m: (not m[0].get("dedup_keep"), -(m[0].get("dedup_similarity") or 0))
-    )
+    )[:SHOWN]
     for start in range(0, len(members), PER_ROW):
         cells = st.columns(PER_ROW)
         for cell, (r, thumb) in zip(cells, members[start : start + PER_ROW], strict=False):
@@ -90,6 +91,8 @@ def _group(table: str, gid, size: int, members: list[tuple[dict, bytes | None]])
                     st.markdown(
                         f":red[duplicate] {sim_txt}" + (f"  \nof `{str(of)[-16:]}`" if of else "")
                     )
+    if size > len(members):
+        st.caption(f"… and {size - len(members)} more duplicates in this group")
     st.divider()
 
 
