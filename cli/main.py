@@ -396,16 +396,12 @@ def compact(
     lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: StorageOpt = None
 ) -> None:
     """Compact small fragments (refuses while any lease is live: compaction renumbers fragments)."""
-    from sila.coordinator.leases import LeaseStore
+    from sila.coordinator.housekeeping import compaction_refusal
 
     lk = open_lake(lake, storage_option)
-    live = LeaseStore(lk.store).live()
-    if live:
-        fail(
-            f"{len(live)} lease(s) are live (a `sila run` is working): compaction would conflict with "
-            "it and renumber its fragments; wait for it to finish (see `sila status`)",
-            as_json,
-        )
+    why = compaction_refusal(lk)
+    if why:
+        fail(why, as_json)
     out = {}
     for name in lk.tables():
         m = lk.table(name).optimize.compact_files()

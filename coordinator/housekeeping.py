@@ -48,6 +48,37 @@ def job_log(lake, job: dict) -> str:
     return raw.decode(errors="replace") if raw else ""
 
 
+def compaction_refusal(lake, tables: list[str] | None = None) -> str | None:
+    """Why compacting `tables` now would make the table lie (None: it is safe).
+
+    Compaction rewrites every column of the fragments it merges into new data files: a stage's
+    column then exists for rows it never computed (they read as null = "done"). So a table is
+    compacted only while no lease is live and every stage on it is complete: no pending,
+    partial, deferred or stale fragment."""
+    from sila.coordinator.state import compaction_blockers
+    from sila.coordinator.status import lake_status
+
+    live = LeaseStore(lake.store).live()
+    if live:
+        return (
+            f"{len(live)} lease(s) are live (a `sila run` is working): compaction would conflict "
+            "with it and renumber its fragments; wait for it to finish (see `sila status`)"
+        )
+    partial = compaction_blockers(lake.store)
+    status = lake_status(lake)["tables"]
+    keys = ("fragments_pending", "fragments_partial", "fragments_deferred", "stale_fragments")
+    for name in tables or list(status):
+        for stage, st in status.get(name, {}).get("stages", {}).items():
+            open_ = sum(int(st.get(k) or 0) for k in keys)
+            if open_ or f"{name}.{stage}" in partial:
+                return (
+                    f"stage '{stage}' is not complete on '{name}' ({open_} fragment(s) pending, "
+                    "partial, deferred or stale): compacting now would make its missing rows "
+                    f"look computed; finish it first (`sila run {stage}`, see `sila status`)"
+                )
+    return None
+
+
 def gc(
     lake, *, apply: bool = False, keep_jobs: int = KEEP_JOBS, older_than_days: float = 7.0
 ) -> dict:
@@ -88,6 +119,8 @@ def gc(
             "pinned_by_tags": sorted(tagged),
             "deleted_rows_to_purge": deleted,
         }
+        if apply and deleted and (why := compaction_refusal(lake, [name])):
+            raise SilaError(f"gc cannot purge the deleted rows of '{name}' yet: {why}")
         if apply and deleted:
             # Deleted rows (and their blob bytes) stay in data files until rewritten; safe now
             # because no lease is live (compaction renumbers fragments).

@@ -315,3 +315,16 @@ def test_every_command_in_the_agent_skill_runs(tmp_path, ops, corpus):
         assert res.returncode == 0, (cmd, res.stdout[-2000:], res.stderr[-2000:])
         if "--json" in cmd:
             json.loads(res.stdout)
+
+
+def test_compact_refuses_while_a_stage_is_incomplete_then_keeps_the_table(tmp_path, ops):
+    code, _ = ops
+    lk = _lake(tmp_path, "compact")
+    lk.run(f"{code}:Double", where="x < 30")  # a subset: fragments stay partial
+    res = _sila("compact", "--lake", lk.uri, check=False)
+    assert res.returncode == 1 and "not complete" in res.stderr + res.stdout
+    lk.run(f"{code}:Double")
+    before = _table(lk)
+    _sila("compact", "--lake", lk.uri)
+    assert _table(lk).equals(before) and before["double"].null_count == 0
+    assert lk.run(f"{code}:Double")["progress"]["rows"] == 0  # still done after compaction
