@@ -67,10 +67,12 @@ def write_table(lake, vecs: np.ndarray, frag_rows: int = 100_000) -> None:
     )
 
 
-def run_queries(tbl, plan, queries, truth, k=10, where=None):
-    from sila.retrieval.query import knn, recall_at
+def run_queries(tbl, plan, queries, truth, k=10, where=None, sila_rules=True):
+    from sila.retrieval.query import knn, plan_for_filter, recall_at
 
     found, times = [], []
+    if sila_rules:  # what `sila search` does: a selective filter is searched exactly
+        plan = plan_for_filter(tbl, plan, where)
     for q in queries:
         t0 = time.perf_counter()
         res = knn(tbl, "embedding", q, k, plan, where=where, columns=["id"])
@@ -172,7 +174,7 @@ def main(argv: list[str]) -> int:
         rtbl = lancedb.connect(ref_dir).open_table("clips")
         ref_plan = IndexPlan("default", 0, nprobes=20)
         ref = {
-            label: run_queries(rtbl, ref_plan, queries, truth, where=w)
+            label: run_queries(rtbl, ref_plan, queries, truth, where=w, sila_rules=False)
             for label, (w, truth) in truths.items()
         }
         report(

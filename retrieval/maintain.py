@@ -30,6 +30,9 @@ from sila.schema import owner
 
 log = logging.getLogger(__name__)
 
+# The table's own rows are easier queries than new ones (measured: 0.971 on the sample vs
+# 0.936 on held-out queries at 200k x 512), so tuning aims this much above the target.
+TUNE_MARGIN = 0.03
 # (nprobes, refine_factor, ef) tried in order until the sample's recall reaches the target
 _TUNE = {
     "IVF_HNSW_SQ": [
@@ -202,7 +205,7 @@ def build_index(
                     "p50_ms": round(ms, 2),
                 }
             )
-            if r >= target:
+            if r >= target + TUNE_MARGIN:
                 break
         rec.recall_at_10 = rec.tuning[-1]["recall_at_10"] if rec.tuning else None
     else:
