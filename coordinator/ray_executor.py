@@ -147,7 +147,8 @@ class RayRunner:
                     ref = self.pools[step].run(*args, rows=n)
                     first = False
             return _conform(self.stage_cls, self._ray.get(ref), n)
-        except errors.RayActorError as e:  # a crash: find the row(s) that caused it
+        except (errors.RayActorError, errors.ObjectLostError) as e:
+            # a crash (or a node gone with a step's result): find the row(s) that caused it
             return self._rows_alone(plan, part, str(e))
         except errors.RayTaskError:
             pass  # a step raised: the contract's per-row isolation, in one actor

@@ -1,6 +1,6 @@
 """One real Ray cluster for the coordinator's Ray tests: two nodes (raylets) of one CPU each on
-this machine (`ray.cluster_utils.Cluster`), started once per session; each test reconnects if
-another module shut its driver down. `sila run --address` subprocesses join the same one."""
+this machine (`ray.cluster_utils.Cluster`), started once per session; a test connects to it by
+asking for `ray_cluster`. `sila run --address` subprocesses join the same one."""
 
 from __future__ import annotations
 
@@ -26,8 +26,11 @@ def _ray_cluster_session():
 
 @pytest.fixture
 def ray_cluster(_ray_cluster_session):
+    """The shared cluster, connected for this test and disconnected after it, so a later test
+    that starts its own local Ray (the embedded default) never lands on this one."""
     import ray
 
     if not ray.is_initialized():
         ray.init(address=_ray_cluster_session.address, log_to_driver=False)
-    return _ray_cluster_session
+    yield _ray_cluster_session
+    ray.shutdown()

@@ -49,23 +49,24 @@ def servers() -> list[psutil.Process]:
 
 
 @pytest.mark.parametrize("executor", ["inline", "ray"])
-def test_stage_gets_its_node_local_endpoint(tmp_path, executor):
+def test_stage_gets_its_node_local_endpoint(tmp_path, executor, request):
+    if executor == "ray":  # the session's two-node cluster (tests/coordinator/conftest.py)
+        request.getfixturevalue("ray_cluster")
     lake = sila.Lake(tmp_path / "lake").init()
     make_numbers(lake, 2, 5)
     job = lake.run(Describe, executor=executor)
     assert job["state"] == "succeeded" and job["progress"]["row_errors"] == 0
     t = lake.table("nums").to_table(columns=["reply", "served_by"]).to_pylist()
     assert all(r["reply"] and r["served_by"].startswith("http://127.0.0.1:") for r in t)
-    assert len({r["served_by"] for r in t}) == 1  # one server for the node
+    served = {r["served_by"] for r in t}
     if executor == "inline":
+        assert len(served) == 1  # one server for the machine
         assert not servers()  # stopped with the job
     else:
         from sila.coordinator.endpoints import stop_endpoints
 
-        assert list(job["metrics"]["endpoints"].values()) == [t[0]["served_by"]]
+        urls = job["metrics"]["endpoints"]  # node id -> its server: one per node
+        assert len(set(urls.values())) == len(urls) and served <= set(urls.values())
         stop_endpoints("describe-test")
-        import ray
-
-        ray.shutdown()
     psutil.wait_procs(servers(), timeout=15)
     assert not servers()

@@ -30,14 +30,14 @@ def test_status_shows_live_leases_and_compact_refuses(nums):
     ls = LeaseStore(nums.store, ttl=30)
     lease = ls.acquire("nums", "inc", "0-abc", owner="host:1:x", job="job-1")
     lease.segments_done = 3
-    ls.renew(lease)
+    ls.renew(lease)  # a renewal is an exclusive create of the next generation
     st = nums.status()
     (live,) = st["leases"]
     assert (live["stage"], live["owner"], live["segments_done"], live["gen"]) == (
         "inc",
         "host:1:x",
         3,
-        1,
+        2,
     )
     assert live["age_s"] >= 0 and live["heartbeat_lag_s"] >= 0
     res = subprocess.run(

@@ -77,7 +77,8 @@ def ray_env(tmp_path_factory, _ray_cluster_session):
     os.environ["SILA_TEST_MARKS"] = str(marks)  # before the actors start: they inherit it
     if not ray.is_initialized():
         ray.init(address=_ray_cluster_session.address, log_to_driver=False)
-    return root, marks
+    yield root, marks
+    ray.shutdown()  # later modules start from no connection (see conftest.ray_cluster)
 
 
 def expected(lake):
