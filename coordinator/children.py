@@ -199,10 +199,10 @@ def _new_fragments(ds, stage_cls, rows: pa.Table, mutable: list[str]) -> list:
         return []
     cap = int(getattr(stage_cls, "child_rows_per_fragment", DEFAULT_ROWS_PER_FRAGMENT))
     stable = [n for n in rows.schema.names if n not in mutable]
-    # The mutable file goes first: a downstream stage's staleness check keys on the last data
-    # file holding the upstream stage's columns, which must be the stable one (its inputs),
-    # so re-indexing a kept clip does not make its transcode stale.
-    groups = [mutable, stable] if mutable else [stable]
+    # The stable file goes first: a fragment's identity is its first data file, and a
+    # downstream stage's staleness check keys on the first file holding the upstream stage's
+    # columns: both must stay put when a kept clip is re-indexed (its transcode is not stale).
+    groups = [stable, mutable] if mutable else [stable]
     schemas = [pa.schema([ds.schema.field(n) for n in g]) for g in groups]
     out = []
     for start in range(0, rows.num_rows, cap):

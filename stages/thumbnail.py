@@ -38,7 +38,8 @@ class Thumbnail(Stage):
     model = "ffmpeg"
     segment_rows = 16
     compute_resources = Resources(cpus=1)
-    settings = {"max_side": 384, "position": 1 / 3, "quality": 3}
+    # one decoder thread: the stage asks for one CPU, so workers (not ffmpeg) scale it out
+    settings = {"max_side": 384, "position": 1 / 3, "quality": 3, "threads": 1}
 
     def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
         thumbs, times, errors = [], [], []
@@ -82,7 +83,8 @@ class Thumbnail(Stage):
         w, h = thumb_size(*streams.display_size, int(self.config["max_side"]))
         seek = ["-ss", f"{ts:.3f}"] if ts > 0 else []
         args = [
-            *seek, "-i", "file:" + os.path.abspath(path), "-map", f"0:{streams.video}",
+            "-threads", str(int(self.config["threads"])), *seek,
+            "-i", "file:" + os.path.abspath(path), "-map", f"0:{streams.video}",
             "-frames:v", "1", "-vf", f"scale={w}:{h}:flags=bicubic,setsar=1",
             "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", str(int(self.config["quality"])), "-",
         ]  # fmt: skip
