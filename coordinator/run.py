@@ -12,6 +12,7 @@ from typing import Any
 from sila.coordinator.columns import prepare_columns
 from sila.coordinator.discovery import split_fragments
 from sila.coordinator.dry_run import gating_summary
+from sila.coordinator.global_fit import ensure_fit
 from sila.coordinator.jobs import JobFailureLog, JobLog, JobRecord, new_job_id
 from sila.coordinator.options import RunOptions, WorkerOptions
 from sila.coordinator.progress import ProgressView
@@ -27,7 +28,6 @@ from sila.coordinator.state import (
 )
 from sila.coordinator.worker import FragmentWorker
 
-from sila.coordinator.global_fit import ensure_fit
 from sila.errors import SilaError
 from sila.recipe import load_recipe, stage_settings
 from sila.registry import portable_spec, resolve

@@ -127,46 +127,21 @@ class Lake:
             self, [os.fspath(p) for p in paths], reference=reference, progress=progress, **options
         )
 
-    def run(
-        self,
-        stage: Any,
-        *,
-        executor: str = "auto",
-        workers: int = 1,
-        where: str | None = None,
-        recompute: bool = False,
-        retry_errors: bool = False,
-        settings: dict[str, Any] | None = None,
-        recipe: str | None = None,
-        progress: bool = False,
-        address: str | None = None,
-        **options: Any,
-    ) -> dict[str, Any]:
-        """Run a stage (class, instance, registered name or 'file.py:Class') over pending rows.
+    def run(self, stage: Any, options: Any = None, **overrides: Any) -> dict[str, Any]:
+        """Run a stage (class, instance, registered name or 'file.py:Class') over its due rows.
 
-        `executor`: "auto" (Ray when `address`/RAY_ADDRESS names a cluster, worker processes for
-        workers > 1, else in this process), "inline", "processes" or "ray".
+        `options`: a `sila.coordinator.options.RunOptions`; keyword overrides name its fields:
+        executor ("auto": Ray when `address`/RAY_ADDRESS names a cluster, worker processes for
+        workers > 1, else in this process; "inline", "processes", "ray"), workers, where,
+        recompute, retry_errors, settings, recipe, progress, address, segment_rows, ttl, ...
         Returns the job record (state, counts, errors). Example::
 
-            job = lake.run("thumbnail")
+            job = lake.run("thumbnail", where="media_kind = 'video'")
             assert job["state"] == "succeeded"
         """
         from sila.coordinator.run import run_stage
 
-        return run_stage(
-            self,
-            stage,
-            executor=executor,
-            workers=workers,
-            where=where,
-            recompute=recompute,
-            retry_errors=retry_errors,
-            settings=settings,
-            recipe=recipe,
-            progress=progress,
-            address=address,
-            **options,
-        )
+        return run_stage(self, stage, options, **overrides)
 
     def export(
         self,
