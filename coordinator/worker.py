@@ -392,10 +392,13 @@ class FragmentWorker:
         target = self.keeper.target(ds)
         full = finish_values(ds, cls, ref, rows, values)
         children = [r.children for r in results if r.children is not None and r.children.num_rows]
-        if children:
+        if cls.kind == "explode":  # replace the computed parents' children in one commit
             from sila.coordinator.children import append_children
 
-            self.report({"children": append_children(self.lake, cls, pa.concat_tables(children))})
+            sel = rows.selection.table
+            parents = sel.column("id").to_pylist() if "id" in sel.column_names else None
+            kids = pa.concat_tables(children) if children else None
+            self.report({"children": append_children(self.lake, cls, kids, parents)})
         fault_point("before_commit")
         data_file = write_data_file(target, full)
         replaced = work.stem if (work.has_values and target is ds) else None
