@@ -71,7 +71,7 @@ def run_queries(tbl, plan, queries, truth, k=10, where=None, sila_rules=True):
     from sila.retrieval.query import knn, plan_for_filter, recall_at
 
     found, times = [], []
-    if sila_rules:  # what `sila search` does: a selective filter is searched exactly
+    if sila_rules:  # what `sila search` does: more partitions probed for a selective filter
         plan = plan_for_filter(tbl, plan, where)
     for q in queries:
         t0 = time.perf_counter()

@@ -6,6 +6,7 @@ the same for `sila search`, `lake.search`, the recall check and the benchmark.
 
 from __future__ import annotations
 
+import math
 from functools import cache
 
 import numpy as np
@@ -62,19 +63,23 @@ def knn(
     return q.to_arrow()
 
 
-EXACT_BELOW = 20_000  # a prefilter matching fewer rows is searched exactly (a short flat scan)
-
-
 def plan_for_filter(tbl, plan: IndexPlan | None, where: str | None) -> IndexPlan | None:
-    """The plan for a query with `where`: exact when few rows match.
+    """The plan for a query with a prefilter: nprobes scaled by 1 / the matching fraction.
 
-    With a selective prefilter the probed IVF partitions hold too few matching rows (at 1%
+    With a selective prefilter the probed IVF partitions hold few matching rows (at 1%
     selectivity, nprobes 10 of 100+ partitions yields about one candidate per partition), so
-    recall collapses; scanning the few matching rows exactly is both right and fast.
+    recall collapses. Probing 1/fraction times more partitions keeps the expected number of
+    matching candidates the same; the refine step still re-ranks them on the raw vectors.
     """
     if plan is None or not where:
         return plan
-    return None if tbl.count_rows(where) <= EXACT_BELOW else plan
+    from dataclasses import replace
+
+    total = tbl.count_rows()
+    frac = tbl.count_rows(where) / total if total else 1.0
+    parts = max(1, plan.num_partitions)
+    nprobes = min(parts, math.ceil(plan.nprobes / max(frac, 1.0 / parts)))
+    return replace(plan, nprobes=nprobes)
 
 
 def recall_at(found: list[list[str]], truth: list[list[str]], k: int = 10) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sila.retrieval.index import load_record
 from sila.retrieval.maintain import index_status
-from sila.retrieval.query import knn, open_lancedb_table
+from sila.retrieval.query import knn, open_lancedb_table, plan_for_filter
 
 from sila.column_stamp import column_facts
 from sila.errors import SilaError
@@ -156,9 +156,11 @@ def search(
     if missing:
         raise SilaError(f"--columns: table '{table}' has no {missing}")
     extra = 1 if like is not None else 0
-    res = knn(
-        open_lancedb_table(lake, table), column, q, k + extra, plan, where=where, columns=want
-    )
+    tbl = open_lancedb_table(lake, table)
+    if plan is not None and where:  # a selective filter probes more partitions
+        plan = plan_for_filter(tbl, plan, where)
+        notes.append(f"prefilter: {plan.nprobes} of {plan.num_partitions} partitions probed")
+    res = knn(tbl, column, q, k + extra, plan, where=where, columns=want)
     rows = []
     for r in res.to_pylist():
         if like is not None and r.get("id") == like:
