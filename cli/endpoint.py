@@ -10,14 +10,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
-from sila.cli.output import console, emit_json, fail, handle_errors
+from sila.cli.output import JsonOpt, console, emit_json, fail, handle_errors
 
 endpoint_app = typer.Typer(
     help="Node-local model endpoints (e.g. `vllm serve`) on a Ray cluster: one server per node.",
     no_args_is_help=True,
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 AddressOpt = Annotated[
     str | None,
     typer.Option(

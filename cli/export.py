@@ -8,18 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sila.cli.output import console, emit_json, handle_errors
+from sila.cli.output import JsonOpt, LakeOpt, StorageOpt, console, emit_json, handle_errors
 
 from sila.errors import SilaError
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
-LakeOpt = Annotated[
-    str,
-    typer.Option("--lake", "-l", help="lake directory or URI (default $SILA_LAKE, else ./lake)"),
-]
-StorageOpt = Annotated[
-    list[str] | None, typer.Option("--storage-option", help="KEY=VALUE for object stores")
-]
 export_app = typer.Typer(help="Export training data (WebDataset shards).", no_args_is_help=True)
 
 

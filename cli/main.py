@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sila.cli.output import console, emit_json, fail, handle_errors
+from sila.cli.output import JsonOpt, LakeOpt, StorageOpt, console, emit_json, fail, handle_errors
 
 from sila.lake import Lake, default_lake_uri
 
@@ -38,15 +38,6 @@ _register_search(app)  # search, index, dedup
 from sila.cli.export import register as _register_export  # noqa: E402
 
 _register_export(app)  # export wds, devtable, snapshot, card
-
-LakeOpt = Annotated[
-    str,
-    typer.Option("--lake", "-l", help="lake directory or URI (default $SILA_LAKE, else ./lake)"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
-StorageOpt = Annotated[
-    list[str] | None, typer.Option("--storage-option", help="KEY=VALUE for object stores")
-]
 
 
 def open_lake(uri: str | None, storage: list[str] | None = None) -> Lake:

@@ -10,16 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sila.cli.output import console, emit_json, fail, handle_errors
-
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
-LakeOpt = Annotated[
-    str,
-    typer.Option("--lake", "-l", help="lake directory or URI (default $SILA_LAKE, else ./lake)"),
-]
-StorageOpt = Annotated[
-    list[str] | None, typer.Option("--storage-option", help="KEY=VALUE for object stores")
-]
+from sila.cli.output import JsonOpt, LakeOpt, StorageOpt, console, emit_json, fail, handle_errors
 
 pipeline_app = typer.Typer(help="Run a recipe's stages in dependency order.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Job records: state, progress, errors, logs.", no_args_is_help=True)

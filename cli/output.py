@@ -7,11 +7,22 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from sila.errors import SilaError
+
+# The options every command shares (one definition: the help text reads the same everywhere).
+LakeOpt = Annotated[
+    str,
+    typer.Option("--lake", "-l", help="lake directory or URI (default $SILA_LAKE, else ./lake)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+StorageOpt = Annotated[
+    list[str] | None, typer.Option("--storage-option", help="KEY=VALUE for object stores")
+]
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)

@@ -7,12 +7,10 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sila.cli.output import console, emit_json, handle_errors
+from sila.cli.output import JsonOpt, LakeOpt, console, emit_json, handle_errors
 
 from sila.lake import Lake, default_lake_uri
 
-LakeOpt = Annotated[str, typer.Option("--lake", "-l", help="lake directory or URI")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
 TableOpt = Annotated[str, typer.Option(help="table holding the vectors")]
 ColumnOpt = Annotated[str, typer.Option(help="vector column")]
 
