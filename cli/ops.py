@@ -108,18 +108,25 @@ def jobs_ls(
     storage_option: StorageOpt = None,
 ) -> None:
     """List jobs, newest last."""
+    from sila.coordinator.doctor import dead_here
     from sila.coordinator.housekeeping import job_records
 
     jobs = job_records(_lake(lake, storage_option), limit, stage)
+    for j in jobs:
+        if j.get("state") == "running" and dead_here(j.get("host"), j.get("pid")):
+            j["state"] = "dead"
     if as_json:
         emit_json({"ok": True, "jobs": jobs})
         return
     tab = Table("job", "state", "executor", "started", "heartbeat", "fragments", "rows", "errors")
     for j in jobs:
         p = j.get("progress", {})
+        state = j.get("state", "?")
+        if state == "running" and dead_here(j.get("host"), j.get("pid")):
+            state = "dead"  # killed without a final state: `sila doctor` says how to resume
         tab.add_row(
             j["job"],
-            j.get("state", "?"),
+            state,
             f"{j.get('executor')} x{j.get('workers')}",
             _when(j.get("started_at")),
             _when(j.get("heartbeat_at")),

@@ -42,7 +42,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _dead_here(host: str | None, pid: int | None) -> bool:
+def dead_here(host: str | None, pid: int | None) -> bool:
     """True only when we can tell: the owner ran on this host and its process is gone."""
     return bool(host == socket.gethostname() and pid and not _pid_alive(int(pid)))
 
@@ -67,7 +67,7 @@ def _specs(lake) -> dict[tuple[str, str], str]:
 def _job_cmd(lake, j: dict, spec: str | None) -> str:
     """The command that started the job, when it was the CLI; else a plain `sila run`."""
     argv = j.get("argv") or []
-    if len(argv) > 2 and os.path.basename(argv[0]) == "sila" and argv[1] == "run":
+    if len(argv) > 2 and os.path.basename(argv[0]) == "sila" and argv[1] in ("run", "pipeline"):
         return shlex.join(["sila", *argv[1:]])
     return _cmd(lake, "run", spec or j.get("stage") or "?")
 
@@ -95,7 +95,7 @@ def diagnose(lake, *, stall_after_s: float = STALL_AFTER_S, now: float | None = 
             continue  # a later job of the stage finished: this one's work is done or redone
         if state == "running":
             lag = now - float(j.get("heartbeat_at") or j.get("started_at") or now)
-            if _dead_here(j.get("host"), j.get("pid")):
+            if dead_here(j.get("host"), j.get("pid")):
                 findings.append(
                     _job_finding(lake, j, "dead_job", "died without a final state", specs)
                 )
@@ -123,7 +123,7 @@ def diagnose(lake, *, stall_after_s: float = STALL_AFTER_S, now: float | None = 
                 )
             )
     for lease in LeaseStore(lake.store).live():
-        if _dead_here(lease.get("host"), lease.get("pid")):
+        if dead_here(lease.get("host"), lease.get("pid")):
             left = max(0.0, float(lease.get("expires_at", now)) - now)
             findings.append(
                 Finding(

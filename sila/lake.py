@@ -238,9 +238,28 @@ class Lake:
         """Run DuckDB SQL over the lake's tables, visible by name. Returns Arrow."""
         import duckdb
 
+        from sila.schema import is_blob
+
         con = duckdb.connect()
         for name in self.tables():
-            con.register(name, self.table(name))
+            ds = self.table(name)
+            # Blob columns reach DuckDB as Lance descriptors that do not match their declared
+            # type, so a table is a view without them (`select *` works; read media via Lance).
+            keep = [f.name for f in ds.schema if not is_blob(f)]
+            if len(keep) == len(ds.schema):
+                con.register(name, ds)
+            else:
+                con.register(f"__sila_{name}", ds)
+                cols = ", ".join('"' + c.replace('"', '""') + '"' for c in keep)
+                con.execute(f'create view "{name}" as select {cols} from "__sila_{name}"')
+        try:
+            return con.sql(query).to_arrow_table()
+        except duckdb.Error as e:
+            if "Substrait" not in str(e) and "Not supported" not in str(e):
+                raise LakeError(f"SQL failed: {e}") from e
+        # Lance cannot take some filters DuckDB pushes into its scan (e.g. beside a list<uint64>
+        # column): filter after the scan instead.
+        con.execute("SET disabled_optimizers = 'filter_pushdown'")
         try:
             return con.sql(query).to_arrow_table()
         except duckdb.Error as e:
