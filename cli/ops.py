@@ -238,6 +238,11 @@ def remove(
     console.print(f"{verb} {res['sources']} source(s) and {res.get('derived', {})} derived rows")
     for e in res.get("exports", []):
         console.print(f"  [yellow]export contained them[/]: {e}")
+    for stage, n in res.get("dangling_after", {}).items():
+        console.print(
+            f"  [yellow]{n} row(s) of '{stage}' point at removed rows[/]: run "
+            f"`sila run {stage} --recompute` afterwards (`sila doctor` lists it)"
+        )
     if not apply and res["sources"]:
         console.print("  (dry run: add --apply)")
 

@@ -144,6 +144,7 @@ def diagnose(lake, *, stall_after_s: float = STALL_AFTER_S, now: float | None = 
             findings += _stage_findings(
                 lake, table, stage, spec, s, (table, stage) in running_stages
             )
+    findings += _dangling(lake, specs)
     need = [f for f in findings if f.severity == "action"]
     return {
         "ok": not need,
@@ -237,3 +238,40 @@ def _error_samples(lake, table: str, stage: str, limit: int = 5) -> dict:
         "examples": {m: example[m] for m, _ in top},
         "retryable": not retried,
     }
+
+
+def _dangling(lake, specs: dict) -> list[Finding]:
+    """`<stage>_of` values naming rows that no longer exist (e.g. after `sila remove`): those
+    rows' decisions refer to a removed representative, so the stage must be recomputed."""
+    from sila.schema import owner
+
+    out = []
+    for name in lake.tables():
+        ds = lake.table(name)
+        if "id" not in ds.schema.names:
+            continue
+        for f in ds.schema:
+            stage = owner(f)
+            if not (stage and f.name.endswith("_of")):
+                continue
+            try:
+                n = lake.sql(
+                    f"select count(*) as n from {name} a where a.{f.name} is not null and "
+                    f"not exists (select 1 from {name} b where b.id = a.{f.name})"
+                )["n"][0].as_py()
+            except Exception:  # noqa: BLE001 - doctor reports, never crashes
+                continue
+            if n:
+                out.append(
+                    Finding(
+                        "dangling",
+                        "action",
+                        name,
+                        stage,
+                        f"{n} row(s) of '{stage}' name a {f.name} that no longer exists "
+                        "(removed): their decision is stale",
+                        _cmd(lake, "run", specs.get((name, stage), stage), "--recompute"),
+                        {"rows": n, "column": f.name},
+                    )
+                )
+    return out

@@ -173,6 +173,7 @@ def remove(lake, where: str, *, apply: bool = False) -> dict:
             derived[name] = ds.count_rows(filter=f"source_id IN ({quoted})")
     out["derived"] = derived
     out["clips"] = derived.get("clips", 0)
+    out["dangling_after"] = _references_to(lake, derived, quoted)
     out["exports"] = _exports_with(lake, set(ids))
     if apply:
         for name in derived:
@@ -180,6 +181,32 @@ def remove(lake, where: str, *, apply: bool = False) -> dict:
         src.delete(f"id IN ({quoted})")
         out["removed_at"] = time.time()
     return out
+
+
+def _references_to(lake, derived: dict, quoted_sources: str) -> dict[str, int]:
+    """Rows outside the takedown whose `<stage>_of` points at a row it removes (a duplicate of a
+    removed representative): their stage must be recomputed (`sila run STAGE --recompute`)."""
+    from sila.schema import owner
+
+    out: dict[str, int] = {}
+    for name in derived:
+        ds = lake.table(name)
+        gone = f"(select id from {name} where source_id IN ({quoted_sources}))"
+        for f in ds.schema:
+            if f.name.endswith("_of") and owner(f) and pa_is_string(f):
+                n = lake.sql(
+                    f"select count(*) as n from {name} where {f.name} in {gone} "
+                    f"and source_id not in ({quoted_sources})"
+                )["n"][0].as_py()
+                if n:
+                    out[owner(f)] = out.get(owner(f), 0) + n
+    return out
+
+
+def pa_is_string(f) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
 
 
 def _exports_with(lake, source_ids: set[str]) -> list[str]:

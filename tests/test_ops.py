@@ -267,17 +267,35 @@ def test_remove_then_gc_leaves_no_row_of_the_removed_sources(tmp_path):
         ),
     )
     lk.create_table("sources", src)
+    dedup = {"sila.stage": "dedup"}
     lk.create_table(
         "clips",
-        pa.table({"id": ["s1/0-5", "s1/5-9", "s2/0-9"], "source_id": ["s1", "s1", "s2"]}),
+        pa.table(
+            {
+                "id": ["s1/0-5", "s1/5-9", "s2/0-9"],
+                "source_id": ["s1", "s1", "s2"],
+                "dedup_of": pa.array([None, None, "s1/0-5"]),  # s2's clip duplicates s1's
+            },
+            schema=pa.schema(
+                [
+                    ("id", pa.string()),
+                    ("source_id", pa.string()),
+                    pa.field("dedup_of", pa.string(), metadata=dedup),
+                ]
+            ),
+        ),
     )
     dry = json.loads(
         _sila("remove", "--where", "filename = 'a.mp4'", "--lake", lk.uri, "--json").stdout
     )
     assert dry["sources"] == 1 and dry["clips"] == 2 and not dry["applied"]
+    assert dry["dangling_after"] == {"dedup": 1}  # its representative goes: dedup must rerun
     assert lk.table("sources").count_rows() == 3  # a dry run deletes nothing
     _sila("remove", "--where", "filename = 'a.mp4'", "--lake", lk.uri, "--apply")
     assert lk.table("clips").to_table()["id"].to_pylist() == ["s2/0-9"]
+    found = json.loads(_sila("doctor", "--lake", lk.uri, "--json", check=False).stdout)
+    (dangling,) = [f for f in found["findings"] if f["kind"] == "dangling"]
+    assert dangling["stage"] == "dedup" and "--recompute" in dangling["fix"]
     _sila("gc", "--lake", lk.uri, "--apply", "--older-than", "0")
     assert sorted(lk.table("sources").to_table(columns=["id"])["id"].to_pylist()) == ["s2", "s3"]
     leftovers = [
