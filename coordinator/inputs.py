@@ -150,10 +150,21 @@ class BlobMaterializer:
         """Sources ingested by reference keep a path in `uri` instead of bytes."""
         if "uri" not in ds.schema.names or "stored" not in ds.schema.names:
             return {}
-        rows = ds._take_rows(addresses, columns=["uri", "stored"]).to_pylist()
-        return {
-            a: r["uri"] for a, r in zip(addresses, rows, strict=True) if r["stored"] == "reference"
-        }
+        cols = ["uri", "stored"] + (["uri_bytes"] if "uri_bytes" in ds.schema.names else [])
+        rows = ds._take_rows(addresses, columns=cols).to_pylist()
+        out = {}
+        for a, r in zip(addresses, rows, strict=True):
+            if r["stored"] != "reference":
+                continue
+            if r.get("uri_bytes"):  # a name that is not UTF-8 (escaped in `uri`): open it by
+                # its raw bytes, hand the stage a copy whose path is a valid string
+                ext = os.path.splitext(r["uri"])[1][:8]
+                dest = os.path.join(self.dir, f"reference-{a}{ext}")
+                shutil.copyfile(bytes(r["uri_bytes"]), dest)
+                out[a] = dest
+            else:
+                out[a] = r["uri"]
+        return out
 
     def lookup(self, table: str, ids: list[str | None]) -> list[int | None]:
         if table not in self._id_maps:
