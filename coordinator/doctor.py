@@ -8,6 +8,7 @@ act (exit status 1); "info" is worth knowing but needs nothing now.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import socket
 import time
@@ -211,6 +212,13 @@ def _stage_findings(
     return out
 
 
+_UNEXPECTED = re.compile(r"^(worker crashed|[A-Za-z_][A-Za-z0-9_.]*(Error|Exception|Interrupt)\b)")
+
+
+def _unexpected(message: str) -> bool:
+    return bool(_UNEXPECTED.match(message or ""))
+
+
 def _error_samples(lake, table: str, stage: str, limit: int = 5) -> dict:
     """The most frequent error messages of a stage (one scan of its error column)."""
     err = f"{stage}_error"
@@ -236,7 +244,9 @@ def _error_samples(lake, table: str, stage: str, limit: int = 5) -> dict:
     return {
         "top": top,
         "examples": {m: example[m] for m, _ in top},
-        "retryable": not retried,
+        # A RowError is the row's answer (bad input, "no picture to thumbnail"); only crashes and
+        # unexpected exceptions ("ValueError: ...", "worker crashed ...") may go away on a retry.
+        "retryable": not retried and any(_unexpected(m) for m, _ in top),
     }
 
 
