@@ -76,6 +76,8 @@ def export_wds(
     )
     for b, v in res["buckets"].items():
         console.print(f"  {b}: {v['samples']} samples in {len(v['shards'])} shard(s)")
+    for w in res.get("warnings", []):
+        console.print(f"  [bold red]warning[/]: {w}")
     if res.get("audit"):
         a = res["audit"]
         console.print(

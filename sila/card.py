@@ -197,6 +197,13 @@ def write_card(
             md += [f"### {stage}", *_table(v["kept"]), "", *_table(v["reasons"]), ""]
     if "duplicate_rate" in c:
         md += ["## Duplicates", f"Duplicate rate: {c['duplicate_rate']:.2%}", ""]
+    from sila.export_select import random_weight_warnings
+
+    if lake.has_table("clips"):
+        warn = random_weight_warnings(lake.table("clips").schema, None)
+        c["warnings"] = warn
+        if warn:
+            md += ["## Caveats", *[f"- {w}" for w in warn], ""]
     for key, title in (("per_source", "Per source"), ("per_embodiment", "Per embodiment")):
         if c.get(key):
             md += [f"## {title}", *_table(c[key]), ""]

@@ -89,3 +89,20 @@ class Selection:
     version: int
     where: str | None
     rows: list[dict] = field(default_factory=list)  # id, bucket, est_bytes, split, source_id
+
+
+def random_weight_warnings(schema, where: str | None) -> list[str]:
+    """Columns computed with RANDOM weights that the selection depends on (or ships)."""
+    out = []
+    seen = set()
+    for f in schema:
+        meta = f.metadata or {}
+        stage = meta.get(b"sila.stage", b"").decode()
+        if meta.get(b"sila.random_weights") == b"true" and stage and stage not in seen:
+            seen.add(stage)
+            used = f" (the selection uses {f.name})" if where and f.name in where else ""
+            out.append(
+                f"'{stage}' ran with RANDOM weights{used}: its values test the mechanics only; "
+                f"recompute it with real weights before training on this export"
+            )
+    return out

@@ -251,6 +251,9 @@ def run_export(lake, opts: ExportOptions, *, progress=None) -> dict:
         if progress:
             progress(s["name"], rec)
     manifest = _manifest(plan, records, pinned)
+    from sila.export_select import random_weight_warnings
+
+    manifest["warnings"] = random_weight_warnings(ds.schema, plan["config"]["where"])
     out.put(state + "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
     from sila.energon_meta import write_energon_meta
 
