@@ -15,7 +15,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import tarfile
 import tempfile
 import time
@@ -27,6 +26,7 @@ import pyarrow as pa
 
 from sila.buckets import recipe_buckets
 from sila.errors import SilaError
+from sila.export_out import Out, remove_export_tmp
 from sila.export_select import bucket_dir, pin, resolve_where, sample_key
 from sila.recipe import load_recipe
 from sila.schema import is_blob
@@ -166,52 +166,6 @@ def plan_export(lake, opts: ExportOptions) -> dict:
         "shards": [asdict(s) for s in shards],
         "source_ids": sorted({r.get("source_id") for r in rows if r.get("source_id")}),
     }
-
-
-class Out:
-    """The export's destination: a local folder or an object-store prefix."""
-
-    def __init__(self, uri: str, storage_options: dict[str, str]):
-        self.uri = uri.rstrip("/")
-        self.remote = "://" in uri and not uri.startswith("file://")
-        if self.remote:
-            from sila.coordinator.store import open_store
-
-            self.store = open_store(self.uri, storage_options)
-        else:
-            self.root = Path(uri.removeprefix("file://"))
-            self.root.mkdir(parents=True, exist_ok=True)
-
-    def read(self, key: str) -> bytes | None:
-        if self.remote:
-            import obstore
-
-            try:
-                return bytes(obstore.get(self.store, key).bytes())
-            except FileNotFoundError:
-                return None
-        p = self.root / key
-        return p.read_bytes() if p.is_file() else None
-
-    def put_file(self, key: str, local: Path) -> None:
-        if self.remote:
-            import obstore
-
-            obstore.put(self.store, key, local)
-            local.unlink()
-        else:
-            dest = self.root / key
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(local, dest)
-
-    def put(self, key: str, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=None if self.remote else self.root, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        self.put_file(key, Path(tmp))
-
-    def tmpdir(self) -> str | None:
-        return None if self.remote else str(self.root)
 
 
 def run_export(lake, opts: ExportOptions, *, progress=None) -> dict:
@@ -418,12 +372,3 @@ def _manifest(plan: dict, records: list[dict], pinned) -> dict:
             for r in records
         ],
     }
-
-
-def remove_export_tmp(out: str) -> None:
-    """Leftover temporary shards of a killed run (they are never renamed into place)."""
-    p = Path(out)
-    if p.is_dir():
-        for t in p.glob(".tmp-*"):
-            t.unlink(missing_ok=True)
-    shutil.rmtree(p / ".sila-export" / "tmp", ignore_errors=True)

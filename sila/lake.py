@@ -121,7 +121,7 @@ class Lake:
 
         `options`: rows_per_fragment (64), bytes_per_fragment (2 GiB), allow_outside (False).
         Returns an IngestReport (added / already present / failed / missing / skipped)."""
-        from sila.episodes import ingest_with_episodes
+        from sila.episode_ingest import ingest_with_episodes
 
         return ingest_with_episodes(
             self, [os.fspath(p) for p in paths], reference=reference, progress=progress, **options
