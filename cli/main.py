@@ -383,25 +383,6 @@ def _short(v) -> str:
 
 @app.command()
 @handle_errors
-def compact(
-    lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: StorageOpt = None
-) -> None:
-    """Compact small fragments (refuses while any lease is live: compaction renumbers fragments)."""
-    from sila.coordinator.housekeeping import compaction_refusal
-
-    lk = open_lake(lake, storage_option)
-    why = compaction_refusal(lk)
-    if why:
-        fail(why, as_json)
-    out = {}
-    for name in lk.tables():
-        m = lk.table(name).optimize.compact_files()
-        out[name] = {"fragments_removed": m.fragments_removed, "fragments_added": m.fragments_added}
-    emit_json({"ok": True, "tables": out}) if as_json else console.print(out)
-
-
-@app.command()
-@handle_errors
 def demo(
     lake: LakeOpt = "",
     as_json: JsonOpt = False,

@@ -279,8 +279,32 @@ def gc(
         console.print("  (dry run: add --apply)")
 
 
+def compact(
+    lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: StorageOpt = None
+) -> None:
+    """Compact small fragments; refused while a lease is live or any stage is incomplete on a
+    table (compaction renumbers fragments and would make never-computed rows look done)."""
+    from sila.coordinator.housekeeping import compaction_refusal
+
+    lk = _lake(lake, storage_option)
+    why = compaction_refusal(lk)
+    if why:
+        fail(why, as_json)
+    out = {}
+    for name in lk.tables():
+        m = lk.table(name).optimize.compact_files()
+        out[name] = {"fragments_removed": m.fragments_removed, "fragments_added": m.fragments_added}
+    if as_json:
+        emit_json({"ok": True, "tables": out})
+        return
+    for name, v in out.items():
+        console.print(
+            f"{name}: {v['fragments_removed']} fragment(s) merged into {v['fragments_added']}"
+        )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(pipeline_app, name="pipeline")
     app.add_typer(jobs_app, name="jobs")
-    for fn in (doctor, skill, remove, gc):
+    for fn in (doctor, skill, remove, gc, compact):
         app.command(fn.__name__)(handle_errors(fn))
