@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
     from sila.stages.actions import window_actions
 
     import sila
-    from sila.demo_episodes import generic_dataset
+    from sila.demo.episodes import generic_dataset
 
     with tempfile.TemporaryDirectory(prefix="sila-bench-actions-") as d:
         root = generic_dataset(Path(d) / "gen", episodes=args.episodes, frames=args.frames)

@@ -88,15 +88,16 @@ class Judge:
     """An OpenAI-compatible judge with validated JSON answers (the caption stage's client)."""
 
     def __init__(self, url: str, api_key: str | None = None, model: str | None = None) -> None:
-        from sila.stages.caption_client import EndpointOptions, Endpoints
+        from sila.stages.caption.client import EndpointOptions, Endpoints
 
         opts = EndpointOptions(urls=[url], api_key=api_key, model=model, temperature=0.0)
         opts.retry_budget_s, opts.max_tokens = 60.0, 1024
         self.endpoints = Endpoints(opts)
 
     def ask(self, text: str, schema: dict[str, Any], images: list[bytes] = ()) -> Any:
-        from sila.coordinator.openai_client import image_part
-        from sila.stages.caption_client import ask_json, validator_for
+        from sila.stages.caption.client import ask_json, validator_for
+
+        from sila.endpoints.openai_client import image_part
 
         content = [{"type": "text", "text": text}, *(image_part(b) for b in images)]
         ans = ask_json(
@@ -145,7 +146,7 @@ def caption_items(
     items: list[dict[str, Any]], clips: dict[str, bytes], url: str, folder: Path, **settings: Any
 ) -> dict[str, str | None]:
     """Caption every item with the `caption` stage; {item id: caption_text (None: row error)}."""
-    from sila.stages.caption import Caption
+    from sila.stages.caption.stage import Caption
 
     import sila
     from tests.stages.caption_helpers import write_clips
@@ -166,7 +167,7 @@ def evaluate(
     clips_dir: Path,
     judge: Judge,
 ) -> QualityReport:
-    from sila.stages.caption_frames import sample
+    from sila.stages.caption.frames import sample
 
     scores = []
     for it in items:

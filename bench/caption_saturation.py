@@ -41,7 +41,7 @@ def start_server(port: int, latency: float, limit: int) -> subprocess.Popen:
 
 
 def timed_run(lake_dir: Path, videos: list[bytes], url: str, **kw) -> tuple[float, dict]:
-    from sila.stages.caption import Caption
+    from sila.stages.caption.stage import Caption
 
     import sila
     from tests.stages.caption_helpers import write_clips
@@ -63,8 +63,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--limit", type=int, default=8)
     ap.add_argument("--port", type=int, default=18431)
     args = ap.parse_args(argv)
-    from sila.coordinator.endpoint_process import free_port
-
+    from sila.endpoints.process import free_port
     from tests.stages.caption_helpers import make_media
 
     port = args.port or free_port()

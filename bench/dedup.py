@@ -4,7 +4,7 @@
 
 Accuracy: originals (distinct lavfi scenes, some later windows of the same scene) and copies
 (CRF 35 re-encode, 50-75% rescale, crop up to 10%, brightness +-0.08, trim up to 1 s, and
-combinations; see sila.retrieval.dupset). Pairwise precision / recall over all pairs (a pair
+combinations; see tests.gen.dupset). Pairwise precision / recall over all pairs (a pair
 is a true duplicate when both derive from one original), per signal:
   fingerprint (Chamfer Hamming on frame hashes, <= --fp-bits), fingerprint_vec (cosine),
   CLIP embedding (whatever weights are available: random unless SILA_CLIP_WEIGHTS is set),
@@ -37,11 +37,11 @@ def _pairs(n: int, same) -> set[tuple[int, int]]:
 
 
 def accuracy(args, work: str) -> None:
-    from sila.retrieval.dupset import make_dupset
     from sila.stages.fingerprint import clip_distance, fingerprint_file
 
     import sila
     from tests.clip_lake import clips_table
+    from tests.gen.dupset import make_dupset
 
     t0 = time.perf_counter()
     clips = make_dupset(

@@ -27,7 +27,8 @@ def plain_loop(paths: list[str], frames: int, model_name: str) -> tuple[float, i
     import torch
     from PIL import Image
     from sila.stages.clip_model import find_weights
-    from sila.stages.clip_sampling import sample_frames
+
+    from sila.media.sampling import sample_frames
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
@@ -55,10 +56,10 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from sila.retrieval.dupset import make_dupset
 
     import sila
     from tests.clip_lake import clips_table
+    from tests.gen.dupset import make_dupset
 
     work = tempfile.mkdtemp(prefix="sila-bench-embed-")
     try:

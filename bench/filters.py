@@ -17,8 +17,8 @@ from pathlib import Path
 
 import bench._util  # noqa: F401 - LANCE_LOG before lance loads
 from bench._util import report
-from sila.filter_cases import AUDIO_CASES, VIDEO_CASES, case_lake
 from sila.media import run_ffmpeg
+from tests.gen.filter_cases import AUDIO_CASES, VIDEO_CASES, case_lake
 
 VIDEO_TAGS = [
     "static",
@@ -133,11 +133,11 @@ def best_rate(n: int, fn, reps: int = 2) -> float:
 
 
 def throughput(paths: list[Path], seconds: float) -> None:
-    from sila.stages.audio_signals import AudioSignals
-    from sila.stages.signal_io import FrameStream, audio_blocks, scaled_size
-    from sila.stages.text_overlay import RapidOcrDetector, measure_text
-    from sila.stages.video_signals import VideoSignals
+    from sila.stages.signals.audio_signals import AudioSignals
+    from sila.stages.signals.text_overlay import RapidOcrDetector, measure_text
+    from sila.stages.signals.video_signals import VideoSignals
 
+    from sila.media.signal_io import FrameStream, audio_blocks, scaled_size
     from sila.stage import StageContext
 
     ctx = StageContext(tempfile.mkdtemp(prefix="sila-bench-nolake-"))
@@ -206,8 +206,8 @@ def memory(out: Path) -> None:
     """Peak Python heap (tracemalloc) of measuring a clip and one 4x longer: flat = streaming."""
     import tracemalloc
 
-    from sila.stages.audio_signals import AudioSignals
-    from sila.stages.video_signals import VideoSignals
+    from sila.stages.signals.audio_signals import AudioSignals
+    from sila.stages.signals.video_signals import VideoSignals
 
     from sila.stage import StageContext
 

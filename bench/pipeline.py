@@ -19,10 +19,10 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--recipe", default="demo")
     ap.add_argument("--full", action="store_true", help="the full demo corpus (default: small)")
     args = ap.parse_args(argv)
-    from sila.coordinator.pipeline import plan, recipe_stages
+    from sila.coordinator.ops.pipeline import plan, recipe_stages
 
     import sila
-    from sila.demo_corpus import make_corpus
+    from sila.demo.corpus import make_corpus
     from sila.recipe import load_recipe
 
     with tempfile.TemporaryDirectory(prefix="sila-bench-pipeline-") as d:

@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
     import importlib.util
 
     import ray
-    from sila.coordinator.ray_executor import init_ray
+    from sila.coordinator.executors.ray_executor import init_ray
 
     import sila
 

@@ -88,7 +88,7 @@ def up(
     Examples: sila endpoint up --config infra/vllm/endpoint.toml;
     sila endpoint up -n captioner --gpus 1 -c "vllm serve Qwen/Qwen3-VL-8B-Instruct --port {port}"
     """
-    from sila.coordinator.endpoints import EndpointSpec, ensure_node_endpoints, load_endpoint_toml
+    from sila.endpoints.serve import EndpointSpec, ensure_node_endpoints, load_endpoint_toml
 
     if (command is None) == (config is None):
         fail(
@@ -143,7 +143,7 @@ def ls(
     as_json: JsonOpt = False,
 ) -> None:
     """List endpoint servers: node, URL, health, restarts, log file."""
-    from sila.coordinator.endpoints import list_endpoints
+    from sila.endpoints.serve import list_endpoints
 
     connect(address, as_json)
     rows = [_row(info) for info in list_endpoints(name)]
@@ -177,7 +177,7 @@ def down(
     as_json: JsonOpt = False,
 ) -> None:
     """Stop endpoint servers and their actors (all endpoints unless --name is given)."""
-    from sila.coordinator.endpoints import stop_endpoints
+    from sila.endpoints.serve import stop_endpoints
 
     connect(address, as_json)
     stopped = stop_endpoints(name)

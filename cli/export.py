@@ -47,7 +47,7 @@ def export_wds(
 ) -> None:
     """Selected clips as WebDataset shards per bucket, with a manifest and Energon's .nv-meta.
     An interrupted export resumes where it stopped; the same inputs give the same bytes."""
-    from sila.export_wds import ExportOptions
+    from sila.export.wds import ExportOptions
 
     lk = _lake(lake, storage_option)
     opts = ExportOptions(
@@ -114,7 +114,7 @@ def snapshot(
     storage_option: StorageOpt = None,
 ) -> None:
     """Parquet projections of the lake's tables for Spark, Databricks or any engine."""
-    from sila.snapshot import snapshot as do
+    from sila.export.snapshot import snapshot as do
 
     cols = [c.strip() for c in columns.split(",")] if columns else None
     res = do(

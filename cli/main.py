@@ -169,7 +169,7 @@ def run(
         checkpoint_min_s=checkpoint_min_s,
     )
     if dry_run:
-        from sila.coordinator.dry_run import plan_run
+        from sila.coordinator.ops.dry_run import plan_run
 
         plan = plan_run(lk, stage, opts)
         if as_json:
@@ -318,7 +318,7 @@ def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storage
                     ver,
                 )
             console.print(tab)
-            from sila.coordinator.keep_rates import keep_rate_lines
+            from sila.coordinator.ops.keep_rates import keep_rate_lines
 
             for line in keep_rate_lines(t):  # decision stages: keep rates
                 console.print(line)
@@ -389,7 +389,7 @@ def demo(
     media: Annotated[str | None, typer.Option(help="where to write the generated media")] = None,
 ) -> None:
     """Generate a small corpus, ingest it, run every stage, print a summary and what to try next."""
-    from sila.demo import run_demo
+    from sila.demo.run import run_demo
 
     out = run_demo(
         lake or os.environ.get("SILA_LAKE") or "./demo/lake", media_dir=media, quiet=as_json

@@ -50,7 +50,7 @@ def pipeline_run(
     storage_option: StorageOpt = None,
 ) -> None:
     """Run every stage of RECIPE; a second run does only what is missing."""
-    from sila.coordinator.hooks import record_path, run_hook
+    from sila.coordinator.ops.hooks import record_path, run_hook
 
     lk = _lake(lake, storage_option)
 
@@ -108,8 +108,8 @@ def jobs_ls(
     storage_option: StorageOpt = None,
 ) -> None:
     """List jobs, newest last."""
-    from sila.coordinator.doctor import dead_here
-    from sila.coordinator.housekeeping import job_records
+    from sila.coordinator.ops.doctor import dead_here
+    from sila.coordinator.ops.housekeeping import job_records
 
     jobs = job_records(_lake(lake, storage_option), limit, stage)
     for j in jobs:
@@ -146,7 +146,7 @@ def jobs_show(
     storage_option: StorageOpt = None,
 ) -> None:
     """One job's whole record: state, host/pid, heartbeat, progress, pools, errors, command."""
-    from sila.coordinator.housekeeping import find_job
+    from sila.coordinator.ops.housekeeping import find_job
 
     rec = find_job(_lake(lake, storage_option), job)
     if as_json:
@@ -180,7 +180,7 @@ def jobs_logs(
     storage_option: StorageOpt = None,
 ) -> None:
     """Print a job's log file (unexpected-error tracebacks, warnings)."""
-    from sila.coordinator.housekeeping import find_job, job_log
+    from sila.coordinator.ops.housekeeping import find_job, job_log
 
     lk = _lake(lake, storage_option)
     text = job_log(lk, find_job(lk, job))
@@ -228,7 +228,7 @@ def remove(
 ) -> None:
     """Remove sources and everything derived from them (clips, index entries); run `sila gc
     --apply --older-than 0` afterwards to purge their bytes from old versions."""
-    from sila.coordinator.housekeeping import remove as do_remove
+    from sila.coordinator.ops.housekeeping import remove as do_remove
 
     res = do_remove(_lake(lake, storage_option), where, apply=apply)
     if as_json:
@@ -256,7 +256,7 @@ def gc(
     storage_option: StorageOpt = None,
 ) -> None:
     """Old table versions not pinned by an export's tag, orphaned checkpoints, old job records."""
-    from sila.coordinator.housekeeping import gc as do_gc
+    from sila.coordinator.ops.housekeeping import gc as do_gc
 
     t = time.monotonic()
     res = do_gc(
@@ -284,7 +284,7 @@ def compact(
 ) -> None:
     """Compact small fragments; refused while a lease is live or any stage is incomplete on a
     table (compaction renumbers fragments and would make never-computed rows look done)."""
-    from sila.coordinator.housekeeping import compaction_refusal
+    from sila.coordinator.ops.housekeeping import compaction_refusal
 
     lk = _lake(lake, storage_option)
     why = compaction_refusal(lk)

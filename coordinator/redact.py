@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sila.coordinator.jobs import SECRET_WORDS
+from sila.coordinator.ops.jobs import SECRET_WORDS
 
 
 def is_secret_name(name: str) -> bool:

@@ -11,11 +11,11 @@ from typing import Any
 
 from sila.coordinator.columns import prepare_columns
 from sila.coordinator.discovery import split_fragments
-from sila.coordinator.dry_run import gating_summary
 from sila.coordinator.global_fit import ensure_fit
-from sila.coordinator.jobs import JobFailureLog, JobLog, JobRecord, new_job_id
+from sila.coordinator.ops.dry_run import gating_summary
+from sila.coordinator.ops.jobs import JobFailureLog, JobLog, JobRecord, new_job_id
+from sila.coordinator.ops.progress import ProgressView
 from sila.coordinator.options import RunOptions, WorkerOptions
-from sila.coordinator.progress import ProgressView
 from sila.coordinator.redact import redact_settings
 from sila.coordinator.state import (
     DEFERRED,
@@ -111,11 +111,11 @@ def run_stage(lake, spec, options: RunOptions | None = None, **overrides: Any) -
             if executor == "inline" and run.workers <= 1:
                 FragmentWorker(lake, stage, opts, report).run()
             elif executor in ("inline", "processes"):  # N fragment workers, one process each
-                from sila.coordinator.procs import run_processes
+                from sila.coordinator.executors.processes import run_processes
 
                 run_processes(lake, portable_spec(spec, cls), conf, opts, run.workers, report)
             elif executor == "ray":
-                from sila.coordinator.ray_executor import run_ray
+                from sila.coordinator.executors.ray_executor import run_ray
 
                 run_ray(
                     lake,
@@ -192,7 +192,7 @@ def _local_endpoint(cls, opts: WorkerOptions, executor: str):
         return
     import tempfile
 
-    from sila.coordinator.endpoint_process import EndpointProcess
+    from sila.endpoints.process import EndpointProcess
 
     with tempfile.TemporaryDirectory(prefix="sila-endpoint-") as logs:
         proc = EndpointProcess(cls.endpoint, logs)

@@ -16,13 +16,13 @@ import pyarrow as pa
 from sila.coordinator.checkpoints import Checkpoints, selection_signature
 from sila.coordinator.commit import Committer, Finished, write_data_file
 from sila.coordinator.discovery import is_done
+from sila.coordinator.executors.inline import LocalRunner, Unwritten, done_future
 from sila.coordinator.faults import fault_point
 from sila.coordinator.fragment import RowPlan, finish_values, plan_rows
 from sila.coordinator.gating import apply_gate
 from sila.coordinator.inputs import InputPlan, segment_part
 from sila.coordinator.keeper import StateKeeper
 from sila.coordinator.leases import COMMITTED, Heartbeat, LeaseStore, new_owner_id
-from sila.coordinator.local_runner import LocalRunner, Unwritten, done_future
 from sila.coordinator.options import WorkerOptions
 from sila.coordinator.state import (
     DONE,

@@ -121,7 +121,7 @@ class Lake:
 
         `options`: rows_per_fragment (64), bytes_per_fragment (2 GiB), allow_outside (False).
         Returns an IngestReport (added / already present / failed / missing / skipped)."""
-        from sila.episode_ingest import ingest_with_episodes
+        from sila.episodes.ingest import ingest_with_episodes
 
         return ingest_with_episodes(
             self, [os.fspath(p) for p in paths], reference=reference, progress=progress, **options
@@ -160,16 +160,16 @@ class Lake:
         Returns the manifest (per bucket: shards, samples, bytes; pinned table versions)."""
         import json as _json
 
-        from sila.export_wds import ExportOptions, Out, run_export
+        from sila.export.wds import ExportOptions, Out, run_export
 
         opts = options or ExportOptions(out=out, where=where, **kw)
         if mixture:
-            from sila.mixture import export_mixture
+            from sila.export.mixture import export_mixture
 
             return export_mixture(self, mixture, opts, progress=progress)
         man = run_export(self, opts, progress=progress)
         if "split" in self.table(opts.table).schema.names:
-            from sila.splits_audit import leakage_audit
+            from sila.export.splits_audit import leakage_audit
 
             man["audit"] = leakage_audit(self, opts.table, label=label, where=man["selection"])
             Out(opts.out, opts.storage_options or self.storage_options).put(
@@ -179,7 +179,7 @@ class Lake:
 
     def devtable(self, to: str, rows: int, **options: Any) -> dict[str, Any]:
         """A small lake at `to` with the same schemas and a stratified sample of rows."""
-        from sila.devtable import make_devtable
+        from sila.export.devtable import make_devtable
 
         return make_devtable(
             self, Lake(to, storage_options=self.storage_options).init(), rows, **options
@@ -187,13 +187,13 @@ class Lake:
 
     def snapshot(self, out: str, **options: Any) -> dict[str, Any]:
         """Parquet projections of the tables (see `sila snapshot`)."""
-        from sila.snapshot import snapshot
+        from sila.export.snapshot import snapshot
 
         return snapshot(self, out, **options)
 
     def card(self, out: str, **options: Any) -> dict[str, Any]:
         """A dataset card (Markdown, PNG plots, Croissant JSON-LD) under `out`."""
-        from sila.card import write_card
+        from sila.export.card import write_card
 
         return write_card(self, out, **options)
 
@@ -201,25 +201,25 @@ class Lake:
         """Run every stage of a recipe in dependency order (see `sila pipeline run`).
 
         Options: `only`, `until`, `concurrent`, and any `run` option (workers, executor...)."""
-        from sila.coordinator.pipeline import run_pipeline
+        from sila.coordinator.ops.pipeline import run_pipeline
 
         return run_pipeline(self, recipe, **options)
 
     def doctor(self, **options: Any) -> dict[str, Any]:
         """Findings that need a person or an agent, each with the command that fixes it."""
-        from sila.coordinator.doctor import diagnose
+        from sila.coordinator.ops.doctor import diagnose
 
         return diagnose(self, **options)
 
     def jobs(self, stage: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         """Job records, oldest first."""
-        from sila.coordinator.housekeeping import job_records
+        from sila.coordinator.ops.housekeeping import job_records
 
         return job_records(self, limit, stage)
 
     def status(self) -> dict[str, Any]:
         """Per table: rows, fragments and per stage done/pending fragments, errors, staleness."""
-        from sila.coordinator.status import lake_status
+        from sila.coordinator.ops.status import lake_status
 
         return lake_status(self)
 

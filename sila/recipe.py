@@ -11,12 +11,15 @@ from __future__ import annotations
 import ast
 import os
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from sila.errors import SilaError
 
-REPO_DATASETS = Path(__file__).resolve().parents[1] / "datasets"
+# Shipped recipes, taxonomies and schemas: package data `sila.datasets` (the repo's `datasets/`),
+# so a wheel install finds them as an editable one does.
+REPO_DATASETS = Path(str(resources.files("sila.datasets")))
 
 
 def find_recipe(name_or_path: str) -> Path:

@@ -94,7 +94,7 @@ class Stage:
     compute_resources: ClassVar[Resources] = Resources(cpus=1)
     postprocess_resources: ClassVar[Resources] = Resources(cpus=1)
     settings: ClassVar[dict[str, Any]] = {}  # defaults; the recipe and CLI override them
-    # A node-local model server (sila.coordinator.endpoints.EndpointSpec, e.g. `vllm serve`):
+    # A node-local model server (sila.endpoints.serve.EndpointSpec, e.g. `vllm serve`):
     # started once per node; `setup(ctx)` finds its URL in ctx.endpoint_url.
     endpoint: ClassVar[Any] = None
 

@@ -19,7 +19,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from sila.se3 import pose_to_9d, relative, rotation_angle
+from sila.episodes.se3 import pose_to_9d, relative, rotation_angle
 from sila.stage import Stage
 
 ACTION_LAYOUT = [

@@ -16,8 +16,8 @@ import math
 import numpy as np
 import pyarrow as pa
 
+from sila.episodes.se3 import make_pose, pose_to_9d, rotation_angle
 from sila.errors import RowError, SilaError
-from sila.se3 import make_pose, pose_to_9d, rotation_angle
 from sila.stage import Stage
 
 

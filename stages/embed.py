@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 from sila.stages.clip_model import ClipModel, load_clip, register_config
-from sila.stages.clip_sampling import sample_frames
 
 from sila.column_stamp import SetupFacts
 from sila.errors import ContractError, RowError
+from sila.media.sampling import sample_frames
 from sila.stage import Resources, Stage, StageContext
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ import functools
 
 import numpy as np
 import pyarrow as pa
-from sila.stages.clip_sampling import sample_frames
 
 from sila.errors import RowError
+from sila.media.sampling import sample_frames
 from sila.stage import Resources, Stage
 
 HASH_BITS = 64

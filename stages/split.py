@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from sila.stages.streams import read_streams, user_message
 from sila.stages.transnetv2 import FrameStream, load_transnet, predict_stream
 
 from sila.errors import RowError, SilaError
 from sila.media import MediaError
+from sila.media.streams import read_streams, user_message
 from sila.stage import Emit, Resources, Stage, StageContext
 
 log = logging.getLogger(__name__)

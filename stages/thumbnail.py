@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 
 import pyarrow as pa
-from sila.stages.streams import Streams, read_streams, user_message
 
 from sila.errors import RowError
 from sila.media import MediaError, run_ffmpeg
+from sila.media.streams import Streams, read_streams, user_message
 from sila.stage import Resources, Stage
 
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from sila.stages.streams import Streams, read_streams, user_message
 
 from sila.errors import RowError
 from sila.media import MediaError, Probe, probe, run_ffmpeg
+from sila.media.streams import Streams, read_streams, user_message
 from sila.schema import blob_field
 from sila.stage import Resources, Stage
 

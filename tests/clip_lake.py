@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import lance
 import pyarrow as pa
-from sila.retrieval.dupset import DupClip, make_dupset
 
 from sila.schema import blob_field, owned
+from tests.gen.dupset import DupClip, make_dupset
 
 
 def make_clips(

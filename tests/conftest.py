@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> dict[str, Path]:
     """The demo corpus (small), generated once per test session with real ffmpeg."""
-    from sila.demo_corpus import make_corpus
+    from sila.demo.corpus import make_corpus
 
     out = tmp_path_factory.mktemp("corpus")
     files = make_corpus(out, small=True)

@@ -1,6 +1,6 @@
 """Episode datasets with known truth (the demo uses the same generators)."""
 
-from sila.demo_episodes import (  # noqa: F401
+from sila.demo.episodes import (  # noqa: F401
     ego_motion,
     generic_dataset,
     lerobot_v2,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sila.demo import run_demo
+from sila.demo.run import run_demo
 
 pytestmark = pytest.mark.slow
 

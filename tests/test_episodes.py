@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import sila
-from sila.se3 import pose_from_9d, pose_to_9d, relative, rot_from_6d, rot_to_6d
+from sila.episodes.se3 import pose_from_9d, pose_to_9d, relative, rot_from_6d, rot_to_6d
 from tests.episode_data import generic_dataset, lerobot_v2, lerobot_v3, rz
 
 
@@ -30,7 +30,7 @@ def episode_lake(tmp_path_factory):
 def test_6d_rotation_round_trip_and_relative_poses():
     rng = np.random.default_rng(0)
     q = rng.normal(size=(500, 4))
-    from sila.se3 import quat_to_rot
+    from sila.episodes.se3 import quat_to_rot
 
     r = quat_to_rot(q)
     assert np.abs(rot_from_6d(rot_to_6d(r)) - r).max() < 1e-5

@@ -177,7 +177,7 @@ def test_rerun_is_byte_identical_and_a_killed_export_resumes_to_the_same_bytes(
     assert tree_digest(ref) == tree_digest(again)
     killed = tmp_path / "killed"
     code = (
-        "import sys, time, sila, sila.export_wds as e\n"
+        "import sys, time, sila, sila.export.wds as e\n"
         "orig = e._write_shard\n"
         "def slow(*a, **k):\n    r = orig(*a, **k); time.sleep(0.4); return r\n"
         "e._write_shard = slow\n"

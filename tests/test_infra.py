@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sila.coordinator.endpoints import load_endpoint_toml
+
+from sila.endpoints.serve import load_endpoint_toml
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 
@@ -108,7 +109,7 @@ def test_vllm_endpoint_toml():
 
 
 def test_endpoint_toml_errors(tmp_path):
-    from sila.coordinator.endpoints import EndpointError
+    from sila.endpoints.serve import EndpointError
 
     bad = tmp_path / "e.toml"
     bad.write_text("[endpoint]\nname = 'x'\n")

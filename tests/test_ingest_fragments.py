@@ -78,8 +78,8 @@ def test_remote_objects_stream_one_chunk_at_a_time(s3_server, monkeypatch):
     import obstore
     from sila.coordinator.store import open_store
 
-    import sila.ingest as ing
-    import sila.ingest_write as iw
+    import sila.ingest.run as ing
+    import sila.ingest.write as iw
 
     src = s3_server.bucket()
     store = open_store(f"s3://{src}", s3_server.options)

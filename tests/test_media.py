@@ -1,4 +1,4 @@
-"""Tests for sila.media (probe, frame extraction, ffmpeg runner) and sila.demo_corpus."""
+"""Tests for sila.media (probe, frame extraction, ffmpeg runner) and sila.demo.corpus."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sila import media
-from sila.demo_corpus import make_corpus
+from sila.demo.corpus import make_corpus
 from sila.media import MediaError, Probe, extract_frame_jpeg, ffmpeg_exe, probe, run_ffmpeg
 
 VIDEOS = [

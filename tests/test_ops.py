@@ -17,7 +17,7 @@ import time
 
 import pyarrow as pa
 import pytest
-from sila.coordinator.pipeline import plan
+from sila.coordinator.ops.pipeline import plan
 
 import sila
 from tests.conftest import BIN, make_numbers

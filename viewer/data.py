@@ -327,7 +327,7 @@ def to_display(value: Any) -> Any:
 # -- lake-wide state: status, coverage, versions, jobs -------------------------------------------
 @st.cache_data(ttl=STATUS_TTL, show_spinner=False, max_entries=8)
 def _status(uri: str) -> dict:
-    from sila.coordinator.status import lake_status
+    from sila.coordinator.ops.status import lake_status
 
     return lake_status(lake())
 
@@ -399,7 +399,7 @@ def versions(table: str) -> list[dict]:
 
 @st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=8)
 def _jobs(uri: str, limit: int) -> list[dict]:
-    from sila.coordinator.jobs import JobLog
+    from sila.coordinator.ops.jobs import JobLog
 
     return JobLog(lake().store).all()[-limit:][::-1]
 

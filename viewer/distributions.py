@@ -15,7 +15,7 @@ import streamlit as st
 from sila.viewer import data
 from sila.viewer.components import missing, plot, table_picker
 
-from sila.buckets import Buckets, recipe_buckets
+from sila.export.buckets import Buckets, recipe_buckets
 
 BINS = 40
 MAP_SAMPLE = 2000

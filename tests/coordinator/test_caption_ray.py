@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from sila.stages.caption import Caption
+from sila.stages.caption.stage import Caption
 
 import sila
 from tests.stages.caption_helpers import make_media, openai_double, stats, write_clips

@@ -9,10 +9,10 @@ from pathlib import Path
 import psutil
 import pyarrow as pa
 import pytest
-from sila.coordinator.endpoint_process import EndpointSpec
-from sila.coordinator.openai_client import OpenAIClient
 
 import sila
+from sila.endpoints.openai_client import OpenAIClient
+from sila.endpoints.process import EndpointSpec
 from tests.conftest import make_numbers
 
 SERVER = str(Path(__file__).resolve().parents[1] / "openai_test_server.py")
@@ -63,7 +63,7 @@ def test_stage_gets_its_node_local_endpoint(tmp_path, executor, request):
         assert len(served) == 1  # one server for the machine
         assert not servers()  # stopped with the job
     else:
-        from sila.coordinator.endpoints import stop_endpoints
+        from sila.endpoints.serve import stop_endpoints
 
         urls = job["metrics"]["endpoints"]  # node id -> its server: one per node
         assert len(set(urls.values())) == len(urls) and served <= set(urls.values())

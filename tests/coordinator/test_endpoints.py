@@ -15,7 +15,8 @@ from pathlib import Path
 import jsonschema
 import psutil
 import pytest
-from sila.coordinator.endpoints import (
+
+from sila.endpoints.serve import (
     EndpointActor,
     EndpointError,
     EndpointProcess,
@@ -187,7 +188,7 @@ def test_guard_stops_server_when_owner_is_killed(tmp_path):
     # the owner (think: a SIGKILLed Ray actor) starts a server and dies without cleaning up
     code = (
         "import sys, time\n"
-        "from sila.coordinator.endpoint_process import EndpointProcess, EndpointSpec\n"
+        "from sila.endpoints.process import EndpointProcess, EndpointSpec\n"
         f"p = EndpointProcess(EndpointSpec(command={server_spec().command!r}, name='orphan'), {str(tmp_path)!r})\n"
         "p.start(); p.wait_healthy(); print(p.pid, flush=True); time.sleep(300)\n"
     )

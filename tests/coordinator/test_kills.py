@@ -139,7 +139,7 @@ def sila_children(pid: int) -> list[psutil.Process]:
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "sila.coordinator.procs" in cmd and p.pid != pid:
+        if "sila.coordinator.executors.processes" in cmd and p.pid != pid:
             try:
                 if p.ppid() in (pid, 1) or pid in [a.pid for a in p.parents()]:
                     out.append(p)
@@ -173,7 +173,7 @@ def test_random_sigkills_of_driver_and_workers(setup):
             p.wait()
             deadline = time.time() + 10
             while time.time() < deadline and any(
-                "sila.coordinator.procs" in " ".join(q.info["cmdline"] or [])
+                "sila.coordinator.executors.processes" in " ".join(q.info["cmdline"] or [])
                 and lake.uri in " ".join(q.info["cmdline"] or [])
                 for q in psutil.process_iter(["cmdline"])
             ):
@@ -200,7 +200,7 @@ def test_orphaned_workers_exit_when_the_driver_dies(setup):
         workers = [
             c
             for c in psutil.Process(p.pid).children()
-            if "sila.coordinator.procs" in " ".join(c.cmdline())
+            if "sila.coordinator.executors.processes" in " ".join(c.cmdline())
         ]
         time.sleep(0.1)
     assert len(workers) == 2

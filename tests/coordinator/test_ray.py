@@ -12,7 +12,7 @@ import time
 import psutil
 import pyarrow as pa
 import pytest
-from sila.coordinator.ray_executor import plan_pools
+from sila.coordinator.executors.ray_executor import plan_pools
 
 import sila
 from tests.conftest import BIN, make_numbers

@@ -1,11 +1,11 @@
-"""One lake of generated filter cases (`sila.filter_cases.case_lake`), built once per session."""
+"""One lake of generated filter cases (`tests.gen.filter_cases.case_lake`), built once per session."""
 
 from __future__ import annotations
 
 import functools
 
 import sila
-from sila.filter_cases import case_lake
+from tests.gen.filter_cases import case_lake
 
 
 @functools.cache

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sila.stages.audio_metrics import FRAME, SilenceMeter, silence_stats
+from sila.stages.signals.audio_metrics import FRAME, SilenceMeter, silence_stats
 
-from sila.filter_cases import AUDIO_CASES
+from tests.gen.filter_cases import AUDIO_CASES
 from tests.stages.filter_lake import build, rows
 
 SIGNALS = ["audio_track", "max_abs", "p50_db", "active_ratio", "speech_ratio", "music_ratio"]
 DECISION = ["audio_pool", "audio_action", "audio_keep", "audio_reasons"]
 
 # Test doubles for models that cannot run here (no weights ship for them): they speak the
-# plug-in protocol of `sila.stages.scorers` (factory(weights) -> callable).
+# plug-in protocol of `sila.stages.signals.scorers` (factory(weights) -> callable).
 DOUBLES = """
 import numpy as np
 
@@ -21,8 +21,8 @@ def face(weights):  # "a face in every frame"
     return lambda bgr: 1
 
 def lip_sync(weights):  # SyncNet-style confidence: "in sync" wherever Silero hears speech
-    from sila.stages.audio_metrics import SileroVad
-    from sila.stages.signal_io import audio_blocks
+    from sila.stages.signals.audio_metrics import SileroVad
+    from sila.media.signal_io import audio_blocks
 
     vad = SileroVad()
 
@@ -130,11 +130,11 @@ def test_silence_meter_streams_like_one_shot():
 def test_vad_in_blocks_equals_the_wheels_per_window_model():
     """Our one-call-per-block use of Silero's sequence export gives the wheel's own answers."""
     import torch
-    from sila.stages.audio_metrics import SileroVad
-    from sila.stages.signal_io import audio_blocks
+    from sila.stages.signals.audio_metrics import SileroVad
     from silero_vad import load_silero_vad
 
-    from sila.filter_cases import SPEECH
+    from sila.media.signal_io import audio_blocks
+    from tests.gen.filter_cases import SPEECH
 
     x = np.concatenate(list(audio_blocks(str(SPEECH))))[: 16000 * 3]
     vad = SileroVad()

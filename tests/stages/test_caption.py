@@ -11,13 +11,13 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from sila.coordinator.dry_run import plan_run
-from sila.coordinator.endpoints import EndpointActor, EndpointSpec
 from sila.coordinator.gating import decision_where
-from sila.stages.caption import Caption
-from sila.stages.caption_schema import export, image_schema, video_schema
+from sila.coordinator.ops.dry_run import plan_run
+from sila.stages.caption.schema import export, image_schema, video_schema
+from sila.stages.caption.stage import Caption
 
 import sila
+from sila.endpoints.serve import EndpointActor, EndpointSpec
 from tests.stages.caption_helpers import MODEL, make_media, openai_double, stats, write_clips
 
 SERVER = str(Path(__file__).resolve().parents[1] / "openai_test_server.py")
@@ -219,8 +219,9 @@ def test_exported_schemas_match_the_code(tmp_path):
 
 
 def test_the_stage_launches_what_infra_documents():
-    from sila.coordinator.endpoints import load_endpoint_toml
-    from sila.stages.caption import CAPTIONER
+    from sila.stages.caption.stage import CAPTIONER
+
+    from sila.endpoints.serve import load_endpoint_toml
 
     infra = load_endpoint_toml(Path(__file__).resolve().parents[2] / "infra/vllm/endpoint.toml")
     assert infra.command == CAPTIONER.command and infra.gpus == CAPTIONER.gpus
@@ -268,7 +269,7 @@ def test_operational_settings_keep_captions_a_caption_setting_redoes_them(lake, 
 def test_endpoint_gone_for_good_fails_the_job_then_a_rerun_finishes(lake, media):
     import subprocess
 
-    from sila.coordinator.endpoint_process import free_port
+    from sila.endpoints.process import free_port
 
     write_clips(lake, [media["v0"]] * 8)
     port = free_port()
@@ -319,7 +320,7 @@ def test_recipe_endpoints_are_used_without_starting_a_server(lake, media, tmp_pa
 
 
 def test_parse_valid_refuses_what_is_not_strict_json():
-    from sila.stages.caption_client import Unusable, parse_valid, validator_for
+    from sila.stages.caption.client import Unusable, parse_valid, validator_for
 
     v = validator_for({"type": "object", "properties": {"x": {"type": "number"}}})
     assert parse_valid('```json\n{"x": 1}\n```', "stop", v) == {"x": 1}

@@ -14,8 +14,8 @@ import os
 
 import jsonschema
 import pytest
-from sila.stages.caption import Caption
-from sila.stages.caption_schema import image_schema, video_schema
+from sila.stages.caption.schema import image_schema, video_schema
+from sila.stages.caption.stage import Caption
 
 from tests.stages.caption_helpers import make_media, write_clips
 

@@ -11,12 +11,12 @@ import av
 import numpy as np
 import pyarrow as pa
 import pytest
-from sila.stages.streams import read_streams
 from sila.stages.thumbnail import thumb_size
 from sila.stages.transcode import Transcode
 
 import sila
 from sila.media import run_ffmpeg
+from sila.media.streams import read_streams
 
 FAST = ["-c:v", "libx264", "-preset", "ultrafast", "-threads", "1"]
 

@@ -149,7 +149,7 @@ def test_quality_tags_from_rules():
 
 
 def test_audio_only_clip_is_undetermined_as_no_video():
-    from sila.stages.video_signals import VideoSignals
+    from sila.stages.signals.video_signals import VideoSignals
 
     out = VideoSignals(ocr="none").measure(
         {"video": "/x.m4a", "video_width": None, "video_height": None}
@@ -162,7 +162,7 @@ def test_quality_recipe_spells_out_the_stage_defaults():
     """datasets/quality.toml is the paper's policy as the stages' defaults: running it changes
     no version, so nothing is recomputed."""
     from sila.stages.audio import Audio
-    from sila.stages.video_signals import VideoSignals
+    from sila.stages.signals.video_signals import VideoSignals
 
     from sila.recipe import load_recipe, stage_settings
 

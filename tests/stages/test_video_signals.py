@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
-from sila.stages.video_signals import VideoSignals
+from sila.stages.signals.video_signals import VideoSignals
 
 from sila.errors import SilaError
-from sila.filter_cases import VIDEO_CASES, W, make_video_cases
 from sila.stage import StageContext
+from tests.gen.filter_cases import VIDEO_CASES, W, make_video_cases
 from tests.stages.filter_lake import build, rows
 
 # tags a case may carry besides its own (a dark frame is also black, blank and motionless)

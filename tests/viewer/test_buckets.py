@@ -1,11 +1,11 @@
-"""sila.buckets: the recipe's [buckets] section, shared by export and the viewer."""
+"""sila.export.buckets: the recipe's [buckets] section, shared by export and the viewer."""
 
 from __future__ import annotations
 
 import pytest
 
-from sila.buckets import Buckets, parse_buckets, recipe_buckets
 from sila.errors import SilaError
+from sila.export.buckets import Buckets, parse_buckets, recipe_buckets
 from sila.recipe import load_recipe
 
 

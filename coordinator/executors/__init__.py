@@ -1,0 +1,1 @@
+"""Executors: how a job's fragment work runs (inline, fresh processes, Ray actor pools)."""

@@ -1,0 +1,1 @@
+"""Recipes (TOML), taxonomies and caption schemas: data shipped as package data `sila.datasets`."""

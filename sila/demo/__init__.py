@@ -1,0 +1,1 @@
+"""`sila demo`: a generated corpus, ingested and curated end to end."""

@@ -1,0 +1,1 @@
+"""Episodes: robot and egocentric recordings (generic layout, LeRobot) as `sources` rows."""

@@ -1,0 +1,1 @@
+"""Training data out: WebDataset/Energon shards, selections, buckets, mixtures, cards, snapshots."""

@@ -1,0 +1,1 @@
+"""Generated test data with known truth (filter cases, near-duplicate sets)."""
