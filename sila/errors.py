@@ -39,3 +39,15 @@ class RowError(Exception):
         if frame is None:
             raise RowError("no decodable video frame")
     """
+
+
+class MediaError(SilaError):
+    """A file is not usable media; the message says why (zero-byte, corrupt, ...).
+
+    ``stderr`` holds ffmpeg's error output when the error comes from ``sila.media.run_ffmpeg``.
+    A stage's per-row loop records it as the row's error, like ``RowError``.
+    """
+
+    def __init__(self, message: str, *, stderr: str | None = None) -> None:
+        super().__init__(message)
+        self.stderr = stderr

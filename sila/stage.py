@@ -10,12 +10,15 @@ import hashlib
 import inspect
 import json
 import textwrap
+import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from sila.errors import ContractError
+from sila.errors import ContractError, MediaError, RowError
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,42 @@ class Resources:
     gpus: float = 0.0
     memory_gb: float | None = None
     workers: int | None = None  # None: sized to the cluster by the executor
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Columns of another table a stage reads, joined to each row by a declared key.
+
+    ``Lookup("sources", ("embodiment", "traj_ee_left"), key="source_id")`` gives every row of
+    the stage's table the columns of the `sources` row whose ``on`` column ("id") equals the
+    row's ``key`` column. The platform supplies them per segment, read from the table version
+    the job pinned and refreshed when new fragments appear; a stage never opens the table.
+    The columns arrive in the batch as ``<table>.<column>`` (e.g. ``sources.embodiment``).
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    key: str
+    on: str = "id"
+
+    def names(self) -> list[str]:
+        """The batch column names this lookup adds: ``<table>.<column>``."""
+        return [f"{self.table}.{c}" for c in self.columns]
+
+
+@dataclass(frozen=True)
+class ErrorPolicy:
+    """How the per-row loop judges an exception raised for one row.
+
+    - ``row_errors``: the row's answer is its error (``<stage>_error``), the job goes on;
+    - ``transient``: retried ``retries`` times with ``backoff_s`` (doubling), then a row error;
+    - anything else propagates: the platform judges it as a crash of the stage.
+    """
+
+    row_errors: tuple[type[BaseException], ...] = (RowError, MediaError)
+    transient: tuple[type[BaseException], ...] = (TimeoutError, ConnectionError)
+    retries: int = 2
+    backoff_s: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -97,6 +136,17 @@ class Stage:
     # A node-local model server (sila.endpoints.serve.EndpointSpec, e.g. `vllm serve`):
     # started once per node; `setup(ctx)` finds its URL in ctx.endpoint_url.
     endpoint: ClassVar[Any] = None
+    # -- declared reads beyond the own row's `inputs` ------------------------------------------
+    lookups: ClassVar[list[Lookup]] = []  # columns of other tables joined by a declared key
+    is_global: ClassVar[bool] = False  # needs the whole table: fit once, then assign per fragment
+    fit_reads: ClassVar[list[str]] = []  # columns a global stage's fit reads besides `inputs`
+    # -- explode stages: how children are keyed, kept and packed -------------------------------
+    child_parent_key: ClassVar[str] = "source_id"  # child column naming its parent row's id
+    child_mutable_fields: ClassVar[list[str]] = []  # child columns a re-run may rewrite in place
+    child_rows_per_fragment: ClassVar[int] = 64  # new children per fragment (bounds a worker)
+    # -- execution ------------------------------------------------------------------------------
+    setup_steps: ClassVar[tuple[str, ...]] = ("compute",)  # Ray pools whose actors run setup()
+    error_policy: ClassVar[ErrorPolicy] = ErrorPolicy()
 
     def __init__(self, **overrides: Any) -> None:
         unknown = set(overrides) - set(self.settings)
@@ -115,7 +165,70 @@ class Stage:
         return batch
 
     def compute(self, prepared: Any) -> Any:
-        return prepared
+        """Accelerator or endpoint work on one segment. By default: `process_row` over every
+        row when the stage defines it, else the prepared batch unchanged."""
+        if type(self).process_row is Stage.process_row:
+            return prepared
+        return self.map_rows(prepared)
+
+    def process_row(self, row: dict[str, Any]) -> Mapping[str, Any]:
+        """The per-row hook: one input row (column -> value) in, its outputs (column -> value;
+        a missing column is null) out. Raise ``RowError`` for a row whose answer is an error.
+        The base class owns the loop, error capture, retries, timing and counters."""
+        raise NotImplementedError
+
+    def map_rows(self, batch: Any) -> dict[str, list]:
+        """Run `process_row` over `batch` (a RecordBatch, Table or list of row dicts) under the
+        stage's `error_policy`; returns every output column plus `<name>_error`."""
+        rows = batch.to_pylist() if hasattr(batch, "to_pylist") else list(batch)
+        names = [f.name for f in self.outputs]
+        out: dict[str, list] = {n: [] for n in names}
+        errors: list[str | None] = []
+        for row in rows:
+            t0 = time.perf_counter()
+            try:
+                values, err = self._row_with_retries(row), None
+            except self.error_policy.row_errors as e:
+                values, err = {}, self.row_error_message(e, row)
+                self.counters["row_errors"] += 1
+            for n in names:
+                out[n].append(values.get(n))
+            errors.append(err)
+            self.counters["rows"] += 1
+            self.counters["row_ms"] += int((time.perf_counter() - t0) * 1000)
+        out[self.error_column()] = errors
+        return out
+
+    def _row_with_retries(self, row: dict[str, Any]) -> Mapping[str, Any]:
+        policy = self.error_policy
+        for attempt in range(policy.retries + 1):
+            try:
+                return self.process_row(row) or {}
+            except policy.transient as e:
+                if attempt == policy.retries:
+                    raise RowError(f"{type(e).__name__}: {e} (after {attempt + 1} tries)") from e
+                self.counters["retries"] += 1
+                time.sleep(policy.backoff_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def row_error_message(self, exc: BaseException, row: dict[str, Any]) -> str:
+        """A row's error as the user reads it: their own path (``uri``) and the source id,
+        never the scratch copy of a blob the stage was handed."""
+        from sila.media.streams import user_message
+
+        path = next((row[c] for c in ("media", "video") if isinstance(row.get(c), str)), None)
+        if path is None and not row.get("uri"):
+            return str(exc)
+        sid = row.get("source_id") or row.get("id")
+        return user_message(exc, path, sid, row.get("uri"))  # type: ignore[arg-type]
+
+    @property
+    def counters(self) -> Counter:
+        """Per-instance counters of the per-row loop: rows, row_errors, retries, row_ms."""
+        c = self.__dict__.get("_counters")
+        if c is None:
+            c = self.__dict__["_counters"] = Counter()
+        return c
 
     def postprocess(self, computed: Any) -> Any:
         return computed
@@ -138,6 +251,34 @@ class Stage:
     def version_is_explicit(cls) -> bool:
         return cls.version is not None
 
+    # -- declared facts the platform reads (instance level: they may follow settings) -----------
+    def input_columns(self) -> list[str]:
+        """Columns of the stage's own table it reads: `inputs`, plus any a setting names (e.g.
+        assign_split's group column). The platform reads exactly these, and orders by them."""
+        return list(self.inputs)
+
+    def gate(self) -> str | list[str] | None:
+        """Decision columns a row must pass before it is computed: "auto" (every `<stage>_keep`
+        decision of the table), a list of columns, or None. Gated stages run after the stages
+        that write those decisions, and rows a decision rejected are never computed."""
+        return None
+
+    def model_calls_per_row(self) -> int:
+        """First-attempt model (endpoint) calls per computed row; 0 for a stage that makes none.
+        `sila run --dry-run` multiplies it by the rows it would compute."""
+        return 0
+
+    def endpoint_urls(self) -> list[str]:
+        """Servers already running that the stage uses (in failover order). When it is not
+        empty the platform starts no node-local `endpoint` of its own."""
+        return []
+
+    def identity_settings(self) -> dict[str, Any]:
+        """The settings that change what the stage computes (part of `work_identity`). Override
+        to leave out operational ones (timeouts, concurrency, keys) so they never make values
+        stale."""
+        return dict(self.config)
+
     def work_identity(self) -> str:
         """What makes two computations of this stage the same work: version, effective settings
         and model. Recorded per fragment and in checkpoints: values computed under another
@@ -145,7 +286,7 @@ class Stage:
         raw = json.dumps(
             {
                 "version": self.resolved_version(),
-                "settings": self.config,
+                "settings": self.identity_settings(),
                 "model": self.model_identity(),
             },
             sort_keys=True,

@@ -27,7 +27,7 @@ from typing import Any
 
 import av
 
-from sila.errors import SilaError
+from sila.errors import MediaError, SilaError  # noqa: F401 (MediaError: re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +43,6 @@ _MAGIC = (b"ftyp", b"RIFF", b"OggS", b"fLaC", b"ID3", b"\x1aE\xdf\xa3", b"FLV", 
 _MAGIC_AT_0 = (b"\x89PNG", b"\xff\xd8\xff", b"\x00\x00\x00\x0cjP", b"II*\x00", b"MM\x00*")
 _CTX_PREFIX = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")
 _MAX_PACKETS = 300  # demux at most this many packets looking for a first decodable frame
-
-
-class MediaError(SilaError):
-    """A file is not usable media; the message says why (zero-byte, corrupt, ...).
-
-    ``stderr`` holds ffmpeg's error output when the error comes from :func:`run_ffmpeg`.
-    """
-
-    def __init__(self, message: str, *, stderr: str | None = None) -> None:
-        super().__init__(message)
-        self.stderr = stderr
 
 
 @functools.cache
