@@ -88,6 +88,12 @@ class StageContext:
     worker_id: str = "inline"
     allow_random_weights: bool = False
     step: str = "all"  # under Ray: the step this actor runs ("preprocess", "compute", ...)
+    # Supplied by the platform from the table version the job pinned (a stage never opens a
+    # table): every stage's column facts on this table (`sila.*` field metadata, by stage name),
+    # and for a global stage the fit it assigns against.
+    facts: dict[str, dict[str, str]] = field(default_factory=dict)
+    fit: Any = None
+    device: str = "cpu"  # "cuda" where the step was given a GPU (or inline with CUDA present)
 
     def lake(self):
         """Open the lake (for stages that read another table, e.g. a dedup fit)."""
@@ -272,6 +278,13 @@ class Stage:
         """Servers already running that the stage uses (in failover order). When it is not
         empty the platform starts no node-local `endpoint` of its own."""
         return []
+
+    def column_facts(self) -> dict[str, str]:
+        """Facts `setup` learned (the model really loaded, random weights, the fit id), as
+        `sila.*` keys. The platform writes them into the stage's column metadata after setup
+        and keeps them out of class state; a change of a fact makes computed values stale
+        through `model_identity`."""
+        return {}
 
     def identity_settings(self) -> dict[str, Any]:
         """The settings that change what the stage computes (part of `work_identity`). Override
