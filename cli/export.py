@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sila.cli.output import JsonOpt, LakeOpt, StorageOpt, console, emit_json, handle_errors
+from sila.cli.output import (
+    JsonOpt,
+    LakeOpt,
+    StorageOpt,
+    console,
+    emit_json,
+    handle_errors,
+    open_lake,
+)
 
 from sila.errors import SilaError
 
@@ -24,8 +32,6 @@ def parse_size(text: str) -> int:
 
 
 def _lake(lake: str, storage):
-    from sila.cli.main import open_lake
-
     return open_lake(lake, storage)
 
 

@@ -10,7 +10,16 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-from sila.cli.output import JsonOpt, LakeOpt, StorageOpt, console, emit_json, fail, handle_errors
+from sila.cli.output import (
+    JsonOpt,
+    LakeOpt,
+    StorageOpt,
+    console,
+    emit_json,
+    fail,
+    handle_errors,
+    open_lake,
+)
 
 pipeline_app = typer.Typer(help="Run a recipe's stages in dependency order.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Job records: state, progress, errors, logs.", no_args_is_help=True)
@@ -19,8 +28,6 @@ SKILL = Path(str(resources.files("sila") / "agent_skill.md"))
 
 
 def _lake(lake: str, storage: list[str] | None):
-    from sila.cli.main import open_lake
-
     return open_lake(lake, storage)
 
 

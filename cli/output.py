@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from sila.errors import SilaError
+from sila.lake import Lake, default_lake_uri
 
 # The options every command shares (one definition: the help text reads the same everywhere).
 LakeOpt = Annotated[
@@ -38,6 +39,18 @@ def fail(message: str, as_json: bool = False, code: int = 1) -> None:
     else:
         err_console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def open_lake(uri: str | None, storage: list[str] | None = None) -> Lake:
+    """The lake a command names (`--lake`, else $SILA_LAKE, else ./lake) with its
+    `--storage-option KEY=VALUE` pairs."""
+    opts = {}
+    for item in storage or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            fail(f"--storage-option expects KEY=VALUE, got {item!r}")
+        opts[k] = v
+    return Lake(uri or default_lake_uri(), storage_options=opts)
 
 
 def obstore_errors() -> type[BaseException]:
