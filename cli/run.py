@@ -15,6 +15,10 @@ from sila.cli.output import (
     handle_errors,
     open_lake,
 )
+from sila.coordinator.ops.dry_run import plan_run
+from sila.coordinator.options import RunOptions
+
+from sila.lake import Lake
 
 
 @handle_errors
@@ -69,8 +73,6 @@ def run(
     storage_option: StorageOpt = None,
 ) -> None:
     """Run a stage over every row whose outputs are missing (one commit per batch of fragments)."""
-    from sila.coordinator.options import RunOptions
-
     lk = open_lake(lake, storage_option)
     t0 = time.monotonic()
     opts = RunOptions(
@@ -90,19 +92,23 @@ def run(
         checkpoint_min_s=checkpoint_min_s,
     )
     if dry_run:
-        from sila.coordinator.ops.dry_run import plan_run
-
-        plan = plan_run(lk, stage, opts)
-        if as_json:
-            emit_json({"ok": True, "dry_run": plan.to_dict()})
-        for line in [] if as_json else plan.lines():
-            console.print(line, markup=False)
+        print_dry_run(lk, stage, opts, as_json)
         return
     job = lk.run(stage, opts)
     if as_json:
         emit_json({"ok": True, **job, "seconds": round(time.monotonic() - t0, 2)})
         return
     print_summary(job, time.monotonic() - t0)
+
+
+def print_dry_run(lk: Lake, stage: str, opts: RunOptions, as_json: bool) -> None:
+    """`--dry-run`: the rows and model calls the run would make, computing nothing."""
+    plan = plan_run(lk, stage, opts)
+    if as_json:
+        emit_json({"ok": True, "dry_run": plan.to_dict()})
+        return
+    for line in plan.lines():
+        console.print(line, markup=False)
 
 
 def print_summary(job: dict, seconds: float) -> None:
