@@ -3,6 +3,7 @@ every package shipped, and a README whose Layout section names every package."""
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -60,6 +61,27 @@ def test_sila_top_level_holds_only_the_contract():
         "(sila/media, sila/ingest, sila/episodes, sila/export, sila/demo, sila/endpoints) "
         "or under tests/ for test doubles"
     )
+
+
+def test_runtime_never_imports_tests_or_bench():
+    """Neither ships in the wheel: a runtime import of them works in the repo and breaks
+    `pip install .`."""
+    bad = []
+    for p in runtime_modules():
+        for node in ast.walk(ast.parse(p.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            bad += [
+                f"{p.relative_to(ROOT)}: {n}"
+                for n in names
+                if n.split(".")[0] in ("tests", "bench")
+            ]
+    assert not bad, bad
 
 
 def test_every_package_folder_ships_in_the_wheel():
