@@ -1,7 +1,8 @@
-"""Read a fragment's input columns for a stage: `where` selection, blobs as local files, joins.
+"""Read a fragment's input columns for a stage: `where` selection, blobs as local files, lookups.
 
 Blob columns (media) never travel as bytes through the pipeline: each worker materialises them
-into a scratch directory and hands the stage a local file path.
+into a scratch directory and hands the stage a local file path. Columns of other tables come
+only through the stage's declared lookups (coordinator/lookups.py).
 """
 
 from __future__ import annotations
@@ -10,16 +11,19 @@ import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import lance
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from sila.coordinator.lookups import LookupReader, lookup_batch_columns
 
 from sila.errors import ContractError
 from sila.lake import Lake
 from sila.schema import is_blob
+from sila.stage import Lookup, Stage
 
 ADDR = "_rowaddr"
 
@@ -32,26 +36,57 @@ class Selection:
     table: pa.Table  # plain (non-blob, same-table) input columns + _rowaddr, one row per offset
 
 
+def take_addresses(ds: lance.LanceDataset, addresses: list[int], columns: list[str]) -> pa.Table:
+    """Rows at `addresses` (fragment id << 32 | offset), in that order, by the public
+    per-fragment `take`."""
+    by_frag: dict[int, list[int]] = {}
+    for a in dict.fromkeys(addresses):
+        by_frag.setdefault(a >> 32, []).append(a & 0xFFFFFFFF)
+    parts, order = [], []
+    for fid, offsets in by_frag.items():
+        parts.append(ds.get_fragment(fid).take(offsets, columns=columns))
+        order += [(fid << 32) | o for o in offsets]
+    tbl = (
+        pa.concat_tables(parts)
+        if parts
+        else pa.schema([ds.schema.field(c) for c in columns]).empty_table()
+    )
+    at = {a: i for i, a in enumerate(order)}
+    return tbl.take(pa.array([at[a] for a in addresses], pa.int64()))
+
+
 def combine_where(*preds: str | None) -> str | None:
     parts = [f"({p})" for p in preds if p]
     return " AND ".join(parts) if parts else None
 
 
-def select_rows(
-    ds: lance.LanceDataset, stage_cls, fragment_id: int, where: str | None
-) -> Selection:
+def own_input_columns(stage) -> list[str]:
+    """The columns of its own table a stage reads: an instance's `input_columns()` (settings
+    may add some, e.g. assign_split's group column), a class's declared `inputs`."""
+    return stage.input_columns() if isinstance(stage, Stage) else list(stage.inputs)
+
+
+def select_rows(ds: lance.LanceDataset, stage, fragment_id: int, where: str | None) -> Selection:
+    """The rows of a fragment `stage` (an instance, or a class) computes, with the plain input
+    columns and the join keys of its lookups."""
     frag = ds.get_fragment(fragment_id)
     schema = ds.schema
-    plain = [c for c in stage_cls.inputs if "." not in c and not is_blob(schema.field(c))]
-    for c in stage_cls.inputs:  # join keys of cross-table inputs
-        if "." in c:
-            key = f"{c.split('.', 1)[0].removesuffix('s')}_id"
-            if key not in plain:
-                plain.append(key)
+    wanted = own_input_columns(stage)
+    missing = [c for c in wanted if c not in schema.names]
+    if missing:
+        raise ContractError(
+            f"stage '{stage.name}': input column(s) {missing} do not exist in table "
+            f"'{stage.table}' (columns: {', '.join(sorted(schema.names))}); run the stage that "
+            "produces them first, or fix `inputs` (or the setting that names them)"
+        )
+    plain = [c for c in wanted if not is_blob(schema.field(c))]
+    for lk in stage.lookups:  # the join keys travel with the segment
+        if lk.key not in plain:
+            plain.append(lk.key)
     try:
         tbl = frag.to_table(columns=plain, filter=where, with_row_address=True)
     except (ValueError, OSError, RuntimeError) as e:
-        raise ContractError(f"stage '{stage_cls.name}': cannot apply where {where!r}: {e}") from e
+        raise ContractError(f"stage '{stage.name}': cannot apply where {where!r}: {e}") from e
     offsets = (tbl.column(ADDR).to_numpy() & 0xFFFFFFFF).astype(np.uint32)
     if len(offsets) > 1 and not np.all(np.diff(offsets.astype(np.int64)) > 0):
         order = np.argsort(offsets, kind="stable")
@@ -66,7 +101,7 @@ class BlobMaterializer:
     def __init__(self, lake: Lake) -> None:
         self.lake = lake
         self._dir: str | None = None
-        self._id_maps: dict[str, dict[str, int]] = {}
+        self._lookups: LookupReader | None = None
         self._paths: dict[tuple[str, str, int], str | None] = {}
         self._tables: dict[str, lance.LanceDataset] = {}
 
@@ -82,7 +117,7 @@ class BlobMaterializer:
         self._dir = None
         self._paths.clear()
         self._tables.clear()
-        self._id_maps.clear()
+        self._lookups = None
 
     def trim(self, max_files: int = 64) -> None:
         """Keep the scratch dir bounded: drop the oldest materialised files beyond `max_files`."""
@@ -98,14 +133,28 @@ class BlobMaterializer:
             self._tables[table] = self.lake.table(table)
         return self._tables[table]
 
+    @property
+    def lookups(self) -> LookupReader:
+        """The reader of the stage's declared lookups (one per worker, like this object)."""
+        if self._lookups is None:
+            self._lookups = LookupReader(self.lake, self)
+        return self._lookups
+
     def refresh(self, table: str) -> lance.LanceDataset:
         """The table's latest version (appends since the handle was opened become visible)."""
         self._tables[table] = self.lake.table(table)
-        self._id_maps.pop(table, None)
         return self._tables[table]
 
-    def paths(self, table: str, column: str, addresses: list[int]) -> list[str | None]:
-        ds = self._ds(table)
+    def paths(
+        self,
+        table: str,
+        column: str,
+        addresses: list[int],
+        ds: lance.LanceDataset | None = None,
+    ) -> list[str | None]:
+        """Local file paths of blob values at row `addresses` (None for an empty blob), from
+        `ds` (a lookup's pinned version) or this worker's handle of `table`."""
+        ds = ds if ds is not None else self._ds(table)
         todo = [a for a in dict.fromkeys(addresses) if (table, column, a) not in self._paths]
         if todo:
             try:
@@ -151,7 +200,7 @@ class BlobMaterializer:
         if "uri" not in ds.schema.names or "stored" not in ds.schema.names:
             return {}
         cols = ["uri", "stored"] + (["uri_bytes"] if "uri_bytes" in ds.schema.names else [])
-        rows = ds._take_rows(addresses, columns=cols).to_pylist()
+        rows = take_addresses(ds, addresses, cols).to_pylist()
         out = {}
         for a, r in zip(addresses, rows, strict=True):
             if r["stored"] != "reference":
@@ -166,35 +215,27 @@ class BlobMaterializer:
                 out[a] = r["uri"]
         return out
 
-    def lookup(self, table: str, ids: list[str | None]) -> list[int | None]:
-        if table not in self._id_maps:
-            t = self._ds(table).to_table(columns=["id"], with_row_address=True)
-            self._id_maps[table] = dict(
-                zip(t.column("id").to_pylist(), t.column(ADDR).to_pylist(), strict=True)
-            )
-        m = self._id_maps[table]
-        if any(i is not None and i not in m for i in ids) and not getattr(self, "_fresh", False):
-            self._fresh = True  # ids appended since the map was built: rebuild it once
-            try:
-                self.refresh(table)
-                return self.lookup(table, ids)
-            finally:
-                self._fresh = False
-        return [m.get(i) if i is not None else None for i in ids]
-
 
 @dataclass(frozen=True)
 class InputPlan:
-    """How to build a stage's input batch from a segment's plain columns (picklable for Ray)."""
+    """How to build a stage's input batch from a segment's plain columns (picklable for Ray):
+    its own input columns, which of them are blobs, its lookups and the versions the job
+    pinned for the looked-up tables."""
 
     table: str
     inputs: tuple[str, ...]
     blob_inputs: frozenset[str]
+    lookups: tuple[Lookup, ...] = ()
+    pinned: tuple[tuple[str, int], ...] = ()
 
     @classmethod
-    def of(cls, stage_cls, schema: pa.Schema) -> InputPlan:
-        blobs = frozenset(c for c in stage_cls.inputs if "." not in c and is_blob(schema.field(c)))
-        return cls(stage_cls.table, tuple(stage_cls.inputs), blobs)
+    def of(cls, stage, schema: pa.Schema, pinned: Mapping[str, int] | None = None) -> InputPlan:
+        """The plan of `stage` (an instance, or a class) on a table of `schema`; `pinned`:
+        table -> version the job pinned (`lookups.pin_lookups`)."""
+        inputs = own_input_columns(stage)
+        blobs = frozenset(c for c in inputs if is_blob(schema.field(c)))
+        pins = tuple(sorted((pinned or {}).items()))
+        return cls(stage.table, tuple(inputs), blobs, tuple(stage.lookups), pins)
 
 
 def segment_part(sel: Selection, start: int, stop: int) -> pa.RecordBatch:
@@ -208,35 +249,18 @@ def segment_part(sel: Selection, start: int, stop: int) -> pa.RecordBatch:
 
 
 def materialize(plan: InputPlan, part: pa.RecordBatch, blobs: BlobMaterializer) -> pa.RecordBatch:
-    """The stage's input batch: blobs become local file paths, dotted inputs are joined."""
-    addrs = part.column(ADDR).to_pylist()
+    """The stage's input batch: its own columns (blobs as local file paths), then every
+    lookup's columns as ``<table>.<column>``."""
     cols: dict[str, pa.Array] = {}
     for c in plan.inputs:
-        if "." in c:
-            other, ocol = c.split(".", 1)
-            key = f"{other.removesuffix('s')}_id"
-            targets = blobs.lookup(other, part.column(key).to_pylist())
-            ofield = blobs._ds(other).schema.field(ocol)
-            present = [t for t in targets if t is not None]
-            if is_blob(ofield):
-                got = dict(zip(present, blobs.paths(other, ocol, present), strict=True))
-                cols[c] = pa.array(
-                    [got.get(t) if t is not None else None for t in targets], pa.string()
-                )
-            else:
-                vals = (
-                    blobs._ds(other)._take_rows(present, columns=[ocol]).column(ocol).to_pylist()
-                    if present
-                    else []
-                )
-                got = dict(zip(present, vals, strict=True))
-                cols[c] = pa.array(
-                    [got.get(t) if t is not None else None for t in targets], ofield.type
-                )
-        elif c in plan.blob_inputs:
-            cols[c] = pa.array(blobs.paths(plan.table, c, addrs), pa.string())
+        if c in plan.blob_inputs:
+            cols[c] = pa.array(
+                blobs.paths(plan.table, c, part.column(ADDR).to_pylist()), pa.string()
+            )
         else:
             cols[c] = part.column(c)
+    if plan.lookups:
+        cols.update(lookup_batch_columns(blobs.lookups, plan.lookups, part, dict(plan.pinned)))
     if not cols:  # a stage with no inputs still needs its row count
         cols[ADDR] = part.column(ADDR)
     return pa.RecordBatch.from_pydict(cols)

@@ -15,12 +15,14 @@ than the thresholds) are kept and counted.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from sila.episodes.se3 import pose_to_9d, relative, rotation_angle
-from sila.stage import Stage
+from sila.errors import RowError
+from sila.stage import Lookup, Stage
 
 ACTION_LAYOUT = [
     ("ego", 9),
@@ -38,6 +40,7 @@ for _name, _n in ACTION_LAYOUT:
     OFFSETS[_name] = (_o, _o + _n)
     _o += _n
 POSE_PARTS = ("ego", "left_wrist", "right_wrist", "ee")
+TRAJ_COLUMNS = tuple(f"traj_{n}" for n, _ in ACTION_LAYOUT)  # columns of `sources` (episodes)
 COMPOSITION = {  # the parts each embodiment is expected to carry
     "camera": ("ego",),
     "vehicle": ("ego",),
@@ -112,15 +115,38 @@ def _nested_to_numpy(arr: pa.Array, width: int) -> list[np.ndarray | None]:
     return out
 
 
+def _per_episode(arr: pa.Array) -> tuple[list[int | None], pa.Array]:
+    """(per row the index of its episode, one value per episode) of a looked-up column: the
+    platform dictionary-encodes lookups, so an episode's trajectory is decoded once."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if isinstance(arr, pa.DictionaryArray):
+        return arr.indices.to_pylist(), arr.dictionary
+    return list(range(len(arr))), arr
+
+
+def _trajectories(values: pa.Array, part: str) -> list[np.ndarray | None]:
+    """One episode's stream of `part` per value: (frames, 16) poses, (frames, 15) fingertips
+    or (frames, 1) grasp."""
+    if part == "gripper":
+        return [
+            None if v is None else np.asarray(v, np.float32).reshape(-1, 1)
+            for v in values.to_pylist()
+        ]
+    return _nested_to_numpy(values, 16 if part in POSE_PARTS else 15)
+
+
 class Actions(Stage):
     """Unified pseudo-actions per window, with the mask of the parts present.
 
-    Trajectories are read from `sources` once per episode (cached per worker), so a long
-    episode cut into many windows is fetched once, not once per window."""
+    The episode's embodiment and trajectories are a declared lookup of `sources` by the
+    window's `source_id`: the platform supplies them per segment (each episode once), including
+    episodes appended while the job runs."""
 
     name = "actions"
     table = "clips"
     inputs = ["source_id", "start_frame", "end_frame"]
+    lookups = [Lookup("sources", ("embodiment", *TRAJ_COLUMNS), key="source_id")]
     outputs = [
         pa.field(
             "actions",
@@ -135,78 +161,54 @@ class Actions(Stage):
     version = "2"
     segment_rows = 256
     settings = {"idle_translation": 1e-3, "idle_rotation": 1e-3, "idle_grasp": 1e-3}
-    cache_episodes = 64
 
-    def setup(self, ctx) -> None:
-        self.sources = ctx.lake().table("sources") if ctx is not None else None
-        self.cache: dict[str, tuple[str | None, dict]] = {}
-
-    def _episodes(self, ids: list[str]) -> None:
-        need = sorted({i for i in ids if i is not None and i not in self.cache})
-        if not need:
-            return
-        if len(self.cache) + len(need) > self.cache_episodes:
-            self.cache.clear()
-        names = [f"traj_{n}" for n, _ in ACTION_LAYOUT]
-        have = [n for n in names if n in self.sources.schema.names]
-        quoted = ", ".join("'" + i.replace("'", "''") + "'" for i in need)
-        tbl = self.sources.to_table(columns=["id", "embodiment", *have], filter=f"id IN ({quoted})")
-        arrays = {}
-        for n, _ in ACTION_LAYOUT:
-            col = f"traj_{n}"
-            if col in have and n != "gripper":  # stored per frame: a flat 4x4 pose or 5 tips x 3
-                arrays[n] = _nested_to_numpy(tbl[col], 16 if n in POSE_PARTS else 15)
-            elif col in have:
-                g = tbl[col].to_pylist()
-                arrays[n] = [
-                    None if v is None else np.asarray(v, np.float32).reshape(-1, 1) for v in g
-                ]
-        for r, sid in enumerate(tbl["id"].to_pylist()):
-            self.cache[sid] = (
-                tbl["embodiment"][r].as_py(),
-                {n: arrays[n][r] if n in arrays else None for n, _ in ACTION_LAYOUT},
-            )
-        for sid in need:
-            self.cache.setdefault(sid, (None, {}))
-
-    def compute(self, batch: pa.RecordBatch):
-        ids = batch.column("source_id").to_pylist()
-        self._episodes(ids)
+    def compute(self, batch: pa.RecordBatch) -> dict[str, Any]:
+        """Decode each episode of the segment once, then `process_row` per window."""
+        rows, embodiments = _per_episode(batch.column("sources.embodiment"))
+        emb = embodiments.to_pylist()
+        streams: dict[str, tuple[list[int | None], list[np.ndarray | None]]] = {}
+        for name, _ in ACTION_LAYOUT:
+            idx, values = _per_episode(batch.column(f"sources.traj_{name}"))
+            streams[name] = (idx, _trajectories(values, name))
         starts = batch.column("start_frame").to_pylist()
         ends = batch.column("end_frame").to_pylist()
-        keys = ("actions", "action_mask", "action_steps", "action_idle_steps", "embodiment")
-        out = {k: [] for k in (*keys, "actions_error")}
-        for sid, a, b in zip(ids, starts, ends, strict=True):
-            emb, traj = self.cache.get(sid, (None, {}))
-            if emb is None:  # a plain video: no trajectories (see camera_motion)
-                for k in out:
-                    out[k].append(None)
-                continue
-            frames = max((len(v) for v in traj.values() if v is not None), default=0)
-            if frames and b > frames:
-                out["actions_error"].append(
-                    f"window ends at frame {b}, the episode has {frames} frames"
-                )
-                for k in keys:
-                    out[k].append(None)
-                continue
-            acts, mask, idle = window_actions(
-                traj,
-                a,
-                b,
-                emb,
-                float(self.config["idle_translation"]),
-                float(self.config["idle_rotation"]),
-                float(self.config["idle_grasp"]),
+        windows = []
+        for r, ep in enumerate(rows):
+            traj = {}
+            for name, (idx, per) in streams.items():
+                traj[name] = per[idx[r]] if idx[r] is not None else None
+            embodiment = emb[ep] if ep is not None else None
+            windows.append(
+                {"embodiment": embodiment, "traj": traj, "start": starts[r], "end": ends[r]}
             )
-            out["actions"].append(acts)
-            out["action_mask"].append(mask.tolist())
-            out["action_steps"].append(len(acts))
-            out["action_idle_steps"].append(idle)
-            out["embodiment"].append(emb)
-            out["actions_error"].append(None)
+        out = self.map_rows(windows)
         out["actions"] = _actions_array(out["actions"])
         return out
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One window's actions; a plain video (no embodiment, no trajectories) gets nulls."""
+        emb, traj, a, b = row["embodiment"], row["traj"], row["start"], row["end"]
+        if emb is None:
+            return {}
+        frames = max((len(v) for v in traj.values() if v is not None), default=0)
+        if frames and b > frames:
+            raise RowError(f"window ends at frame {b}, the episode has {frames} frames")
+        acts, mask, idle = window_actions(
+            traj,
+            a,
+            b,
+            emb,
+            float(self.config["idle_translation"]),
+            float(self.config["idle_rotation"]),
+            float(self.config["idle_grasp"]),
+        )
+        return {
+            "actions": acts,
+            "action_mask": mask.tolist(),
+            "action_steps": len(acts),
+            "action_idle_steps": idle,
+            "embodiment": emb,
+        }
 
 
 def _actions_array(rows: list[np.ndarray | None]) -> pa.Array:

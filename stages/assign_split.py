@@ -1,22 +1,28 @@
 """`assign_split`: every row's train/val/test split, by group, so no group spans two splits.
 
-Rows are grouped by a column (`by`: episode_id, session_id, source_id, ...). A group's split
-is a pure function of (seed, group value) in the default mode, so rows appended later join
-their group's split and a re-run gives the same answer. `time_column` switches to a
-chronological split: groups ordered by their earliest time, the first `train` share of them
-to train, then val, then test (the cut-offs are taken from the table when the job starts;
-rows already assigned keep their split).
+Rows are grouped by a column (`by`: episode_id, session_id, source_id, ...), read as an ordinary
+input of each row, so rows appended while the job runs, or later, join their group. A global
+stage (fit -> assign): in the default hash mode the fit is empty and a group's split is a pure
+function of (seed, group value), so a re-run gives the same answer. `time_column` switches to a
+chronological split, which needs every group's earliest time, a whole-table read: the fit orders
+the groups by it and gives the first `train` share to train, then val, then test. Rows appended
+later are assigned against the stored fit (their group's split); a group the fit has never seen
+is a row error naming the refit (`--recompute`), never a guess that could put one group in two
+splits. Rows already assigned keep their split.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from sila.errors import SilaError
-from sila.stage import Stage, StageContext
+from sila.errors import RowError, SilaError
+from sila.global_stage import Fit, FitContext, GlobalStage
+from sila.stage import StageContext
 
 
 def hash_split(group: str, seed: int, ratios: dict[str, float]) -> str:
@@ -56,14 +62,14 @@ def chronological_cutoffs(times: dict[str, float], ratios: dict[str, float]) -> 
     return out
 
 
-class AssignSplit(Stage):
+class AssignSplit(GlobalStage):
     """Leakage-free split assignment by group (hash or chronological)."""
 
     name = "assign_split"
     table = "clips"
-    inputs = ["id"]
+    inputs: ClassVar[list[str]] = []  # the group (and time) columns come from the settings
     outputs = [pa.field("split", pa.string()), pa.field("split_group", pa.string())]
-    version = "1"
+    version = "2"
     settings = {
         "by": "source_id",
         "ratios": {"train": 0.9, "val": 0.05, "test": 0.05},
@@ -71,45 +77,61 @@ class AssignSplit(Stage):
         "time_column": None,
     }
 
-    def setup(self, ctx: StageContext) -> None:
-        self.ratios = check_ratios(dict(self.config["ratios"]))
+    def input_columns(self) -> list[str]:
+        """The group column, and the time column in chronological mode."""
+        tcol = self.config["time_column"]
+        return [*self.inputs, self.config["by"], *([tcol] if tcol else [])]
+
+    def fit(self, lake: Any, ctx: FitContext) -> Fit:
+        """Hash mode: nothing to learn. Chronological: every group's split, from the earliest
+        time of each group over the whole table."""
+        ratios = check_ratios(dict(self.config["ratios"]))
         by, tcol = self.config["by"], self.config["time_column"]
-        ds = ctx.lake().table(self.table)
+        ds = lake.table(self.table)
         for col in [by, tcol]:
             if col and col not in ds.schema.names:
                 raise SilaError(
                     f"assign_split: column '{col}' is not in {self.table} "
                     f"(columns: {', '.join(ds.schema.names)}); set --set assign_split.by=COLUMN"
                 )
-        cols = ["id", by] + ([tcol] if tcol else [])
-        tbl = ds.to_table(columns=cols)
-        self.group_of = dict(zip(tbl["id"].to_pylist(), tbl[by].to_pylist(), strict=True))
-        self.fixed: dict[str, str] = {}
-        if tcol:
-            t = tbl.group_by(by).aggregate([(tcol, "min")])
-            times = {
-                str(g): float(v)
-                for g, v in zip(t[by].to_pylist(), t[f"{tcol}_min"].to_pylist(), strict=True)
-                if g is not None and v is not None
-            }
-            self.fixed = chronological_cutoffs(times, self.ratios)
+        if not tcol:
+            return Fit(summary={"mode": "hash", "seed": int(self.config["seed"])})
+        tbl = ds.to_table(columns=[by, tcol]).group_by(by).aggregate([(tcol, "min")])
+        times = {
+            str(g): float(v)
+            for g, v in zip(tbl[by].to_pylist(), tbl[f"{tcol}_min"].to_pylist(), strict=True)
+            if g is not None and v is not None
+        }
+        groups = chronological_cutoffs(times, ratios)
+        counts = {name: sum(1 for s in groups.values() if s == name) for name in ratios}
+        return Fit(
+            files={"groups.json": json.dumps(groups, sort_keys=True).encode()},
+            summary={
+                "mode": "time",
+                "time_column": tcol,
+                "groups": len(groups),
+                "per_split": counts,
+            },
+        )
 
-    def compute(self, batch: pa.RecordBatch):
-        splits, groups, errors = [], [], []
-        for rid in batch["id"].to_pylist():
-            g = self.group_of.get(rid)
-            if g is None:
-                splits.append(None)
-                groups.append(None)
-                errors.append(f"no '{self.config['by']}' value: the row cannot join a group")
-                continue
-            g = str(g)
-            s = (
-                self.fixed.get(g)
-                if self.fixed
-                else hash_split(g, int(self.config["seed"]), self.ratios)
+    def load_fit(self, fit: Fit, ctx: StageContext) -> None:
+        """The ratios, and in chronological mode the fitted group -> split map."""
+        self.ratios = check_ratios(dict(self.config["ratios"]))
+        raw = fit.files.get("groups.json")
+        self.fixed: dict[str, str] = json.loads(raw) if raw else {}
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """The row's split from its group; a row without a group value is a row error."""
+        by = self.config["by"]
+        g = row.get(by)
+        if g is None:
+            raise RowError(f"no '{by}' value: the row cannot join a group")
+        g = str(g)
+        if not self.config["time_column"]:
+            return {"split": hash_split(g, int(self.config["seed"]), self.ratios), "split_group": g}
+        if g not in self.fixed:
+            raise RowError(
+                f"group '{g}' arrived after the chronological split was fitted; refit with "
+                "`sila run assign_split --recompute` (every group is split again)"
             )
-            splits.append(s)
-            groups.append(g)
-            errors.append(None)
-        return {"split": splits, "split_group": groups, f"{self.name}_error": errors}
+        return {"split": self.fixed[g], "split_group": g}

@@ -32,7 +32,7 @@ from sila.errors import RowError
 from sila.media import MediaError, Probe, probe, run_ffmpeg
 from sila.media.streams import Streams, read_streams, user_message
 from sila.schema import blob_field
-from sila.stage import Resources, Stage
+from sila.stage import Lookup, Resources, Stage
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,9 @@ class Transcode(Stage):
 
     name = "transcode"
     table = "clips"
-    inputs = ["sources.media", "sources.uri", "source_id", "clip_kind", "start_s", "end_s", "fps"]
+    inputs = ["source_id", "clip_kind", "start_s", "end_s", "fps"]
+    # the source's file (a local path) and the user's name for it, as sources.media / .uri
+    lookups = [Lookup("sources", ("media", "uri"), key="source_id")]
     outputs = [
         blob_field("video"),
         pa.field("video_width", pa.int32()),

@@ -122,10 +122,12 @@ def _write(lake, rows: list[dict]) -> tuple[int, int]:
     new = [r for r in rows if r["id"] not in have]
     if not new:
         return 0, len(rows)
-    from sila.schema import BLOB_META, is_blob
+    from sila.schema import BLOB_META, is_blob, owner
 
     fields, arrays = [], []
     for f in ds.schema:
+        if owner(f) not in (None, INGEST):  # a stage's column: left out, so that stage
+            continue  # finds the appended rows still to compute
         if is_blob(f):  # episodes are stored by reference: no bytes in the lake
             meta = {**(f.metadata or {}), **BLOB_META}
             fields.append(pa.field(f.name, pa.large_binary(), True, metadata=meta))
