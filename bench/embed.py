@@ -26,13 +26,17 @@ def plain_loop(paths: list[str], frames: int, model_name: str) -> tuple[float, i
     import open_clip
     import torch
     from PIL import Image
-    from sila.stages.clip_model import find_weights
+    from sila.stages.clip_model import OpenClip
 
-    from sila.media.sampling import sample_frames
+    from sila.media import sample_frames
 
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    path = find_weights(model_name, "laion2b_s34b_b79k") if model_name == "ViT-B-32" else None
+    path = (
+        OpenClip(model_name, "laion2b_s34b_b79k").find_weights()
+        if model_name == "ViT-B-32"
+        else None
+    )
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=path)
     model.eval()
     size = model.visual.image_size

@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
         ref.predict_frames(torch.from_numpy(f.copy()).to(ref.device), quiet=True)
     t_ref = time.perf_counter() - t0
 
-    ours = load_transnet()
+    ours = load_transnet(device=str(ref.device))  # the device the reference runs on
     t0 = time.perf_counter()
     for f in decoded:
         predict_stream(ours, iter([f[i : i + 200] for i in range(0, len(f), 200)]))

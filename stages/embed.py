@@ -1,10 +1,10 @@
 """`embed`: one L2-normalised CLIP image embedding per clip, mean-pooled over sampled frames.
 
 `preprocess` (CPU) decodes the sampled frames, scaled and centre-cropped to the model's input
-size (uint8, so segments stay small between pools); `compute` normalises and runs the image
-tower. The model and pretrained tag come from the recipe (default ViT-B-32 /
-laion2b_s34b_b79k, 512-d). Weights load from local files only (see `clip_model`); missing
-weights fail the job at setup. With `--allow-random-weights` the columns say
+size (uint8, so segments stay small between pools); `compute` (a GPU where the cluster has one)
+normalises and runs the image tower. The model and pretrained tag come from the recipe (default
+ViT-B-32 / laion2b_s34b_b79k, 512-d). Weights load from local files only (see `clip_model`);
+missing weights fail the job at setup. With `--allow-random-weights` the columns say
 `sila.random_weights=true` and `sila.model=open_clip:<model>/RANDOM-WEIGHTS`.
 """
 
@@ -15,11 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from sila.stages.clip_model import ClipModel, load_clip, register_config
+from sila.stages.clip_model import ClipModel, OpenClip
 
-from sila.column_stamp import SetupFacts
 from sila.errors import ContractError, RowError
-from sila.media.sampling import sample_frames
+from sila.media import sample_frames
 from sila.stage import Resources, Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -68,7 +67,7 @@ def pool(frame_vectors: np.ndarray) -> np.ndarray:
     return (v / n if n > 0 else v).astype(np.float32)
 
 
-class Embed(SetupFacts, Stage):
+class Embed(Stage):
     """CLIP image embedding of each clip (`embedding`, unit length) for search and dedup."""
 
     name = "embed"
@@ -83,7 +82,7 @@ class Embed(SetupFacts, Stage):
     version = "1"
     model = f"open_clip:{DEFAULT_MODEL}/{DEFAULT_PRETRAINED}"  # the setup records the real one
     segment_rows = 32
-    compute_resources = Resources(cpus=1)
+    compute_resources = Resources(cpus=1, gpus=1)  # decoding stays in the CPU preprocess pool
     settings = {
         "model": DEFAULT_MODEL,
         "pretrained": DEFAULT_PRETRAINED,
@@ -91,61 +90,41 @@ class Embed(SetupFacts, Stage):
         "frames": 8,  # frames sampled per clip, evenly spread ...
         "fps": 0.0,  # ... or this many per second when > 0 (at most 64 per clip)
         "batch_frames": 64,  # frames per forward pass
-        "device": "auto",  # auto = cuda when available, else cpu
+        "device": "auto",  # auto = the platform's choice (cuda where the step has a GPU)
         "threads": 0,  # torch CPU threads; 0 = torch's choice
     }
 
-    def setup(self, ctx: StageContext) -> None:
-        import open_clip
-        import torch
-
+    def __init__(self, **overrides) -> None:
+        super().__init__(**overrides)
         cfg = self.config
-        dev = str(cfg["device"])
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if dev == "auto" else dev
-        mcfg = open_clip.get_model_config(register_config(str(cfg["model"])))
-        if mcfg is None:
-            raise ContractError(f"embed: open_clip has no model '{cfg['model']}'")
-        size = mcfg["vision_cfg"].get("image_size", 224)
-        self.image_size = size[0] if isinstance(size, list | tuple) else int(size)
+        self.spec = OpenClip(
+            str(cfg["model"]), str(cfg["pretrained"]), cfg["weights"] or None,
+            threads=int(cfg["threads"]),
+        )  # fmt: skip
         self.clip: ClipModel | None = None
+
+    def setup(self, ctx: StageContext) -> None:
+        dev = str(self.config["device"])
+        self.device = ctx.device if dev == "auto" else dev
+        self.image_size = self.spec.input_size()
         if ctx.step == "preprocess":  # the decode pool needs the input size only, no weights
             return
-        self.clip = load_clip(
-            cfg["model"],
-            cfg["pretrained"],
-            weights=cfg["weights"] or None,
-            allow_random=ctx.allow_random_weights,
-            device=self.device,
-            threads=int(cfg["threads"]),
-        )
+        self.clip = self.spec.load(self.device, ctx.allow_random_weights)
         if self.clip.dim != self.dim:
             raise ContractError(
-                f"embed: model {cfg['model']} gives {self.clip.dim}-d embeddings but this stage "
-                f"declares {self.dim}; use a stage made by "
-                f"`sila.stages.embed.embed_stage('{cfg['model']}', {self.clip.dim})`"
+                f"embed: model {self.spec.name} gives {self.clip.dim}-d embeddings but this "
+                f"stage declares {self.dim}; use a stage made by "
+                f"`sila.stages.embed.embed_stage('{self.spec.name}', {self.clip.dim})`"
             )
-        self.record_facts(
-            ctx.lake(),
-            {
-                "sila.model": self.clip.identity,
-                "sila.random_weights": str(self.clip.random).lower(),
-                # how `sila search` loads the same model for text and image queries
-                "sila.open_clip_model": str(cfg["model"]),
-                "sila.open_clip_pretrained": str(cfg["pretrained"]),
-                "sila.open_clip_weights": self.clip.weights or "",
-            },
-        )
+
+    def column_facts(self) -> dict[str, str]:
+        """The model setup loaded (`sila.model`, `sila.random_weights`, the digest) and how
+        `sila search` loads the same one for text and image queries."""
+        return self.spec.facts() if self.clip is not None else {}
 
     def model_identity(self) -> str:
         """The weights this run will load (found without loading them), or RANDOM."""
-        from sila.stages.clip_model import WeightsMissing, find_weights
-
-        cfg = self.config
-        try:
-            path = find_weights(cfg["model"], cfg["pretrained"], cfg["weights"] or None)
-        except WeightsMissing:
-            path = None
-        return f"open_clip:{cfg['model']}/{cfg['pretrained']}@{path or 'RANDOM-WEIGHTS'}"
+        return self.spec.work_identity()
 
     def preprocess(self, batch: pa.RecordBatch) -> Prepared:
         cfg = self.config

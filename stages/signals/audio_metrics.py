@@ -17,9 +17,13 @@ VAD score below 0.5). Noise is not tonal; a steady tone never changes; speech is
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from sila.model import Model
 
 SR = 16000
 FRAME = 320  # 20 ms
@@ -150,6 +154,46 @@ class MusicMeter:
         return False
 
 
+@dataclass
+class SileroModel(Model):
+    """Silero VAD's sequence ONNX export, shipped in the `silero-vad` wheel (CPU, one thread)."""
+
+    name: str = "silero-vad"
+    tag: str = "silero_vad_16k_sequence.onnx"
+
+    family = "silero"
+    weights_env = "SILA_SILERO_WEIGHTS"
+
+    def packaged_weights(self) -> str | None:
+        """The ONNX file inside the installed `silero-vad` wheel."""
+        import importlib.util
+
+        spec = importlib.util.find_spec("silero_vad")
+        if spec is None or not spec.origin:
+            return None
+        path = os.path.join(os.path.dirname(spec.origin), "data", self.tag)
+        return path if os.path.isfile(path) else None
+
+    def fetch_hint(self) -> str:
+        """The wheel ships the file: reinstall it, or point at a copy."""
+        return (
+            f"The file '{self.tag}' ships inside the silero-vad wheel; reinstall it "
+            f"(`pip install --force-reinstall silero-vad`), or point {self.weights_env} at a copy"
+        )
+
+    def build(self, path: str | None, device: str) -> Any:
+        """An onnxruntime session on one CPU thread (a 32 ms window is too small for a GPU)."""
+        import onnxruntime
+
+        if path is None:
+            raise ValueError("Silero VAD has no random-weights mode")
+        opts = onnxruntime.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1  # one core per worker
+        return onnxruntime.InferenceSession(
+            path, sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+
+
 class SileroVad:
     """Silero VAD from the `silero-vad` wheel: its sequence ONNX export, one call per block.
 
@@ -161,20 +205,9 @@ class SileroVad:
     name = "silero-vad (silero_vad_16k_sequence.onnx)"
     CONTEXT = 64
 
-    def __init__(self) -> None:
-        import os
-
-        import onnxruntime
-        import silero_vad
-
-        model = os.path.join(
-            os.path.dirname(silero_vad.__file__), "data", "silero_vad_16k_sequence.onnx"
-        )
-        opts = onnxruntime.SessionOptions()
-        opts.intra_op_num_threads = opts.inter_op_num_threads = 1  # one core per worker
-        self.session = onnxruntime.InferenceSession(
-            model, sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+    def __init__(self, model: SileroModel | None = None) -> None:
+        self.model = model or SileroModel()
+        self.session = self.model.load("cpu")
         self.reset()
 
     def reset(self) -> None:
