@@ -1,92 +1,160 @@
-"""Work discovery from fragment metadata only: which fragments lack a stage's output fields.
+"""Work discovery: the one definition of what a stage still has to do on each fragment.
 
-A fragment is DONE for a stage when its data files hold every top-level field id the stage
-owns. Reading this needs the manifest alone, never a data scan (LANCE_NOTES 5).
+A fragment is DONE for a stage when its data files hold every column the stage owns (the
+manifest) AND the state record of the file holding them (state.py) says it was computed
+completely, under the current work identity, from the current upstream files. No record means
+the file predates records or matches its columns' own identity: done. Everything else is
+pending, partial, stale or deferred; a fragment that left the manifest is GONE.
+
+Every caller judges through this module: discovery and status (`fragment_states`), a claim and
+a commit re-checking one fragment (`StageProgress.now`), the rollback of a failed run and the
+stamping of column facts (`holding_values`). Reading it needs the manifest and one listing of
+the stage's records, never a data scan (LANCE_NOTES 5).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lance
+from sila.coordinator.state import (
+    DEFERRED,
+    DONE,
+    GONE,
+    PENDING,
+    Dependencies,
+    FragmentJudge,
+    FragmentRef,
+    FragmentWork,
+    StageRecords,
+    dependencies,
+    fragment_ref,
+)
+from sila.coordinator.store import Store
 
-from sila.schema import owner, version_of
+from sila.schema import owner, spec_of, version_of
 
-
-@dataclass(frozen=True)
-class FragmentRef:
-    """A fragment and its identity: id plus its base data file (ids are reused by compaction)."""
-
-    id: int
-    key: str  # "<id>-<first data file stem>": leases and checkpoints are keyed by it
-    physical_rows: int
-
-
-def stage_field_ids(ds: lance.LanceDataset, stage: str) -> dict[str, int]:
-    """Top-level field ids owned by `stage`, by column name."""
-    return {name: ids[0] for name, ids in _stage_fields(ds, stage).items()}
-
-
-def _stage_fields(ds: lance.LanceDataset, stage: str) -> dict[str, frozenset[int]]:
-    """Every field id of each column `stage` owns: a data file lists the innermost ids of list
-    and struct columns, not the top-level one, so a column is present if any of its ids is."""
-
-    def ids(f) -> list[int]:
-        out = [f.id()]
-        for c in f.children():
-            out += ids(c)
-        return out
-
-    return {
-        f.name(): frozenset(ids(f))
-        for f in ds.lance_schema.fields()
-        if owner(f.to_arrow()) == stage
-    }
+__all__ = [
+    "FragmentRef",
+    "StageProgress",
+    "column_versions",
+    "fragment_ref",
+    "fragment_states",
+    "holding_values",
+    "split_fragments",
+    "stage_class_of",
+]
 
 
-def _has_all(columns: dict[str, frozenset[int]], have: set[int]) -> bool:
-    return bool(columns) and all(ids & have for ids in columns.values())
+class StageProgress:
+    """What one stage has done on its table, judged one way for every caller.
+
+    `store` None (a bare dataset, no lake): no records are read, so a fragment holding every
+    column of the stage is done. `identity` None: any work identity counts as current.
+    `reset=True` on a call: a planned column reset (new version, `--recompute`) has not happened
+    yet in that dataset, so nothing in it is done."""
+
+    def __init__(self, store: Store | None, stage, identity: str | None = None) -> None:
+        self.stage, self.identity, self.store = stage, identity, store
+        self.records = StageRecords(store, stage.table, stage.name) if store is not None else None
+        self.deps = Dependencies()  # the stages it reads, as of the last `all`
+
+    def all(self, ds: lance.LanceDataset, *, reset: bool = False) -> list[FragmentWork]:
+        """Every fragment of `ds` (manifest + one listing per stage involved)."""
+        self.deps = deps = dependencies(ds.schema, self.stage)
+        upstream = (
+            {u: StageRecords(self.store, self.stage.table, u).load() for u in deps.all}
+            if self.store is not None
+            else {}
+        )
+        records = self.records.load() if self.records is not None else {}
+        judge = FragmentJudge(ds, self.stage, self.identity, deps)
+        works = [judge(frag, records, upstream) for frag in ds.get_fragments()]
+        return [_reset(w) for w in works] if reset else works
+
+    def now(
+        self, ds: lance.LanceDataset, since: FragmentWork, *, reset: bool = False
+    ) -> FragmentWork:
+        """`since`'s fragment judged again in `ds` (a newer manifest), e.g. before a claim or a
+        commit: GONE when it left the manifest (its id is missing or now names another base
+        file: compaction), DONE when someone finished it meanwhile.
+
+        The records listed with `since` serve while the stage's data file is the one `since`
+        saw; a file committed since then has its own records listed now. Upstream records are
+        not re-read: a fragment that is not done may read as pending where `all` would say
+        deferred."""
+        frag = ds.get_fragment(since.ref.id)
+        if frag is None or fragment_ref(frag).key != since.ref.key:
+            return FragmentWork(since.ref, GONE)
+        judge = FragmentJudge(ds, self.stage, self.identity, dependencies(ds.schema, self.stage))
+        cached = self.records.cached() if self.records is not None else {}
+        work = judge(frag, cached, {})
+        if work.stem is not None and work.stem != since.stem and self.records is not None:
+            work = judge(frag, {work.stem: self.records.of_stem(work.stem)}, {})
+        return _reset(work) if reset else work
 
 
-def fragment_ref(frag) -> FragmentRef:
-    files = frag.data_files()
-    base = files[0].path.rsplit("/", 1)[-1].removesuffix(".lance") if files else "empty"
-    return FragmentRef(frag.fragment_id, f"{frag.fragment_id}-{base[:16]}", frag.physical_rows)
+def _reset(w: FragmentWork) -> FragmentWork:
+    """Before a planned column reset every fragment is computed again (deferred ones later)."""
+    if w.status not in (DEFERRED, GONE):
+        w.status, w.record = PENDING, None
+    return w
+
+
+def fragment_states(
+    ds: lance.LanceDataset, stage, store: Store | None = None, identity: str | None = None
+) -> list[FragmentWork]:
+    """Every fragment of `ds` as `stage` (a stage class or instance, or a name whose class the
+    columns' metadata names) sees it: see `StageProgress`."""
+    return StageProgress(store, _stage(ds, stage), identity).all(ds)
 
 
 def split_fragments(
-    ds: lance.LanceDataset, stage: str
+    ds: lance.LanceDataset, stage, store: Store | None = None, identity: str | None = None
 ) -> tuple[list[FragmentRef], list[FragmentRef]]:
-    """(done, pending) fragments for `stage`, from the manifest alone."""
-    wanted = _stage_fields(ds, stage)
-    done: list[FragmentRef] = []
-    pending: list[FragmentRef] = []
-    for frag in ds.get_fragments():
-        have: set[int] = set()
-        for df in frag.data_files():
-            have.update(df.fields)
-        ref = fragment_ref(frag)
-        (done if _has_all(wanted, have) else pending).append(ref)
-    return done, pending
+    """(done, not done) fragments for `stage`: not done is pending, partial, stale or deferred."""
+    works = fragment_states(ds, stage, store, identity)
+    return [w.ref for w in works if w.status == DONE], [w.ref for w in works if w.status != DONE]
 
 
-def pending_fragments(ds: lance.LanceDataset, stage: str) -> list[FragmentRef]:
-    return split_fragments(ds, stage)[1]
+def pending_fragments(
+    ds: lance.LanceDataset, stage, store: Store | None = None
+) -> list[FragmentRef]:
+    """Fragments `stage` has not done (see `split_fragments`)."""
+    return split_fragments(ds, stage, store)[1]
 
 
-def is_done(ds: lance.LanceDataset, stage: str, fragment_id: int) -> bool:
-    wanted = _stage_fields(ds, stage)
-    try:
-        frag = ds.get_fragment(fragment_id)
-    except Exception:
-        return True  # gone (compacted away): nothing left to do for this id
-    if frag is None:
-        return True
-    have: set[int] = set()
-    for df in frag.data_files():
-        have.update(df.fields)
-    return _has_all(wanted, have)
+def holding_values(ds: lance.LanceDataset, stage) -> list[FragmentRef]:
+    """Fragments whose data files hold values of `stage`'s columns, done or not (partial and
+    stale ones too): what a rollback must not drop and what a change of column facts would mix
+    with. Records cannot change this answer, so none are read."""
+    named = _stand_in(ds, stage) if isinstance(stage, str) else stage
+    return [w.ref for w in StageProgress(None, named).all(ds) if w.has_values]
 
 
 def column_versions(ds: lance.LanceDataset, stage: str) -> set[str]:
+    """The versions `stage`'s columns were created under."""
     return {v for f in ds.schema if owner(f) == stage and (v := version_of(f))}
+
+
+def stage_class_of(ds: lance.LanceDataset, stage: str):
+    """The class of the stage named `stage`, found again through the spec its columns record;
+    if it cannot be found (a user's file moved), a stand-in with its name and table that reads
+    nothing else: judging never fails because of that."""
+    spec = next((s for f in ds.schema if owner(f) == stage and (s := spec_of(f))), None)
+    if spec:
+        try:
+            from sila.registry import resolve
+
+            return resolve(spec)
+        except Exception:  # noqa: BLE001 - any import failure of user code: the stand-in
+            pass
+    return _stand_in(ds, stage)
+
+
+def _stand_in(ds: lance.LanceDataset, stage: str):
+    """A stage named `stage` on `ds`'s table that reads nothing (no inputs, no `where`)."""
+    table = ds.uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".lance")
+    return type("UnknownStage", (), {"name": stage, "inputs": [], "where": None, "table": table})
+
+
+def _stage(ds: lance.LanceDataset, stage):
+    return stage_class_of(ds, stage) if isinstance(stage, str) else stage

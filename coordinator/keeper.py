@@ -18,10 +18,19 @@ from sila.schema import owner
 
 
 class StateKeeper:
-    def __init__(self, lake, stage_cls, identity: str, job: str, reset: bool) -> None:
+    def __init__(
+        self,
+        lake,
+        stage_cls,
+        identity: str,
+        job: str,
+        reset: bool,
+        records: StageRecords | None = None,
+    ) -> None:
         self.lake, self.cls, self.identity, self.job = lake, stage_cls, identity, job
         self.name = stage_cls.name
-        self.records = StageRecords(lake.store, stage_cls.table, stage_cls.name)
+        # shared with discovery (StageProgress): records this worker writes are judged too
+        self.records = records or StageRecords(lake.store, stage_cls.table, stage_cls.name)
         self.reset_pending = reset
         self.write_ds: lance.LanceDataset | None = None  # the dataset after the reset
         self.deps = Dependencies()

@@ -31,12 +31,28 @@ from dataclasses import dataclass, field
 
 import lance
 import numpy as np
-from sila.coordinator.discovery import FragmentRef
 from sila.coordinator.store import Store
 
 from sila.schema import owner
 
 DONE, PENDING, PARTIAL, STALE, DEFERRED = "done", "pending", "partial", "stale", "deferred"
+GONE = "gone"  # the fragment left the manifest (compacted or deleted) since it was listed
+
+
+@dataclass(frozen=True)
+class FragmentRef:
+    """A fragment and its identity: id plus its base data file (ids are reused by compaction)."""
+
+    id: int
+    key: str  # "<id>-<first data file stem>": leases and checkpoints are keyed by it
+    physical_rows: int
+
+
+def fragment_ref(frag) -> FragmentRef:
+    """The identity of a `LanceFragment` (its key names its base data file)."""
+    files = frag.data_files()
+    base = file_stem(files[0].path) if files else "empty"
+    return FragmentRef(frag.fragment_id, f"{frag.fragment_id}-{base[:16]}", frag.physical_rows)
 
 
 def short_hash(obj) -> str:
@@ -113,7 +129,7 @@ class FragmentWork:
     """One fragment as discovery sees it for a stage."""
 
     ref: FragmentRef
-    status: str  # done | pending | partial | stale | deferred
+    status: str  # done | pending | partial | stale | deferred | gone
     stem: str | None = None  # the stage's current data file on it
     record: Record | None = None  # the record matching that file (partial: the rows computed)
     inputs_hash: str = ""
@@ -149,7 +165,16 @@ class StageRecords:
         return out
 
     def cached(self) -> dict[str, list[Record]]:
+        """The records as last listed, plus those this process wrote since."""
         return self._cache
+
+    def of_stem(self, stem: str) -> list[Record]:
+        """The records of one data file, listed now (one narrow listing): for a file a peer
+        committed after the last `load`."""
+        got = [r for e in self.store.list(f"{self.prefix}/{stem}") if (r := _parse(e.key))]
+        got = [r for r in got if r.stem == stem]
+        self._cache[stem] = got
+        return got
 
     def write(
         self,
@@ -234,18 +259,35 @@ def classify(
 
     `identity` None (status without a run): any identity counts as current (stale is then only
     what upstream changes make stale)."""
-    owned = _stage_ids(ds)
-    mine = owned.get(stage_cls.name, {})
-    where_text = stage_cls.where or ""
-    base = base_identity(ds, stage_cls.name)
-    out: list[FragmentWork] = []
-    stages = [(stage_cls.name, mine)] + [(u, owned.get(u, {})) for u in deps.all]
-    for frag in ds.get_fragments():
+    judge = FragmentJudge(ds, stage_cls, identity, deps)
+    return [judge(frag, records, upstream) for frag in ds.get_fragments()]
+
+
+class FragmentJudge:
+    """Judges fragments of one dataset version for one stage: the rule behind every "done".
+
+    Built once per dataset (it reads the schema's field ids and the columns' identity); a call
+    judges one `LanceFragment` against the records given."""
+
+    def __init__(self, ds: lance.LanceDataset, stage_cls, identity: str | None, deps: Dependencies):
+        owned = _stage_ids(ds)
+        self.name, self.identity, self.deps = stage_cls.name, identity, deps
+        self.where_text = stage_cls.where or ""
+        self.base = base_identity(ds, stage_cls.name)
+        self.stages = [(self.name, owned.get(self.name, {}))]
+        self.stages += [(u, owned.get(u, {})) for u in deps.all]
+
+    def __call__(
+        self,
+        frag,
+        records: dict[str, list[Record]],
+        upstream: dict[str, dict[str, list[Record]]],
+    ) -> FragmentWork:
         files = [(frozenset(df.fields), df) for df in frag.data_files()]  # read once: slow-ish
         stems: dict[str, str | None] = {}  # stage -> stem of the data file holding its columns
         complete = {}  # stage -> all columns present
         have = frozenset().union(*(f for f, _ in files))
-        for st, cols in stages:
+        for st, cols in self.stages:
             hit = next((df for f, df in files if any(ids & f for ids in cols.values())), None)
             stems[st] = file_stem(hit.path) if hit is not None else None
             complete[st] = bool(cols) and all(ids & have for ids in cols.values())
@@ -253,24 +295,26 @@ def classify(
         ref = FragmentRef(
             frag.fragment_id, f"{frag.fragment_id}-{base_file[:16]}", frag.physical_rows
         )
+        deps = self.deps
         waiting = tuple(
             u
             for u in deps.all
             if not complete[u] or not _upstream_complete(upstream.get(u, {}), stems[u])
         )
         inputs_hash = _hash_of(tuple(stems[u] for u in deps.inputs))
-        where_hash = _hash_of((where_text, *[stems[u] for u in deps.where]))
+        where_hash = _hash_of((self.where_text, *[stems[u] for u in deps.where]))
         work = FragmentWork(ref, PENDING, None, None, inputs_hash, where_hash, waiting)
-        if complete[stage_cls.name]:
-            work.stem = stems[stage_cls.name]
-            work.status, work.record = _judge(records.get(work.stem), identity, work, base)
-        elif stems[stage_cls.name]:
-            work.stem = stems[stage_cls.name]  # some of its columns only: recompute it whole
+        if complete[self.name]:
+            work.stem = stems[self.name]
+            work.status, work.record = _judge(
+                records.get(work.stem), self.identity, work, self.base
+            )
+        elif stems[self.name]:
+            work.stem = stems[self.name]  # some of its columns only: recompute it whole
             work.status = STALE
         if waiting and work.status != DONE:
             work.status = DEFERRED
-        out.append(work)
-    return out
+        return work
 
 
 def _upstream_complete(recs: dict[str, list[Record]], stem: str | None) -> bool:

@@ -1,41 +1,34 @@
-"""A fragment worker: discover -> lease -> segments (checkpointed) -> data file -> commit.
+"""A fragment worker: discover -> claim -> compute (checkpointed) -> data file -> commit.
 
 The inline executor runs one worker in-process; `--workers N` runs N of them in spawned
-processes. Workers cooperate through leases alone, within a job and across jobs. What a
-fragment needs (state.py) and which of its rows (fragment.py) are decided elsewhere.
+processes. Workers cooperate through leases alone, within a job and across jobs. One
+`FragmentTask` (task.py) carries a fragment through every step: claims.py lists and claims,
+segments.py computes, this module writes the data file and hands it to the committer. What a
+fragment needs (discovery.py / state.py) and which of its rows (fragment.py) are decided elsewhere.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import pyarrow as pa
-from sila.coordinator.checkpoints import Checkpoints, selection_signature
-from sila.coordinator.commit import Committer, Finished, write_data_file
-from sila.coordinator.discovery import is_done
-from sila.coordinator.executors.inline import LocalRunner, Unwritten, done_future
+from sila.coordinator.checkpoints import Checkpoints
+from sila.coordinator.claims import Claims
+from sila.coordinator.commit import Committer, write_data_file
+from sila.coordinator.discovery import StageProgress
+from sila.coordinator.executors.inline import LocalRunner, done_future
 from sila.coordinator.faults import fault_point
-from sila.coordinator.fragment import RowPlan, finish_values, plan_rows
-from sila.coordinator.gating import apply_gate
-from sila.coordinator.inputs import InputPlan, segment_part
+from sila.coordinator.fragment import finish_values, plan_rows
+from sila.coordinator.gating import bind_gate
 from sila.coordinator.keeper import StateKeeper
 from sila.coordinator.leases import COMMITTED, Heartbeat, LeaseStore, new_owner_id
+from sila.coordinator.lookups import pin_lookups
 from sila.coordinator.options import WorkerOptions
-from sila.coordinator.state import (
-    DONE,
-    PARTIAL,
-    PENDING,
-    STALE,
-    FragmentWork,
-    StageRecords,
-    classify,
-    dependencies,
-    file_stem,
-)
-from sila.coordinator.steps import SegmentResult
+from sila.coordinator.segments import SegmentDriver
+from sila.coordinator.state import PENDING, file_stem
+from sila.coordinator.task import FragmentTask
 from sila.coordinator.watch import FailureWatch
 
 from sila.errors import LeaseLost
@@ -59,31 +52,35 @@ class FragmentWorker:
         concurrency: int = 1,
         segment_concurrency: int = 1,
     ):
-        # a stage gated on the decision columns that exist gets its `where` resolved now
-        stage = apply_gate(stage, lake.table(type(stage).table).schema)
+        # the job's row filter (declared `where` + the gate resolved on the decision columns
+        # that exist) lives on this instance; it is passed on as the stage, never its class
+        stage = bind_gate(stage, lake.table(stage.table).schema)
         self.lake, self.stage, self.opts, self.report = lake, stage, opts, report
-        cls = type(stage)
-        self.table, self.name = cls.table, cls.name
-        self.version = cls.resolved_version()
+        self.table, self.name = stage.table, stage.name
         self.identity = opts.identity or stage.work_identity()
+        self.pinned = pin_lookups(lake, stage)  # looked-up tables at the job's start
         self.owner = new_owner_id()
         self.leases = LeaseStore(lake.store, ttl=opts.ttl)
         self.heartbeat = Heartbeat(self.leases, opts.heartbeat or opts.ttl / 4)
         self.checkpoints = Checkpoints(lake.store, self.table, self.name, self.identity)
-        self.keeper = StateKeeper(lake, cls, self.identity, opts.job, opts.reset)
+        progress = StageProgress(lake.store, stage, self.identity)
+        self.keeper = StateKeeper(
+            lake, stage, self.identity, opts.job, opts.reset, progress.records
+        )
         self.records = self.keeper.records
+        self.claims = Claims(
+            lake, stage, progress, self.keeper, self.leases, self.heartbeat, opts, self.owner
+        )
         self.committer = Committer(
             lake,
-            self.table,
-            self.name,
+            progress,
             self.leases,
             opts.commit_batch,
             opts.commit_window_s,
             on_commit=self._committed,
         )
-        self.segment_rows = opts.segment_rows or cls.segment_rows
-        self.watch = FailureWatch(self.name, cls.error_column(), report, self._source_uri)
-        self.held: list[Finished] = []  # finished while the stage is still being judged
+        self.watch = FailureWatch(self.name, stage.error_column(), report, self._source_uri)
+        self.held: list[FragmentTask] = []  # computed while the stage is still being judged
         self.concurrency = max(1, concurrency)
         # Segments of one fragment computed at once (Ray: keeps every actor busy on the last
         # fragment too). Their number across all fragments is bounded by this pool's size.
@@ -103,12 +100,22 @@ class FragmentWorker:
                 opts.allow_random_weights,
             ),
         )
-        self._lock = threading.Lock()
-        self._listed_at = self._fresh_at = 0.0
-        self._fresh = None
+        self.segments = SegmentDriver(
+            stage,
+            lambda plan, part: self.runner(plan, part),  # the executor may wrap `runner` later
+            self.checkpoints,
+            self.leases,
+            self.watch,
+            report,
+            opts.segment_rows or stage.segment_rows,
+            opts.checkpoint_min_s,
+            self.pinned,
+            self.segment_pool,
+        )
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> None:
+        """Work until no fragment this worker may take is left; commit what it finished."""
         self.runner.start()
         self.heartbeat.start()
         try:
@@ -128,41 +135,9 @@ class FragmentWorker:
                 self.report({"checkpoints_discarded": self.checkpoints.discarded})
                 self.checkpoints.discarded = 0
 
-    def discover(self) -> list[FragmentWork]:
+    def discover(self):
         """Every fragment of the table as this run sees it (manifest + one listing per stage)."""
-        self.ds = ds = self.lake.table(self.table)
-        self._listed_at = self._fresh_at = time.monotonic()
-        self._fresh = ds
-        cls = type(self.stage)
-        self.keeper.deps = deps = dependencies(ds.schema, cls)
-        upstream = {u: StageRecords(self.lake.store, self.table, u).load() for u in deps.all}
-        works = classify(ds, cls, self.identity, self.records.load(), upstream, deps)
-        if self.keeper.before_reset(ds):  # the columns are reset before the first commit: redo all
-            for w in works:
-                if w.status != "deferred":
-                    w.status, w.record = PENDING, None
-        return works
-
-    def _candidates(self) -> tuple[list[FragmentWork], set[str]]:
-        """(fragments worth a claim attempt, in this worker's order; keys of all pending ones)."""
-        works = self.discover()
-        ds = self.ds
-        if self.opts.retry_errors:
-            err = self.stage.error_column()
-            pending = [
-                w
-                for w in works
-                if w.status in (DONE, PARTIAL)
-                and ds.get_fragment(w.ref.id).count_rows(f"{err} IS NOT NULL")
-            ]
-        else:
-            pending = [w for w in works if w.status in (PENDING, PARTIAL, STALE)]
-        keys = {w.ref.key for w in pending}
-        if len(pending) > 8 and not self.opts.retry_errors:  # skip what others clearly hold
-            busy = self.leases.busy(self.table, self.name)
-            pending = [w for w in pending if w.ref.key not in busy]
-        k = (self.opts.worker_index * len(pending)) // max(1, self.opts.workers)
-        return pending[k:] + pending[:k], keys  # workers start apart: less contention
+        return self.claims.discover()
 
     def _loop(self) -> None:
         attempted: set[str] = set()  # fragments this worker finished or saw committed
@@ -170,52 +145,32 @@ class FragmentWorker:
             ThreadPoolExecutor(self.concurrency, "sila-fragment") if self.concurrency > 1 else None
         )
         inflight: set[Future] = set()
-
-        def collect(block: bool) -> None:
-            if not inflight:
-                return
-            done, _ = wait(
-                inflight,
-                return_when=FIRST_COMPLETED if block else ALL_COMPLETED,
-                timeout=None if block else 0,
-            )
-            for fut in done:
-                inflight.discard(fut)
-                fin = fut.result()  # re-raises StageFailed / ContractError: the job stops
-                if fin is None:
-                    continue
-                self.held.append(fin)
-                if self.watch.judging:  # a broken stage commits nothing: hold until judged
-                    continue
-                self._release_held()
-                if self.opts.retry_errors:
-                    self.committer.flush()  # retries replace done fragments: commit promptly
-
         poll = self.opts.poll_s
         try:
             while True:
-                listed, pending = self._candidates()
-                candidates = [w for w in listed if w.ref.key not in attempted]
-                if not (pending - attempted) and not inflight:
+                listed, due = self.claims.candidates()
+                if not (due - attempted) and not inflight:
                     return  # done, or only fragments this worker already took its turn on
                 progressed = False
-                for work in candidates:
+                for work in listed:
+                    if work.ref.key in attempted:
+                        continue
                     while len(inflight) >= self.concurrency:
-                        collect(block=True)
-                    lease = self._claim(work)
-                    if lease is None:
+                        self._collect(inflight, block=True)
+                    task = self.claims.claim(work)
+                    if task is None:
                         continue
                     attempted.add(work.ref.key)
                     progressed = True
                     if pool is None:
-                        inflight.add(done_future(self._process_or_drop, work, lease))
-                        collect(block=False)
+                        inflight.add(done_future(self._process_or_drop, task))
+                        self._collect(inflight, block=False)
                     else:
-                        inflight.add(pool.submit(self._process_or_drop, work, lease))
+                        inflight.add(pool.submit(self._process_or_drop, task))
                     if self.committer.due():
                         self.committer.flush()
                 while inflight:
-                    collect(block=True)
+                    self._collect(inflight, block=True)
                 if not self.watch.judging:
                     self._release_held()
                 self.committer.flush()
@@ -228,38 +183,33 @@ class FragmentWorker:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
+    def _collect(self, inflight: set[Future], block: bool) -> None:
+        """Take the finished computations: hold them while the stage is judged, else commit."""
+        if not inflight:
+            return
+        done, _ = wait(
+            inflight,
+            return_when=FIRST_COMPLETED if block else ALL_COMPLETED,
+            timeout=None if block else 0,
+        )
+        for fut in done:
+            inflight.discard(fut)
+            task = fut.result()  # re-raises StageFailed / ContractError: the job stops
+            if task is None:
+                continue
+            self.held.append(task)
+            if self.watch.judging:  # a broken stage commits nothing: hold until judged
+                continue
+            self._release_held()
+            if self.opts.retry_errors:
+                self.committer.flush()  # retries replace done fragments: commit promptly
+
     def _release_held(self) -> None:
         held, self.held = self.held, []
-        for fin in held:
-            if isinstance(fin, Unwritten):  # computed before the reset could happen
-                fin = self._finish(*fin.args)
-            self.committer.add(fin)
-
-    def _claim(self, work: FragmentWork):
-        ref = work.ref
-        lease = self.leases.acquire(
-            self.table,
-            self.name,
-            ref.key,
-            owner=self.owner,
-            job=self.opts.job,
-            stage_version=self.version,
-        )
-        if lease is None:
-            return None
-        # A commit leaves no lease file (the manifest says it), so a listing older than a
-        # second may miss a peer's commit: ask a manifest at most a second old. (Fragments that
-        # already hold values are replaced, not added: presence says nothing about them.)
-        if (
-            not self.opts.retry_errors
-            and not work.has_values
-            and time.monotonic() - self._listed_at > 1.0
-            and is_done(self._fresh_table(), self.name, ref.id)
-        ):
-            self.leases.release(lease, committed=True)  # finished by someone else
-            return None
-        self.heartbeat.add(lease)
-        return lease
+        for task in held:
+            if not task.written:  # computed before the column reset could happen
+                self._finish(task)
+            self.committer.add(task)
 
     def _source_uri(self, source_id: str) -> str | None:
         """The user's own path of a source (for a failed clip's log line); read on failure only."""
@@ -267,148 +217,84 @@ class FragmentWorker:
         t = self.lake.table("sources").to_table(columns=["uri"], filter=f"id = '{quoted}'")
         return t.column("uri")[0].as_py() if t.num_rows else None
 
-    def _fresh_table(self):
-        if time.monotonic() - self._fresh_at > 1.0:
-            self._fresh, self._fresh_at = self.lake.table(self.table), time.monotonic()
-        return self._fresh
-
-    def _process_or_drop(self, work: FragmentWork, lease) -> Finished | None:
-        try:
-            return self._process(work, lease)
-        except LeaseLost:
-            self.heartbeat.drop(lease)
-            self.report({"lost_leases": 1})
-            return None
-
     def _committed(
-        self, committed: list[Finished], skipped: list[Finished], lost: list[Finished] = ()
+        self,
+        committed: list[FragmentTask],
+        skipped: list[FragmentTask],
+        lost: list[FragmentTask] = (),
     ) -> None:
-        for f in lost:  # another worker owns these now: its checkpoints are its own
-            self.heartbeat.drop(f.lease)
-        for f in committed + skipped:
-            if f.lease:
-                self.heartbeat.drop(f.lease)
-            if (
-                f.lease is None or f.lease.gen > 1 or f.lease.segments_done
-            ):  # else none were written
-                self.checkpoints.clear(f.ref.key)
+        for t in lost:  # another worker owns these now: its checkpoints are its own
+            self.heartbeat.drop(t.lease)
+        for t in committed + skipped:
+            if t.lease:
+                self.heartbeat.drop(t.lease)
+            if t.lease is None or t.lease.gen > 1 or t.lease.segments_done:  # else none written
+                self.checkpoints.clear(t.ref.key)
         self.keeper.committed(committed, [*skipped, *lost])
         self.report(
             {
                 "fragments_done": len(committed),
                 "fragments_skipped": len(skipped),
                 "commits": 1 if committed else 0,
-                "rows": sum(f.rows for f in committed),
-                "row_errors": sum(f.errors for f in committed),
+                "rows": sum(t.computed_rows for t in committed),
+                "row_errors": sum(t.errors for t in committed),
                 "lost_leases": len(lost),
             }
         )
 
     # -- one fragment ---------------------------------------------------------------------------
-    def _process(self, work: FragmentWork, lease) -> Finished | None:
-        cls = type(self.stage)
-        ref = work.ref
-        ds = self.ds  # the snapshot the fragment was listed from: no manifest re-read
-        fresh = self.keeper.before_reset(ds) or work.status == PENDING
-        rows = plan_rows(
-            ds, cls, work, self.records, self.opts.where, self.opts.retry_errors, fresh
-        )
-        sel = rows.selection
-        n = len(sel.offsets)
-        if n == 0 and work.has_values and not fresh:
-            self.keeper.unchanged(work, rows)
-            self.heartbeat.drop(lease)
-            self.leases.release(lease, committed=True)
-            return None
-        sig = selection_signature(sel.offsets)
-        bounds = [(a, min(a + self.segment_rows, n)) for a in range(0, n, self.segment_rows)]
-        # Checkpoints can only exist if an earlier generation held this fragment.
-        saved = self.checkpoints.segments(ref.key) if lease.gen > 1 and len(bounds) > 1 else set()
-        results: list[SegmentResult] = []
-        plan = InputPlan.of(cls, ds.schema)
-        names = [f.name for f in cls.output_fields()]
-        at_stake = 0.0  # compute seconds since the last durable point
-        ahead: dict[int, Future] = {}
-        if self.segment_pool is not None:  # submit the uncached segments now, consume in order
-            for i, (a, b) in enumerate(bounds):
-                if i not in saved:
-                    ahead[i] = self.segment_pool.submit(self._timed, plan, segment_part(sel, a, b))
+    def _process_or_drop(self, task: FragmentTask) -> FragmentTask | None:
         try:
-            for i, (a, b) in enumerate(bounds):
-                if lease.lost:
-                    raise LeaseLost(ref.key)
-                cached = None
-                if i in saved:
-                    cached = self.checkpoints.load(ref.key, i, sig, sel.offsets[a:b], (a, b))
-                    if cached is not None and cached[0].schema.names != names:
-                        cached = None  # outputs of another shape: not this work
-                        self.checkpoints.discarded += 1
-                if cached is not None:
-                    results.append(SegmentResult(cached[0], cached[1]))
-                    self.report({"segments_reused": 1})
-                    continue
-                part = segment_part(sel, a, b)
-                if i in ahead:
-                    res, took = ahead.pop(i).result()
-                else:
-                    res, took = self._timed(plan, part)
-                at_stake += took
-                self.watch.observe(res, part, ds, ref.id)
-                fault_point("before_checkpoint")
-                if i < len(bounds) - 1 and at_stake >= self.opts.checkpoint_min_s:
-                    if not self.leases.valid(lease):  # a successor's checkpoints stay its own
-                        raise LeaseLost(ref.key)
-                    self.checkpoints.save(
-                        ref.key, i, sig, res.outputs, sel.offsets[a:b], res.children, (a, b)
-                    )
-                    lease.segments_done, at_stake = i + 1, 0.0
-                    fault_point("after_checkpoint")
-                results.append(res)
-                self.report({"segments_computed": 1})
-        finally:
-            for fut in ahead.values():
-                fut.cancel()
-        if lease.lost:
-            raise LeaseLost(ref.key)
+            return self._process(task)
+        except LeaseLost:
+            self.heartbeat.drop(task.lease)
+            self.report({"lost_leases": 1})
+            return None
+
+    def _process(self, task: FragmentTask) -> FragmentTask | None:
+        """Plan the task's rows and compute them; None when nothing is left to write."""
+        ds, work = task.ds, task.work  # the snapshot it was listed from: no manifest re-read
+        fresh = self.keeper.before_reset(ds) or work.status == PENDING
+        opts = self.opts
+        task.rows = plan_rows(
+            ds, self.stage, work, self.records, opts.where, opts.retry_errors, fresh
+        )
+        if task.computed_rows == 0 and work.has_values and not fresh:
+            self.keeper.unchanged(work, task.rows)
+            self.heartbeat.drop(task.lease)
+            self.leases.release(task.lease, committed=True)
+            return None
+        self.segments.compute(task)
         if self.keeper.before_reset(ds) and self.watch.judging:
-            return Unwritten((ds, work, lease, rows, results))  # reset once the code proves good
-        return self._finish(ds, work, lease, rows, results)
+            return task  # unwritten: reset (and write) once the code proves good
+        self._finish(task)
+        return task
 
-    def _timed(self, plan: InputPlan, part: pa.RecordBatch) -> tuple[SegmentResult, float]:
-        t0 = time.perf_counter()
-        return self.runner(plan, part), time.perf_counter() - t0
-
-    def _finish(
-        self, ds, work: FragmentWork, lease, rows: RowPlan, results: list[SegmentResult]
-    ) -> Finished | None:
-        cls = type(self.stage)
-        ref = work.ref
-        schema = pa.schema(cls.output_fields())
+    def _finish(self, task: FragmentTask) -> None:
+        """Lay the computed rows over the kept values and write the task's data file."""
+        stage, ds, work, rows = self.stage, task.ds, task.work, task.rows
+        schema = pa.schema(stage.output_fields())
         values = (
-            pa.Table.from_batches([r.outputs for r in results], schema=schema)
-            if results
+            pa.Table.from_batches([r.outputs for r in task.results], schema=schema)
+            if task.results
             else schema.empty_table()
         )
         target = self.keeper.target(ds)
-        full = finish_values(ds, cls, ref, rows, values)
-        children = [r.children for r in results if r.children is not None and r.children.num_rows]
-        if cls.kind == "explode":  # replace the computed parents' children in one commit
-            from sila.coordinator.children import append_children
-
-            sel = rows.selection.table
-            parents = sel.column("id").to_pylist() if "id" in sel.column_names else None
-            kids = pa.concat_tables(children) if children else None
-            self.report({"children": append_children(self.lake, cls, kids, parents)})
+        full = finish_values(ds, stage, task.ref, rows, values)
+        if stage.kind == "explode":  # replace the computed parents' children in one commit
+            self._append_children(task)
         fault_point("before_commit")
-        data_file = write_data_file(target, full)
+        task.data_file = write_data_file(target, full)
         replaced = work.stem if (work.has_values and target is ds) else None
-        self.keeper.wrote(target, file_stem(data_file.path), work, rows, replaced)
-        n_errors = len(rows.selection.offsets) - values.column(cls.error_column()).null_count
-        return Finished(
-            ref,
-            data_file,
-            lease,
-            rows=len(rows.selection.offsets),
-            errors=n_errors,
-            replace=replaced is not None or self.opts.retry_errors,
-        )
+        self.keeper.wrote(target, file_stem(task.data_file.path), work, rows, replaced)
+        task.errors = task.computed_rows - values.column(stage.error_column()).null_count
+        task.replace = self.opts.retry_errors
+
+    def _append_children(self, task: FragmentTask) -> None:
+        from sila.coordinator.children import append_children
+
+        kids = [r.children for r in task.results if r.children is not None and r.children.num_rows]
+        sel = task.rows.selection.table
+        parents = sel.column("id").to_pylist() if "id" in sel.column_names else None
+        kids_table = pa.concat_tables(kids) if kids else None
+        self.report({"children": append_children(self.lake, self.stage, kids_table, parents)})

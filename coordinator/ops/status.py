@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from sila.coordinator.discovery import split_fragments
+from sila.coordinator.discovery import fragment_states
 from sila.coordinator.leases import LeaseStore
 from sila.coordinator.ops.jobs import JobLog
 from sila.coordinator.ops.keep_rates import keep_rates
@@ -51,7 +51,7 @@ def table_status(ds, name: str, lake=None, identities: dict[str, str] | None = N
         # a stage whose version carries its rules (sila.filters.SettingsVersion) is not stale
         # when only its rules differ from the defaults: the settings identity covers that
         code_changed = bool(now and versions and logic_part(now) not in map(logic_part, versions))
-        counts = _fragment_states(ds, stage, fields, lake, (identities or {}).get(stage))
+        counts = _fragment_states(ds, stage, lake, (identities or {}).get(stage))
         err = f"{stage}_error"
         has_values = counts[DONE] + counts[PARTIAL] + counts[STALE]
         errors = ds.count_rows(filter=f"{err} IS NOT NULL") if err in names and has_values else 0
@@ -93,48 +93,17 @@ def table_status(ds, name: str, lake=None, identities: dict[str, str] | None = N
     return {"rows": rows, "fragments": len(frags), "version": ds.version, "stages": stages}
 
 
-def _fragment_states(ds, stage: str, fields, lake, identity: str | None) -> dict:
-    """Counts of done / pending / partial / stale / deferred fragments (manifest + records)."""
+def _fragment_states(ds, stage: str, lake, identity: str | None) -> dict:
+    """Counts of done / pending / partial / stale / deferred fragments, judged as a run judges
+    them (discovery.fragment_states: manifest + records; without a lake, the manifest only)."""
     out = {DONE: 0, PENDING: 0, PARTIAL: 0, STALE: 0, DEFERRED: 0, "done_ids": [], "waiting": set()}
-    if lake is None:  # no store to read records from: presence of the columns only
-        done, pending = split_fragments(ds, stage)
-        out[DONE], out[PENDING], out["done_ids"] = len(done), len(pending), [d.id for d in done]
-        return out
-    from sila.coordinator.state import StageRecords, classify, dependencies
-
-    spec = next((s for f in fields if (s := spec_of(f))), None)
-    cls = _stage_class(spec, stage, ds)
-    deps = dependencies(ds.schema, cls)
-    table = cls.table
-    upstream = {u: StageRecords(lake.store, table, u).load() for u in deps.all}
-    records = StageRecords(lake.store, table, stage).load()
-    for w in classify(ds, cls, identity, records, upstream, deps):
+    store = lake.store if lake is not None else None
+    for w in fragment_states(ds, stage, store, identity):
         out[w.status] += 1
         if w.status == DONE:
             out["done_ids"].append(w.ref.id)
         out["waiting"].update(w.waiting_for)
     return out
-
-
-def _stage_class(spec: str | None, stage: str, ds):
-    """The stage's class when it can be found (for its `where`/`inputs`), else a stand-in with
-    the same name and table: status never fails because a user's file moved."""
-    if spec:
-        try:
-            from sila.registry import resolve
-
-            return resolve(spec)
-        except Exception:  # noqa: BLE001
-            pass
-
-    class _Unknown:
-        name = stage
-        inputs: list = []
-        where = None
-        table = ""
-
-    _Unknown.table = ds.uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".lance")
-    return _Unknown
 
 
 def lake_status(lake) -> dict:
