@@ -73,13 +73,20 @@ def check_lookups(lake: Lake, stage: Any, own_columns: set[str]) -> None:
                 )
 
 
+Found = tuple[dict[Any, int], pa.Table]  # key -> row; the lookup's plain columns (+ addresses)
+
+
 class LookupReader:
-    """One per worker (or Ray actor): the looked-up tables at their pinned versions."""
+    """One per worker (or Ray actor): the looked-up tables at their pinned versions, and the
+    rows of the last segment (consecutive segments mostly share keys: clips of one source,
+    windows of one episode), so a key is not scanned for again segment after segment."""
 
     def __init__(self, lake: Lake, blobs: BlobMaterializer) -> None:
         self.lake, self.blobs = lake, blobs
         self._open: dict[str, lance.LanceDataset] = {}
+        self._last: dict[Lookup, Found] = {}
         self.refreshes = 0  # segments that moved a table to its latest version
+        self.scanned = 0  # keys looked for with a filtered scan
 
     def dataset(self, table: str, pinned: int | None) -> lance.LanceDataset:
         """The table at the version the job pinned (its latest if the job pinned none)."""
@@ -93,39 +100,49 @@ class LookupReader:
         """``<table>.<column>`` -> one value per key (null where the key is null or unknown)."""
         wanted = [k for k in dict.fromkeys(keys) if k is not None]
         ds = self.dataset(lookup.table, pinned)
-        found = self._read(ds, lookup, wanted)
-        missing = [k for k in wanted if k not in found[0]]
+        last = self._last.get(lookup)
+        need = [k for k in wanted if last is None or k not in last[0]]
+        found = self._read(ds, lookup, need)
+        missing = [k for k in need if k not in found[0]]
         if missing:
             latest = self.lake.table(lookup.table)
             if latest.version != ds.version:  # rows appended since the pin: one refresh
-                self._open[lookup.table] = latest
+                self._open[lookup.table] = ds = latest
                 self.refreshes += 1
                 found = _merge(found, self._read(latest, lookup, missing))
-        index, table = found
+        if last is not None:
+            found = _merge(found, last)
+        keep = [k for k in wanted if k in found[0]]  # this segment's rows only, for the next
+        table = found[1].take(pa.array([found[0][k] for k in keep], pa.int64()))
+        index = {k: i for i, k in enumerate(keep)}
+        self._last[lookup] = (index, table)
         # dictionary-encoded: a long episode's trajectory looked up by 200 windows is held
         # once, not 200 times; `to_pylist()` and row dicts see plain values
         rows = pa.array([index.get(k) if k is not None else None for k in keys], pa.int32())
-        return {
-            f"{lookup.table}.{c}": pa.DictionaryArray.from_arrays(
-                rows, table.column(c).combine_chunks()
-            )
-            for c in lookup.columns
-        }
+        out: dict[str, pa.Array] = {}
+        for c in lookup.columns:
+            if is_blob(ds.schema.field(c)):
+                addrs = table.column(ADDR).to_pylist()
+                values = pa.array(self.blobs.paths(lookup.table, c, addrs, ds), pa.string())
+            else:
+                values = table.column(c).combine_chunks()
+            out[f"{lookup.table}.{c}"] = pa.DictionaryArray.from_arrays(rows, values)
+        return out
 
-    def _read(
-        self, ds: lance.LanceDataset, lookup: Lookup, keys: list[Any]
-    ) -> tuple[dict[Any, int], pa.Table]:
-        """(key -> row of the table, table of the lookup's columns) for the keys found."""
+    def _read(self, ds: lance.LanceDataset, lookup: Lookup, keys: list[Any]) -> Found:
+        """The rows of `keys` (those found): the lookup's plain columns, and the row addresses
+        when it reads a blob column (paths are made at the end: scratch files may be trimmed)."""
         schema = ds.schema
-        blobs = [c for c in lookup.columns if is_blob(schema.field(c))]
-        plain = [c for c in lookup.columns if c not in blobs]
+        blobs = any(is_blob(schema.field(c)) for c in lookup.columns)
+        plain = [c for c in lookup.columns if not is_blob(schema.field(c))]
         cols = list(dict.fromkeys([lookup.on, *plain]))
         parts = []
+        self.scanned += len(keys)
         for i in range(0, len(keys), KEY_CHUNK):
             chunk = ", ".join(sql_literal(k) for k in keys[i : i + KEY_CHUNK])
             parts.append(
                 ds.to_table(
-                    columns=cols, filter=f"{lookup.on} IN ({chunk})", with_row_address=bool(blobs)
+                    columns=cols, filter=f"{lookup.on} IN ({chunk})", with_row_address=blobs
                 )
             )
         out_schema = pa.schema(
@@ -135,17 +152,11 @@ class LookupReader:
         index: dict[Any, int] = {}
         for i, k in enumerate(tbl.column(lookup.on).to_pylist()):
             index.setdefault(k, i)  # a key twice in the other table: its first row
-        for c in blobs:
-            addrs = tbl.column(ADDR).to_pylist()
-            paths = self.blobs.paths(lookup.table, c, addrs, ds) if addrs else []
-            tbl = tbl.append_column(c, pa.array(paths, pa.string()))
-        return index, tbl.select(list(lookup.columns))
+        return index, tbl.select(plain + ([ADDR] if blobs else []))
 
 
-def _merge(
-    a: tuple[dict[Any, int], pa.Table], b: tuple[dict[Any, int], pa.Table]
-) -> tuple[dict[Any, int], pa.Table]:
-    """Rows read from the pinned version plus those the refresh found."""
+def _merge(a: Found, b: Found) -> Found:
+    """The rows of `a`, then those of `b` whose keys `a` lacks."""
     index, table = dict(a[0]), a[1]
     shift = table.num_rows
     for k, i in b[0].items():

@@ -6,10 +6,10 @@ from __future__ import annotations
 import lance
 import pyarrow as pa
 import pytest
-
-import sila
 from sila.coordinator import lookups
 from sila.coordinator.inputs import BlobMaterializer
+
+import sila
 from sila.errors import ContractError
 from sila.schema import blob_field
 from sila.stage import Lookup, Stage
@@ -76,8 +76,11 @@ def test_keys_appended_after_the_pin_are_found_by_one_refresh(lake, monkeypatch)
     with open(cols["sources.media"][0].as_py(), "rb") as fh:
         assert fh.read() == b"bytes of late"
     assert reader.refreshes == 1  # moved once; an unknown key does not refresh again
-    reader.columns(lk, ["nowhere"], pinned["sources"])
-    assert reader.refreshes == 1
+    assert reader.scanned == 3 + 2 + 2  # "late", "nowhere" twice (pin, latest); "a" kept
+    cols = reader.columns(lk, ["nowhere", "late", "a"], pinned["sources"])
+    assert reader.refreshes == 1 and reader.scanned == 7 + 1  # only "nowhere" again
+    with open(cols["sources.media"][2].as_py(), "rb") as fh:
+        assert fh.read() == b"bytes of a"
     blobs.close()
 
 
