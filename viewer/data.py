@@ -236,14 +236,19 @@ def random_rows(table: str, cols: list[str], where: str | None, n: int, seed: in
 
 
 def take_rows(table: str, row_ids: list[int], cols: list[str]) -> pa.Table:
+    """The rows with these row ids (plus `_rowid`), in the order given; blobs never read."""
     ds = dataset(table)
     cols = _safe_columns(table, cols)
     if not row_ids:
         return pa.table({c: pa.array([], ds.schema.field(c).type) for c in cols}).append_column(
             "_rowid", pa.array([], pa.uint64())
         )
-    out = ds._take_rows(list(row_ids), columns=cols)
-    return out.append_column("_rowid", pa.array(row_ids, pa.uint64()))
+    # a `_rowid IN (...)` filter reads only the matching rows (public API, no private take)
+    where = "_rowid IN (" + ", ".join(str(int(r)) for r in row_ids) + ")"
+    got = ds.to_table(columns=cols, filter=where, with_row_id=True)
+    at = {r: i for i, r in enumerate(got["_rowid"].to_pylist())}
+    order = [at[r] for r in row_ids if r in at]  # the caller's order
+    return got.take(pa.array(order, pa.int64()))
 
 
 def quote(value: str) -> str:
@@ -322,123 +327,6 @@ def to_display(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
         return f"<{len(value):,} bytes>"
     return value
-
-
-# -- lake-wide state: status, coverage, versions, jobs -------------------------------------------
-@st.cache_data(ttl=STATUS_TTL, show_spinner=False, max_entries=8)
-def _status(uri: str) -> dict:
-    from sila.coordinator.ops.status import lake_status
-
-    return lake_status(lake())
-
-
-def status() -> dict:
-    """`sila status` (coordinator.status.lake_status): per stage done/pending/errors/stale."""
-    return _status(lake_uri())
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _coverage(uri: str, table: str, ver: int) -> list[dict]:
-    ds = lake().table(table, version=ver)
-
-    def ids(f) -> set[int]:
-        out = {f.id()}
-        for c in f.children():
-            out |= ids(c)
-        return out
-
-    fields = {f.name(): ids(f) for f in ds.lance_schema.fields()}
-    rows_with: dict[str, int] = dict.fromkeys(fields, 0)
-    total = 0
-    for frag in ds.get_fragments():  # manifest only: data files list the field ids they hold
-        have: set[int] = set()
-        for df in frag.data_files():
-            have.update(df.fields)
-        n = frag.count_rows()
-        total += n
-        for name, fids in fields.items():
-            if fids & have:
-                rows_with[name] += n
-    by_name = {c.name: c for c in columns_of(ds.schema)}
-    return [
-        {
-            "column": name,
-            "stage": by_name[name].group if name in by_name else "base",
-            "coverage": (rows_with[name] / total) if total else 0.0,
-            "rows": rows_with[name],
-        }
-        for name in fields
-    ]
-
-
-def column_coverage(table: str) -> list[dict]:
-    """Per column: the fraction of rows in fragments whose data files hold it (no data read)."""
-    return _coverage(lake_uri(), table, version(table))
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _versions(uri: str, table: str, ver: int) -> list[dict]:
-    out = []
-    for v in lake().table(table, version=ver).versions():
-        meta = v.get("metadata") or {}
-        out.append(
-            {
-                "version": v["version"],
-                "time": v["timestamp"],
-                "rows": int(meta.get("total_rows", 0) or 0),
-                "fragments": int(meta.get("total_fragments", 0) or 0),
-            }
-        )
-    return out
-
-
-def versions(table: str) -> list[dict]:
-    """Every committed version with its rows and fragments (manifest summaries, no scan)."""
-    return _versions(lake_uri(), table, version(table))
-
-
-@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=8)
-def _jobs(uri: str, limit: int) -> list[dict]:
-    from sila.coordinator.ops.jobs import JobLog
-
-    return JobLog(lake().store).all()[-limit:][::-1]
-
-
-@st.cache_data(ttl=LIVE_TTL, show_spinner=False, max_entries=8)
-def _leases(uri: str) -> list[dict]:
-    import time
-
-    from sila.coordinator.leases import LeaseStore
-
-    now = time.time()
-    out = []
-    for lease in LeaseStore(lake().store).live():  # one listing of live leases, no table read
-        out.append(
-            {
-                "table": lease.get("table"),
-                "stage": lease.get("stage"),
-                "fragment": lease.get("fragment"),
-                "gen": lease.get("gen"),
-                "owner": lease.get("owner"),
-                "job": lease.get("job"),
-                "age_s": round(now - lease.get("acquired_at", now), 1),
-                "heartbeat_lag_s": round(
-                    now - lease.get("renewed_at", lease.get("acquired_at", now)), 1
-                ),
-                "segments_done": lease.get("segments_done", 0),
-            }
-        )
-    return out
-
-
-def leases() -> list[dict]:
-    """Live leases right now (the same fields `sila status` shows)."""
-    return _leases(lake_uri())
-
-
-def jobs(limit: int = 20) -> list[dict]:
-    """The newest job records from `_sila/jobs/`, metrics (per-pool figures) included."""
-    return _jobs(lake_uri(), limit)
 
 
 def columns_owner(table: str, column: str) -> str | None:

@@ -7,7 +7,7 @@ import time
 import altair as alt
 import pandas as pd
 import streamlit as st
-from sila.viewer import data
+from sila.viewer import data, lake_state
 from sila.viewer.components import missing, plot
 
 STAGE_KEYS = (
@@ -26,7 +26,7 @@ def render() -> None:
     if not names:
         missing("The lake has no table: its sources table is", None, "sources")
         return
-    status = data.status()
+    status = lake_state.status()
     tables = status.get("tables", {})
     cols = st.columns(len(names))
     for col, name in zip(cols, names, strict=True):
@@ -132,7 +132,7 @@ def _versions(names: list[str]) -> None:
     st.subheader("Versions over time")
     frames = []
     for name in names:
-        v = pd.DataFrame(data.versions(name))
+        v = pd.DataFrame(lake_state.versions(name))
         if not v.empty:
             v["table"] = name
             frames.append(v)
@@ -160,7 +160,7 @@ def _column_coverage(names: list[str]) -> None:
     st.subheader("Column coverage (from fragment metadata)")
     for name, tab in zip(names, st.tabs(names), strict=True):
         with tab:
-            df = pd.DataFrame(data.column_coverage(name))
+            df = pd.DataFrame(lake_state.column_coverage(name))
             if df.empty:
                 st.caption("no columns")
                 continue
@@ -182,12 +182,12 @@ def _column_coverage(names: list[str]) -> None:
 @st.fragment(run_every=5)
 def _live() -> None:
     st.subheader("Live leases and recent jobs")
-    leases = data.leases()
+    leases = lake_state.leases()
     if leases:
         st.dataframe(pd.DataFrame(leases), hide_index=True, width="stretch")
     else:
         st.caption("no live lease: nothing is running on this lake right now")
-    jobs = data.jobs()
+    jobs = lake_state.jobs()
     if not jobs:
         st.caption("no job records yet")
         return

@@ -79,9 +79,9 @@ def test_overview_shows_tables_stages_coverage_versions_leases_jobs(view_env, li
 
 def test_column_coverage_comes_from_fragment_metadata(view_env):
     """The late ingest is one fragment without thumbnail data files: coverage says so exactly."""
-    from sila.viewer import data
+    from sila.viewer import lake_state
 
-    cov = {c["column"]: c for c in data.column_coverage("sources")}
+    cov = {c["column"]: c for c in lake_state.column_coverage("sources")}
     rows = view_env.table("sources").count_rows()
     assert cov["id"]["rows"] == rows
     assert cov["thumbnail"]["rows"] == rows - 1
@@ -279,14 +279,14 @@ def test_pages_never_write_and_never_read_a_blob_column_whole(view_env, monkeypa
 
         def wrapper(self, *args, **kwargs):
             cols = kwargs.get("columns")
-            if cols is None and name in ("take", "_take_rows") and len(args) > 1:
+            if cols is None and name == "take" and len(args) > 1:
                 cols = args[1]
             calls.append((name, None if cols is None else list(cols)))
             return real(self, *args, **kwargs)
 
         monkeypatch.setattr(lance.LanceDataset, name, wrapper)
 
-    for name in ("to_table", "take", "_take_rows"):
+    for name in ("to_table", "take"):
         spy(name)
     clear_caches()
     clip = _clip(view_env)
