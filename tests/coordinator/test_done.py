@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-
 from sila.coordinator.columns import prepare_columns
 from sila.coordinator.discovery import (
     StageProgress,
@@ -22,8 +21,9 @@ from sila.coordinator.discovery import (
 )
 from sila.coordinator.options import WorkerOptions
 from sila.coordinator.run import _rollback_columns
-from sila.coordinator.state import DONE, GONE, PARTIAL, PENDING
+from sila.coordinator.state import DONE, GONE, PARTIAL
 from sila.coordinator.worker import FragmentWorker
+
 from sila.column_stamp import stamp_columns
 from sila.errors import StaleColumnsError
 from sila.registry import resolve
