@@ -125,8 +125,9 @@ def _row_identity(
     cols = [c for c in ("id", "uri", "source_id") if c in names]
     if not cols:
         return None, None
-    try:
-        row = ds._take_rows([addr], columns=cols).to_pylist()[0]
+    try:  # a row address is <fragment id> << 32 | <offset in the fragment>
+        frag = ds.get_fragment(addr >> 32)
+        row = frag.take([addr & 0xFFFFFFFF], columns=cols).to_pylist()[0]
     except Exception:  # noqa: BLE001 - a description must never fail the job
         return None, None
     source = row.get("uri")
