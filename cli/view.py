@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import sila.viewer as viewer_pkg
 import typer
 from sila.cli.output import console, fail, handle_errors
 
 from sila.lake import Lake, default_lake_uri
 
-APP = Path(__file__).resolve().parents[1] / "viewer" / "app.py"
+APP = Path(viewer_pkg.__file__).with_name("app.py")  # ships in the wheel as sila/viewer/app.py
 
 
 def streamlit_argv(app: Path, host: str, port: int) -> list[str]:
@@ -47,11 +48,6 @@ def view(
     ] = None,
 ) -> None:
     """Browse the lake in a browser: coverage, samples (clips play), search, duplicates, plots."""
-    import sila.viewer as viewer_pkg
-
-    app = Path(viewer_pkg.__file__).with_name("app.py")
-    if not app.is_file():
-        app = APP
     opts = {}
     for item in storage_option or []:
         k, sep, v = item.partition("=")
@@ -78,5 +74,5 @@ def view(
         )
     console.print(f"SILA viewer on http://{host}:{port} for {lk.uri} (read-only; Ctrl-C stops)")
     sys.stdout.flush()
-    argv = streamlit_argv(app, host, port)
+    argv = streamlit_argv(APP, host, port)
     os.execve(argv[0], argv, env)  # the server is this process: a kill stops it, nothing lingers
