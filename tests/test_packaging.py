@@ -36,7 +36,7 @@ def expected_wheel_files() -> set[str]:
     out = set()
     for pkg, folder in package_dirs().items():
         for f in folder.iterdir():
-            if f.is_file() and f.suffix != ".pyc":
+            if f.is_file() and f.suffix != ".pyc" and not f.name.startswith("."):  # editor temps
                 out.add(pkg.replace(".", "/") + "/" + f.name)
     return out
 
