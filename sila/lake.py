@@ -9,6 +9,8 @@ lake.sql("select media_kind, count(*) from sources group by 1")
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +27,24 @@ from sila.coordinator.store import (
 from sila.errors import LakeError
 
 LANCE_SUFFIX = ".lance"
+MAX_SESSIONS = 8  # lakes whose caches a process keeps (a process usually works on one)
+
+_sessions: OrderedDict[str, lance.Session] = OrderedDict()
+_sessions_lock = threading.Lock()
+
+
+def lake_session(uri: str) -> lance.Session:
+    """The one Lance session of the lake at `uri` in this process: every open of its tables
+    shares its caches (manifests, file metadata, indexes), so the ~dozens of opens of one run
+    read each immutable object once. Several `Lake` objects for one URI share it."""
+    with _sessions_lock:
+        session = _sessions.get(uri)
+        if session is None:
+            session = _sessions[uri] = lance.Session()
+            while len(_sessions) > MAX_SESSIONS:
+                _sessions.popitem(last=False)
+        _sessions.move_to_end(uri)
+        return session
 
 
 def default_lake_uri() -> str:
@@ -61,6 +81,11 @@ class Lake:
         return self
 
     @property
+    def session(self) -> lance.Session:
+        """The Lance session every open of this lake's tables shares (`lake_session`)."""
+        return lake_session(self.uri)
+
+    @property
     def store(self) -> Store:
         if self._store is None:
             self._store = Store(self.uri, self.storage_options)
@@ -86,7 +111,10 @@ class Lake:
         """The Lance dataset of a table (fresh: the latest committed version)."""
         try:
             return lance.dataset(
-                self.table_uri(name), version=version, storage_options=self.storage_options or None
+                self.table_uri(name),
+                version=version,
+                storage_options=self.storage_options or None,
+                session=self.session,
             )
         except (ValueError, OSError, RuntimeError) as e:
             if not self.has_table(name):
@@ -105,7 +133,11 @@ class Lake:
         ensure_local_dir(self.uri)
         tbl = data if isinstance(data, pa.Table) else data.empty_table()
         return lance.write_dataset(
-            tbl, self.table_uri(name), mode="create", storage_options=self.storage_options or None
+            tbl,
+            self.table_uri(name),
+            mode="create",
+            storage_options=self.storage_options or None,
+            session=self.session,
         )
 
     # -- the public verbs (same code path as the CLI) -------------------------------------------
