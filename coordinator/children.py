@@ -34,7 +34,6 @@ from sila.schema import owned
 log = logging.getLogger(__name__)
 
 ADDR = "_rowaddr"
-DEFAULT_ROWS_PER_FRAGMENT = 64
 ATTEMPTS = 20
 
 
@@ -67,7 +66,7 @@ def append_children(
     `parents` are the ids of the parent rows just computed (also those that produced no child:
     their old children go). Without it, the parents are those named by the children."""
     children = _conform(stage_cls, children)
-    key = getattr(stage_cls, "child_parent_key", "source_id")
+    key = stage_cls.child_parent_key
     if key not in children.schema.names:  # no parent column: children are only ever added
         key, parents = "id", children.column("id").to_pylist()
     elif parents is None:
@@ -96,7 +95,7 @@ def _quote(values: list[str]) -> str:
 
 def _replace(lake: Lake, ds, stage_cls, key: str, parents: list[str], children: pa.Table) -> int:
     names = children.schema.names
-    mutable = [n for n in getattr(stage_cls, "child_mutable_fields", ()) if n in names]
+    mutable = [n for n in stage_cls.child_mutable_fields if n in names]
     old = (
         ds.to_table(
             columns=["id", *mutable], filter=f"{key} IN ({_quote(parents)})", with_row_address=True
@@ -197,7 +196,7 @@ def _new_fragments(ds, stage_cls, rows: pa.Table, mutable: list[str]) -> list:
     """`rows` as fragments of at most `child_rows_per_fragment` rows, two data files each."""
     if not rows.num_rows:
         return []
-    cap = int(getattr(stage_cls, "child_rows_per_fragment", DEFAULT_ROWS_PER_FRAGMENT))
+    cap = int(stage_cls.child_rows_per_fragment)
     stable = [n for n in rows.schema.names if n not in mutable]
     # The stable file goes first: a fragment's identity is its first data file, and a
     # downstream stage's staleness check keys on the first file holding the upstream stage's

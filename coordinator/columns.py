@@ -8,10 +8,20 @@ from dataclasses import dataclass
 
 import lance
 import pyarrow as pa
+from sila.coordinator.lookups import check_lookups
 
 from sila.errors import ContractError, LakeError, StaleColumnsError
 from sila.lake import Lake
-from sila.schema import check_ownership, owned, owner, type_matches, version_of
+from sila.schema import (
+    SPEC_KEY,
+    STAGE_KEY,
+    VERSION_KEY,
+    check_ownership,
+    owned,
+    owner,
+    type_matches,
+    version_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +30,10 @@ IDENTITY = b"sila.identity"  # the work identity the columns were created under 
 
 
 def declared_fields(stage_cls, identity: str | None = None) -> list[pa.Field]:
-    spec = stage_cls.__dict__.get("__sila_spec__")
+    """The stage's output fields with their ownership metadata. `stage_cls`: the job's stage
+    instance (its version follows its settings and rules) or, outside a job, its class."""
+    cls = stage_cls if isinstance(stage_cls, type) else type(stage_cls)
+    spec = cls.__dict__.get("__sila_spec__")
     fields = owned(
         stage_cls.output_fields(),
         stage_cls.name,
@@ -37,20 +50,9 @@ def declared_fields(stage_cls, identity: str | None = None) -> list[pa.Field]:
 
 def check_inputs(lake: Lake, stage_cls, ds: lance.LanceDataset) -> None:
     names = set(ds.schema.names)
+    check_lookups(lake, stage_cls, names)  # declared join keys; a dotted input names `Lookup`
     for col in stage_cls.inputs:
-        if "." in col:
-            other, ocol = col.split(".", 1)
-            key = f"{other.removesuffix('s')}_id"
-            if key not in names:
-                raise ContractError(
-                    f"stage '{stage_cls.name}': input '{col}' joins on column '{key}', "
-                    f"which table '{stage_cls.table}' does not have"
-                )
-            if ocol not in lake.table(other).schema.names:
-                raise ContractError(
-                    f"stage '{stage_cls.name}': input '{col}': table '{other}' has no column '{ocol}'"
-                )
-        elif col not in names:
+        if col not in names:
             raise ContractError(
                 f"stage '{stage_cls.name}': input column '{col}' does not exist in table "
                 f"'{stage_cls.table}' (columns: {', '.join(sorted(names))}); run the stage that "
@@ -152,15 +154,13 @@ def reset_columns(
     """Drop and re-add the stage's columns once per job (metadata only); idempotent across the
     job's workers: the new fields carry the job id, so a second worker sees the reset done."""
     marker = job.encode()
-    fields = [
-        f.with_metadata({**(f.metadata or {}), RESET_JOB: marker})
-        for f in declared_fields(stage_cls, identity)
-    ]
+    declared = declared_fields(stage_cls, identity)
     for attempt in range(10):
         ds = lake.table(stage_cls.table)
         existing = [f for f in ds.schema if owner(f) == stage_cls.name]
         if existing and all((f.metadata or {}).get(RESET_JOB) == marker for f in existing):
             return ds
+        fields = _with_stamped_facts(declared, existing, marker)
         try:
             if existing:
                 log.warning(
@@ -179,3 +179,16 @@ def reset_columns(
         StageRecords(lake.store, stage_cls.table, stage_cls.name).clear()
         return lake.table(stage_cls.table)
     raise LakeError(f"could not reset the columns of stage '{stage_cls.name}'")
+
+
+def _with_stamped_facts(
+    declared: list[pa.Field], existing: list[pa.Field], marker: bytes
+) -> list[pa.Field]:
+    """`declared` fields marked with the reset's job, carrying over the facts the platform
+    stamped on the columns after `setup()` (`Stage.column_facts`): the re-created columns say
+    how their values are made, as the dropped ones did. Ownership, version, spec and identity
+    are the declared ones: they describe this run's columns, not the dropped ones."""
+    platform = {STAGE_KEY, VERSION_KEY, SPEC_KEY, IDENTITY, RESET_JOB}
+    meta = (existing[0].metadata or {}) if existing else {}
+    stamped = {k: v for k, v in meta.items() if k not in platform}
+    return [f.with_metadata({**(f.metadata or {}), **stamped, RESET_JOB: marker}) for f in declared]

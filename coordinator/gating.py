@@ -1,8 +1,13 @@
-"""Gating: a stage's row filter resolved at run start from the decision columns that exist.
+"""Gating: a stage's row filter resolved once per job from the decision columns that exist.
 
 Filters write `<filter>_keep` (bool; null = undecided). An expensive stage (a captioner) skips
 rows some filter rejected; a filter that never ran has no column and gates nothing, an
-undecided row (null) is kept. A stage opts in by defining `resolve_where(schema)`.
+undecided row (null) is kept. A stage opts in by declaring `Stage.gate()`.
+
+The job's effective row filter (the class's declared `where` and the gate resolved on the
+job's schema) is carried by the job's stage *instance* (`bind_gate`): row selection,
+dependencies and the where hash read `stage.where` from that instance. The class is never
+changed, so two jobs of one stage class in a process never see each other's gate.
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from sila.errors import SilaError
 from sila.schema import owner
+from sila.stage import Stage
 
 
 def decision_columns(schema: pa.Schema) -> list[str]:
@@ -34,43 +41,25 @@ def decision_where(schema: pa.Schema, gate: Any) -> str | None:
     elif isinstance(gate, list | tuple):
         cols = [c for c in gate if c in schema.names]
     else:
-        from sila.errors import SilaError
-
         raise SilaError(f"gate must be 'auto', 'none' or a list of columns, got {gate!r}")
     return " AND ".join(f"({c} IS NOT FALSE)" for c in cols) or None
 
 
-def stage_where(stage, schema: pa.Schema) -> str | None:
-    """The stage's own `where` combined with what its `resolve_where(schema)` adds."""
+def gate_where(stage: Stage, schema: pa.Schema) -> str | None:
+    """The predicate the stage's declared `gate()` resolves to on `schema` (None: no gate)."""
+    return decision_where(schema, stage.gate())
+
+
+def stage_where(stage: Stage, schema: pa.Schema) -> str | None:
+    """The stage class's declared `where` combined with its gate resolved on `schema`."""
     from sila.coordinator.inputs import combine_where
 
-    hook = getattr(stage, "resolve_where", None)
-    own, gate = type(stage).where, hook(schema) if callable(hook) else None
+    own, gate = type(stage).where, gate_where(stage, schema)
     return combine_where(own, gate) if own and gate else own or gate
 
 
-def apply_gate(stage, schema: pa.Schema):
-    """`stage`, its class's `where` replaced by the one resolved for `schema` (when the stage
-    has `resolve_where`): every part of the platform that reads `type(stage).where` (row
-    selection, dependencies, the where hash of fragment records) then sees the gate."""
-    if not callable(getattr(stage, "resolve_where", None)):
-        return stage
-    cls = type(stage)
-    where = stage_where(stage, schema)
-    if where == cls.where:
-        return stage
-    base = getattr(cls, "__sila_gated_from__", cls)
-    gated = type(
-        base.__name__,
-        (base,),
-        {
-            "where": where,
-            "__module__": base.__module__,
-            "__qualname__": base.__qualname__,
-            "__sila_gated_from__": base,
-            # the code version stays the base class's (a dynamic class has no source)
-            "version": base.resolved_version(),
-        },
-    )
-    stage.__class__ = gated
+def bind_gate(stage: Stage, schema: pa.Schema) -> Stage:
+    """Give the job's stage instance its effective row filter for `schema` (instance state,
+    idempotent: always derived from the class's declared `where`); returns `stage`."""
+    stage.where = stage_where(stage, schema)  # type: ignore[misc]  # per instance, by design
     return stage

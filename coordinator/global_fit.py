@@ -18,7 +18,7 @@ def ensure_fit(lake, cls, stage, recompute: bool) -> bool:
     (e.g. a later ingest) are assigned against the stored fit: an existing group and its
     representative are never rewritten.
     """
-    if not getattr(cls, "is_global", False):
+    if not cls.is_global:
         return recompute
     store = FitStore(lake, cls.table, cls.name)
     current = store.current()
@@ -32,6 +32,8 @@ def ensure_fit(lake, cls, stage, recompute: bool) -> bool:
         lake, FitContext(seed=cls.fit_seed, sample_rows=cls.fit_sample_rows, lake_uri=lake.uri)
     )
     fit.signature = sig
+    # what the fit learned about its input, stamped on the columns by every assign worker
+    fit.summary.setdefault("column_facts", stage.fit_facts(lake))
     fit.summary.setdefault("fit_s", round(time.monotonic() - t0, 2))
     store.save(fit)
     stage.fit_id = fit.fit_id

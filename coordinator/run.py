@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from sila.coordinator.columns import prepare_columns
-from sila.coordinator.discovery import split_fragments
+from sila.coordinator.discovery import holding_values
+from sila.coordinator.gating import bind_gate
 from sila.coordinator.global_fit import ensure_fit
 from sila.coordinator.ops.dry_run import gating_summary
 from sila.coordinator.ops.jobs import JobFailureLog, JobLog, JobRecord, new_job_id
@@ -67,16 +68,18 @@ def run_stage(lake, spec, options: RunOptions | None = None, **overrides: Any) -
     stage = cls(**conf)  # validates settings before anything is written
     run.recompute = ensure_fit(lake, cls, stage, run.recompute)  # global stages: fit first
     identity = stage.work_identity()
-    columns = prepare_columns(lake, cls, recompute=run.recompute, identity=identity)
+    # the instance, not the class: its version follows its settings (a filter's rules)
+    columns = prepare_columns(lake, stage, recompute=run.recompute, identity=identity)
     job = JobRecord(
-        new_job_id(cls.name), cls.name, cls.table, cls.resolved_version(), executor, run.workers
+        new_job_id(cls.name), cls.name, cls.table, stage.resolved_version(), executor, run.workers
     )
     job.identity, job.settings = identity, _jsonable(redact_settings(stage.config))
     job.where = run.where
     gating = gating_summary(stage, columns.ds)  # a gated stage: what the gate saves
     if gating is not None:
         job.metrics["gating"] = gating
-    due, deferred = _due(lake, cls, identity, columns.ds, run.retry_errors, columns.reset)
+    bind_gate(stage, columns.ds.schema)  # the job's row filter, as its workers will see it
+    due, deferred = _due(lake, stage, identity, columns.ds, run.retry_errors, columns.reset)
     job.progress.fragments_total, job.progress.fragments_deferred = due, deferred
     jobs = JobLog(lake.store)
     failures = JobFailureLog(lake.store, job.job)
@@ -103,8 +106,8 @@ def run_stage(lake, spec, options: RunOptions | None = None, **overrides: Any) -
                 jobs.write(job)
                 last_write[0] = time.monotonic()
 
-    if not opts.endpoint_url and stage.config.get("endpoint_urls"):
-        opts.endpoint_url = stage.config["endpoint_urls"][0]  # servers the recipe names: start none
+    if not opts.endpoint_url and stage.endpoint_urls():
+        opts.endpoint_url = stage.endpoint_urls()[0]  # servers the stage names: start none
     try:
         with view, _local_endpoint(cls, opts, executor) as url:
             opts.endpoint_url = url
@@ -137,7 +140,7 @@ def run_stage(lake, spec, options: RunOptions | None = None, **overrides: Any) -
     except Exception as e:
         job.state, job.message = "failed", f"{type(e).__name__}: {e}"
         if columns.created and job.progress.fragments_done == 0:
-            _rollback_columns(lake, cls)  # only what this run created, and only if unused
+            _rollback_columns(lake, stage)  # only what this run created, and only if unused
         raise
     finally:
         job.ended_at = time.time()
@@ -158,6 +161,8 @@ def _due(lake, cls, identity: str, ds, retry_errors: bool, reset: bool) -> tuple
 
 
 def classify_table(lake, cls, identity: str | None, ds=None):
+    """Every fragment's work for a stage (`cls`: the job's stage instance, which carries its
+    row filter, or a class outside a job)."""
     ds = ds if ds is not None else lake.table(cls.table)
     deps = dependencies(ds.schema, cls)
     upstream = {u: StageRecords(lake.store, cls.table, u).load() for u in deps.all}
@@ -174,9 +179,8 @@ def _jsonable(conf: dict) -> dict:
 def _rollback_columns(lake, cls) -> None:
     """A run that created the stage's columns and committed nothing leaves the schema as it was."""
     ds = lake.table(cls.table)
-    done, _ = split_fragments(ds, cls.name)
-    if done:
-        return  # a concurrent job committed into them: keep
+    if holding_values(ds, cls):
+        return  # a concurrent job committed into them (a partial `--where` run too): keep
     names = [f.name for f in cls.output_fields() if f.name in ds.schema.names]
     try:
         ds.drop_columns(names)

@@ -1,19 +1,16 @@
 """Facts a stage learns only at setup (the model really loaded, random weights, a fit id),
 written into its columns' field metadata so the table says how each column was made.
 
-`SetupFacts.record_facts` stamps the existing columns (a metadata-only commit, retried on a
-concurrent commit) and keeps the facts on the class, so columns the coordinator re-creates
-later in this process (a `--recompute` reset) carry them too. Which fragments hold values of
-other facts is the coordinator's per-fragment work identity (the stage's `model_identity`).
+A stage declares them (`Stage.column_facts()`); the platform stamps them onto the existing
+columns after `setup()` (a metadata-only commit, retried on a concurrent commit) and carries
+them over when it re-creates the columns (a `--recompute` reset). Which fragments hold values
+of other facts is the coordinator's per-fragment work identity (the stage's `model_identity`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import ClassVar
-
-import pyarrow as pa
 
 from sila.errors import StaleColumnsError
 from sila.schema import owner
@@ -29,22 +26,14 @@ def column_facts(ds, stage: str) -> dict[str, str]:
     return {}
 
 
-class SetupFacts:
-    """Mixin for a Stage whose column metadata depends on what `setup` found."""
-
-    _setup_facts: ClassVar[dict[str, str]] = {}
-
-    @classmethod
-    def output_fields(cls) -> list[pa.Field]:
-        fields = super().output_fields()  # type: ignore[misc]
-        extra = {k.encode(): v.encode() for k, v in cls._setup_facts.items()}
-        return (
-            [f.with_metadata({**(f.metadata or {}), **extra}) for f in fields] if extra else fields
-        )
-
-    def record_facts(self, lake, facts: dict[str, str]) -> None:
-        type(self)._setup_facts = dict(facts)
-        stamp_columns(lake, self.table, self.name, facts)  # type: ignore[attr-defined]
+def table_facts(schema) -> dict[str, dict[str, str]]:
+    """Every stage's column facts on a table, by stage name (what `StageContext.facts` holds)."""
+    out: dict[str, dict[str, str]] = {}
+    for f in schema:
+        st = owner(f)
+        if st is not None and st not in out:
+            out[st] = {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}
+    return out
 
 
 def stamp_columns(
@@ -55,9 +44,9 @@ def stamp_columns(
     `guarded` keys must not change while fragments hold outputs: a change raises
     StaleColumnsError naming `sila run STAGE --recompute`.
     """
-    from sila.coordinator.discovery import split_fragments
+    from sila.coordinator.discovery import holding_values
 
-    if not lake.has_table(table):
+    if not facts or not lake.has_table(table):
         return
     for attempt in range(20):
         ds = lake.table(table)
@@ -69,7 +58,7 @@ def stamp_columns(
             return
         changed = [k for k in guarded or [] if k in have and have[k] != facts.get(k)]
         if changed:
-            done, _ = split_fragments(ds, stage)
+            done = holding_values(ds, stage)  # done or not: values a change would mix with
             if done:
                 was = ", ".join(f"{k}={have[k]}" for k in changed)
                 now = ", ".join(f"{k}={facts.get(k)}" for k in changed)

@@ -13,9 +13,10 @@ threshold re-runs the (cheap) decision stage and never the signal stages that fe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -75,28 +76,30 @@ def logic_part(version: str) -> str:
     return version.split("+r", 1)[0]
 
 
+class _ClassOrInstance:
+    """A method called on the class (`fn(cls, None)`) or on an instance (`fn(cls, self)`)."""
+
+    def __init__(self, fn: Callable[[type, Any], Any]) -> None:
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj: Any, cls: type) -> Callable[[], Any]:
+        return functools.partial(self.fn, cls, obj)
+
+
 class SettingsVersion:
     """Mixin for a Stage whose settings change what its columns mean (rules, models).
 
     The version recorded on the columns (and checkpoints, job records) is ``logic_version`` plus
-    a digest of the settings named by ``version_keys`` (None: all of them), as the run has them:
-    a changed threshold or model is a new version, so the platform recomputes the stage's rows
-    (and only this stage's). Operational settings (timeouts) stay out of ``version_keys``.
+    a digest of the settings named by ``version_keys`` (None: all of them), as the instance has
+    them: a changed threshold or model is a new version, so the platform recomputes the stage's
+    rows (and only this stage's). Operational settings (timeouts) stay out of ``version_keys``.
+    A pure function of class + settings: asked of the class, it is the default rules' version;
+    asked of an instance, its own rules' (building an instance never changes another's).
     """
 
     logic_version: ClassVar[str] = "1"
     version_keys: ClassVar[tuple[str, ...] | None] = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._active_rules = None
-
-    def __init__(self, **overrides: Any) -> None:
-        super().__init__(**overrides)
-        # The platform asks the class for its version (columns, checkpoints, job record) after
-        # building the instance with the recipe's settings: bind those rules to the class so the
-        # recorded version is the version of the rules that actually ran.
-        type(self)._active_rules = self._rules(self.config)
 
     @classmethod
     def _rules(cls, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -105,11 +108,13 @@ class SettingsVersion:
 
     @classmethod
     def rules_version(cls, rules: Mapping[str, Any]) -> str:
+        """The version of the stage under `rules` (settings over the defaults)."""
         return f"{cls.logic_version}+r{rules_digest(cls._rules({**cls.settings, **rules}))}"
 
-    @classmethod
-    def resolved_version(cls) -> str:
-        return cls.rules_version(cls.__dict__.get("_active_rules") or cls.settings)
+    @_ClassOrInstance
+    def resolved_version(cls, self: Any = None) -> str:  # noqa: N805 - see _ClassOrInstance
+        """The rules version of this instance's settings (of the defaults, asked of the class)."""
+        return cls.rules_version(self.config if self is not None else cls.settings)
 
     @classmethod
     def version_is_explicit(cls) -> bool:

@@ -4,9 +4,10 @@ A `GlobalStage` adds `fit(lake, ctx) -> Fit` to the Stage contract. The coordina
 (`sila.coordinator.global_fit.ensure_fit`) runs the fit before the job when there is none, when
 the stage's settings or version changed, or on `--recompute` (= refit), and stores it,
 versioned, under `_sila/fits/<table>/<stage>/<fit_id>/`. The assign pass is an ordinary
-enrich pass through the usual leases, segments and commits: `setup(ctx)` loads the current fit
-(`self.fit_state`) and stamps its id into the columns' metadata (`sila.fit`), so a column is
-never half one fit and half another. Rows added later are assigned against the stored fit.
+enrich pass through the usual leases, segments and commits: the platform hands `setup(ctx)`
+the current fit (`ctx.fit`, kept as `self.fit_state`), and stamps its id into the columns'
+metadata (`sila.fit`, from `column_facts()`), so a column is never half one fit and half
+another. Rows added later are assigned against the stored fit.
 
 Used by `dedup` (k-means centroids + groups) and meant for normalisers (per-dimension
 statistics fitted on a sample, applied per row).
@@ -20,7 +21,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from sila.column_stamp import SetupFacts
 from sila.errors import SilaError
 from sila.stage import Stage, StageContext
 
@@ -96,12 +96,15 @@ class FitStore:
         return fit
 
 
-class GlobalStage(SetupFacts, Stage):
+class GlobalStage(Stage):
     """A stage that needs the whole table: `fit` first (once), then a per-fragment assign."""
 
     is_global: ClassVar[bool] = True
     fit_sample_rows: ClassVar[int] = 100_000
     fit_seed: ClassVar[int] = 0
+    # set per instance: by the coordinator once it knows the fit, and by `setup` from ctx.fit
+    fit_state: Fit | None = None
+    fit_id: str | None = None
 
     def fit(self, lake, ctx: FitContext) -> Fit:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -109,26 +112,33 @@ class GlobalStage(SetupFacts, Stage):
     def fit_signature(self) -> str:
         """What makes two fits interchangeable: the stage's version and effective settings."""
         conf = json.dumps(self.config, sort_keys=True, default=str)
-        return f"{type(self).resolved_version()}|{conf}"
+        return f"{self.resolved_version()}|{conf}"
 
     def setup(self, ctx: StageContext) -> None:
-        lake = ctx.lake()
-        fit = FitStore(lake, self.table, self.name).current()
+        fit = ctx.fit
         if fit is None:
             raise SilaError(
                 f"stage '{self.name}' has no fit yet; run it with `sila run {self.name}` (the "
                 "coordinator fits before assigning)"
             )
         self.fit_state, self.fit_id = fit, fit.fit_id
-        self.record_facts(lake, {"sila.fit": fit.fit_id, **self.fit_facts(lake)})
         self.load_fit(fit, ctx)
+
+    def column_facts(self) -> dict[str, str]:
+        """The fit the columns were assigned against, and what the fit recorded about its input
+        (`fit_facts`, kept in the fit's summary)."""
+        fit = self.fit_state
+        if fit is None:  # setup did not run in this worker (a step that needs no setup)
+            return {}
+        return {"sila.fit": fit.fit_id, **fit.summary.get("column_facts", {})}
 
     def model_identity(self) -> str | None:
         """The fit is part of the work: rows assigned under another fit are stale."""
-        return f"{self.model}#fit={getattr(self, 'fit_id', None)}"
+        return f"{self.model}#fit={self.fit_id}"
 
     def fit_facts(self, lake) -> dict[str, str]:
-        """Extra column metadata, e.g. that the vectors it grouped came from random weights."""
+        """Extra column metadata learned at fit time, e.g. that the vectors it grouped came from
+        random weights: stored with the fit and stamped on the columns assigned against it."""
         return {}
 
     def load_fit(self, fit: Fit, ctx: StageContext) -> None:

@@ -95,12 +95,6 @@ class StageContext:
     fit: Any = None
     device: str = "cpu"  # "cuda" where the step was given a GPU (or inline with CUDA present)
 
-    def lake(self):
-        """Open the lake (for stages that read another table, e.g. a dedup fit)."""
-        from sila.lake import Lake
-
-        return Lake(self.lake_uri, storage_options=self.storage_options)
-
 
 class Stage:
     """Base class of every stage, built-in or user-defined.

@@ -5,8 +5,10 @@ vectors, every row assigned to its nearest centroid, near-duplicates grouped ins
 cluster (cosine >= 1 - eps), one representative per group chosen by the `quality` column
 (highest first, ties by id), plus an eps sweep. Assign (per fragment, the usual leases and
 commits): rows the fit saw get its answer; rows added later go to the nearest stored centroid
-and join the group of the most similar committed representative within eps, else start their
-own group: an existing representative is never displaced (refit with `--recompute`).
+and join the group of the most similar representative of the fit (its vectors are stored with
+it: the assign pass reads no table) or of an earlier new row of the same segment within eps,
+else start their own group: an existing representative is never displaced (refit with
+`--recompute` to regroup everything).
 Filters never delete: `dedup_keep` says which rows a training set keeps.
 """
 
@@ -83,7 +85,7 @@ class Dedup(GlobalStage):
     inputs = ["id", "embedding"]
     outputs = dedup_outputs("dedup")
     where = "embedding IS NOT NULL"
-    version = "1"
+    version = "2"  # 2: the fit stores its representatives' vectors
     model = "semdedup/faiss-kmeans"
     segment_rows = 4096
     settings = {
@@ -137,7 +139,13 @@ class Dedup(GlobalStage):
             "column": self.vector_column,
             "quality": quality,
         }
-        return Fit({"centroids.npy": _npy(centroids), "assignments.arrow": _ipc(table)}, summary)
+        files = {
+            "centroids.npy": _npy(centroids),
+            "assignments.arrow": _ipc(table),
+            # in the order of the kept rows of `assignments`: what later rows are grouped against
+            "representatives.npy": _npy(vecs[res.keep].astype(np.float32)),
+        }
+        return Fit(files, summary)
 
     def fit_facts(self, lake) -> dict[str, str]:
         from sila.column_stamp import column_facts
@@ -152,7 +160,13 @@ class Dedup(GlobalStage):
         self.centroids = np.load(io.BytesIO(fit.files["centroids.npy"]), allow_pickle=False)
         self.assigned = pa.ipc.open_file(pa.py_buffer(fit.files["assignments.arrow"])).read_all()
         self.assigned_ids = self.assigned.column("id").combine_chunks()
-        self.lake = ctx.lake()
+        rep_vecs = np.load(io.BytesIO(fit.files["representatives.npy"]), allow_pickle=False)
+        kept = self.assigned.column("keep").to_numpy(zero_copy_only=False).astype(bool)
+        rep_ids = np.asarray(self.assigned.column("id").to_pylist(), dtype=object)[kept]
+        rep_cl = self.assigned.column("cluster").to_numpy(zero_copy_only=False)[kept]
+        self.reps = {
+            int(c): (rep_ids[rep_cl == c], rep_vecs[rep_cl == c]) for c in set(rep_cl.tolist())
+        }
 
     def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
         p = self.name
@@ -187,10 +201,9 @@ class Dedup(GlobalStage):
             np.stack([np.asarray(col[int(i)].values.to_numpy(), np.float32) for i in new])
         )
         clusters = nearest_centroid(self.centroids, vecs)
-        reps = self._representatives(sorted(set(clusters.tolist())))
         for c in sorted(set(clusters.tolist())):
             mine = np.flatnonzero(clusters == c)
-            rep_ids, rep_vecs = reps.get(
+            rep_ids, rep_vecs = self.reps.get(
                 c, (np.zeros(0, object), np.zeros((0, vecs.shape[1]), np.float32))
             )
             # the committed representatives first (never displaced), then the new rows by id
@@ -213,24 +226,6 @@ class Dedup(GlobalStage):
                 out[f"{p}_of"][i] = None if rep == at else str(all_ids[rep])
                 s = g.similarity[at]
                 out[f"{p}_similarity"][i] = None if np.isnan(s) else float(s)
-
-    def _representatives(self, clusters: list[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """Committed representatives of `clusters` (ids, unit vectors), from the table."""
-        p = self.name
-        ds = self.lake.table(self.table)
-        where = f"{p}_keep AND {p}_cluster IN ({', '.join(map(str, clusters))})"
-        t = ds.to_table(columns=["id", self.vector_column, f"{p}_cluster"], filter=where)
-        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if not t.num_rows:
-            return out
-        col = t.column(self.vector_column).combine_chunks()
-        v = normalize(col.flatten().to_numpy().reshape(-1, col.type.list_size))
-        cl = t.column(f"{p}_cluster").to_numpy()
-        tid = np.asarray(t.column("id").to_pylist(), dtype=object)
-        for c in set(cl.tolist()):
-            m = cl == c
-            out[int(c)] = (tid[m], v[m])
-        return out
 
 
 class FingerprintDedup(Dedup):

@@ -83,7 +83,7 @@ class Normalize(GlobalStage):
     inputs = ["actions", "action_mask"]
     outputs = [pa.field("actions_norm", pa.list_(pa.list_(pa.float32())))]  # steps x ACTION_DIM
     where = "actions IS NOT NULL"
-    also_reads = ["split"]  # the fit uses the rows assigned to train (sila pipeline orders by it)
+    fit_reads = ["split"]  # the fit uses the rows assigned to train (sila pipeline orders by it)
     version = "1"
     settings = {"method": "quantile"}  # or "meanstd"
 
@@ -112,16 +112,14 @@ class Normalize(GlobalStage):
         return Fit({"stats.json": buf.getvalue()}, {"scope": scope, "rows": len(rows)})
 
     def load_fit(self, fit: Fit, ctx) -> None:
-        from sila.column_stamp import stamp_columns
-
         self.stats = json.loads(fit.files["stats.json"])
-        stamp_columns(
-            ctx.lake(),
-            self.table,
-            self.name,
-            {"sila.normalize_scope": self.stats["scope"]},
-            guarded=[],
-        )
+
+    def column_facts(self) -> dict[str, str]:
+        """The fit's facts plus which rows its statistics came from (train or all)."""
+        facts = super().column_facts()
+        if self.fit_state is not None:
+            facts["sila.normalize_scope"] = self.stats["scope"]
+        return facts
 
     def compute(self, batch: pa.RecordBatch):
         out = []

@@ -7,7 +7,8 @@ from concurrent.futures import Future
 
 import pyarrow as pa
 from sila.coordinator.inputs import BlobMaterializer, InputPlan, materialize
-from sila.coordinator.steps import SegmentResult, run_steps, setup_stage
+from sila.coordinator.stage_setup import set_up
+from sila.coordinator.steps import SegmentResult, run_steps
 
 from sila.lake import Lake
 from sila.stage import Stage, StageContext
@@ -21,7 +22,7 @@ class LocalRunner:
         self.blobs = BlobMaterializer(lake)
 
     def start(self) -> None:
-        setup_stage(self.stage, self.ctx)  # its failure fails the job, naming the stage's words
+        set_up(self.lake, self.stage, self.ctx)  # its failure fails the job, in the stage's words
 
     def __call__(self, plan: InputPlan, part: pa.RecordBatch) -> SegmentResult:
         try:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 from sila.coordinator.inputs import InputPlan
-from sila.coordinator.steps import SegmentResult, setup_stage
+from sila.coordinator.stage_setup import set_up
+from sila.coordinator.steps import SegmentResult
 
 from sila.errors import ContractError, SilaError, StageFailed
 from sila.stage import Resources, Stage, StageContext
@@ -72,7 +73,7 @@ class StepActor:
             from sila.endpoints.serve import endpoint_url_for_current_node
 
             self.ctx.endpoint_url = endpoint_url_for_current_node(self.stage.endpoint)
-        setup_stage(self.stage, self.ctx)
+        set_up(self.blobs.lake, self.stage, self.ctx)  # context filled, facts stamped after
         self.ready = True
 
     def run(self, payload, plan: InputPlan | None, part: pa.RecordBatch | None):

@@ -66,9 +66,9 @@ def count_gate(ds, fragments, gate: str | None, run_where: str | None) -> tuple[
 def gating_summary(stage, ds) -> dict[str, Any] | None:
     """For the job record of a gated stage: the resolved gate and what it saves (over the
     fragments not yet done). None for stages without a gate."""
-    gate = stage_where(stage, ds.schema)
-    if gate is None and not callable(getattr(stage, "resolve_where", None)):
+    if stage.gate() is None:
         return None
+    gate = stage_where(stage, ds.schema)
     _, pending = split_fragments(ds, type(stage).name)
     rows, gated, _ = count_gate(ds, pending, gate, None)
     per_row = _calls_per_row(stage)
@@ -81,8 +81,8 @@ def gating_summary(stage, ds) -> dict[str, Any] | None:
 
 
 def _calls_per_row(stage) -> int | None:
-    fn = getattr(stage, "model_calls_per_row", None)
-    return int(fn()) if callable(fn) else None
+    """The stage's declared model calls per row; None for a stage that makes none."""
+    return int(stage.model_calls_per_row()) or None
 
 
 def plan_run(lake, spec, options=None, **overrides: Any) -> RunPlan:
@@ -108,7 +108,7 @@ def plan_run(lake, spec, options=None, **overrides: Any) -> RunPlan:
     gate = stage_where(stage, ds.schema)
     rows, gated, todo = count_gate(ds, pending, gate, run_where)
     per_row = _calls_per_row(stage)
-    endpoint = run.endpoint_url or next(iter(stage.config.get("endpoint_urls") or []), None)
+    endpoint = run.endpoint_url or next(iter(stage.endpoint_urls()), None)
     if endpoint is None and cls.endpoint is not None:
         endpoint = "launched per node: " + " ".join(cls.endpoint.command)
     return RunPlan(
@@ -138,7 +138,7 @@ def endpoint_skip_reason(spec, recipe: str | None = None, endpoint_url: str | No
     cls = resolve(spec)
     if cls.endpoint is None or endpoint_url:
         return None
-    if stage_settings(load_recipe(recipe), cls.name, None).get("endpoint_urls"):
+    if cls(**stage_settings(load_recipe(recipe), cls.name, None)).endpoint_urls():
         return None
     launcher = cls.endpoint.command[0]
     if shutil.which(launcher):

@@ -1,7 +1,8 @@
 """`sila pipeline run RECIPE`: every stage of a recipe, in the order its data dependencies give.
 
 The order is derived, never hand-written: a stage depends on the stages that write the columns
-its `inputs` and `where` read, and on the explode stage that creates its table. Stages whose
+it declares it reads (`input_columns()`, `where`, `fit_reads`, `lookups`, `gate()`), and on the
+explode stage that creates its table. Stages whose
 dependencies allow it run at the same time as separate lease-coordinated jobs: a downstream job
 takes the fragments its upstream has already committed (the coordinator defers the rest) and
 runs again until every upstream job has ended, so one pass of the pipeline leaves nothing to do.
@@ -18,9 +19,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from sila.errors import SilaError
-from sila.recipe import load_recipe
+from sila.recipe import load_recipe, stage_settings
 from sila.registry import resolve
+from sila.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -36,51 +40,72 @@ class Node:
     cls: type
     after: set[str] = field(default_factory=set)
     why: dict[str, str] = field(default_factory=dict)  # upstream -> the column that ties them
+    stage: Stage | None = None  # built with the recipe's settings: its declared reads
 
 
-def read_columns(cls) -> set[tuple[str, str]]:
-    """(table, column) pairs a stage reads: its inputs and the identifiers of its `where`."""
+def read_columns(
+    stage: Stage, decisions: set[tuple[str, str]] = frozenset()
+) -> set[tuple[str, str]]:
+    """(table, column) pairs a stage reads, all of them declared: `input_columns()`, the
+    identifiers of its `where`, a global stage's `fit_reads`, its lookups (their columns and
+    join keys) and its `gate()` ("auto": every decision column in `decisions`)."""
+    cls = type(stage)
     out: set[tuple[str, str]] = set()
-    for name in cls.inputs:
+    for name in stage.input_columns():
         table, dot, col = name.partition(".")
         out.add((table, col) if dot else (cls.table, name))
-    # `also_reads`: columns a stage reads outside `inputs` (a global stage's fit, say)
-    wheres = [
-        getattr(cls, "where", None),
-        *getattr(cls, "gate_columns", ()),
-        *getattr(cls, "also_reads", ()),
-    ]
-    for w in wheres:
+    for w in [cls.where, *stage.fit_reads]:
         for tok in _IDENT.findall(w or ""):
             table, dot, col = tok.partition(".")
             out.add((table, col) if dot else (cls.table, tok))
+    for lk in stage.lookups:
+        out |= {(lk.table, c) for c in (*lk.columns, lk.on)} | {(cls.table, lk.key)}
+    gate = stage.gate()
+    if gate == "auto":
+        out |= {tc for tc in decisions if tc[0] == cls.table}
+    elif isinstance(gate, list | tuple):
+        out |= {(cls.table, c) for c in gate}
     return out
 
 
 def written_columns(cls) -> set[tuple[str, str]]:
+    """(table, column) pairs a stage writes: its outputs and an explode stage's child rows."""
     out = {(cls.table, f.name) for f in cls.output_fields()}
-    if getattr(cls, "kind", "enrich") == "explode" and cls.child_table:
+    if cls.kind == "explode" and cls.child_table:
         out |= {(cls.child_table, f.name) for f in cls.child_fields}
     return out
 
 
-def plan(specs: list[str]) -> list[Node]:
-    """Nodes in a dependency order (ties keep the recipe's order); cycles are refused."""
+def decision_outputs(cls) -> set[tuple[str, str]]:
+    """The `<name>_keep` decisions a stage writes (what an "auto" gate waits for)."""
+    return {
+        (cls.table, f.name)
+        for f in cls.outputs
+        if f.name.endswith("_keep") and pa.types.is_boolean(f.type)
+    }
+
+
+def plan(specs: list[str], recipe: dict[str, Any] | None = None) -> list[Node]:
+    """Nodes in a dependency order (ties keep the recipe's order); cycles are refused. Each
+    stage is built with the recipe's settings, since what it reads may follow them."""
     nodes = {}
     for spec in specs:
         cls = resolve(spec)
         if cls.name in nodes:
             raise SilaError(f"stage '{cls.name}' appears twice in the pipeline")
-        nodes[cls.name] = Node(cls.name, spec, cls)
+        stage = cls(**stage_settings(recipe or {}, cls.name, None))
+        nodes[cls.name] = Node(cls.name, spec, cls, stage=stage)
     writers: dict[tuple[str, str], str] = {}
     creators: dict[str, set[str]] = {}  # table -> explode stages that create its rows
+    decisions: set[tuple[str, str]] = set()
     for n in nodes.values():
         for tc in written_columns(n.cls):
             writers.setdefault(tc, n.name)
-        if getattr(n.cls, "kind", "enrich") == "explode" and n.cls.child_table:
+        decisions |= decision_outputs(n.cls)
+        if n.cls.kind == "explode" and n.cls.child_table:
             creators.setdefault(n.cls.child_table, set()).add(n.name)
     for n in nodes.values():
-        for tc in read_columns(n.cls):
+        for tc in read_columns(n.stage, decisions - decision_outputs(n.cls)):
             w = writers.get(tc)
             if w and w != n.name:
                 n.after.add(w)
@@ -172,7 +197,7 @@ def run_pipeline(
     doc = load_recipe(recipe)
     pipeline_id = f"{time.strftime('%Y%m%dT%H%M%S')}-pipeline-{uuid.uuid4().hex[:6]}"
     run_options.setdefault("progress", False)
-    nodes = select(plan(recipe_stages(doc)), only, until)
+    nodes = select(plan(recipe_stages(doc), doc), only, until)
     outcomes = {n.name: StageOutcome(n.name) for n in nodes}
     ended = {n.name: threading.Event() for n in nodes}
     in_run = {n.name for n in nodes}
@@ -276,14 +301,11 @@ def _endpoint_missing(spec: str, recipe: str, url: str | None) -> str | None:
 
 def _may_overlap(node: Node, upstream_cls) -> bool:
     """True when `node` may run while `upstream` still runs and stay exact."""
-    if getattr(node.cls, "is_global", False):
+    if node.cls.is_global:
         return False  # its fit reads the whole table: the upstream must have finished
-    if (
-        getattr(upstream_cls, "kind", "enrich") == "explode"
-        and upstream_cls.child_table == node.cls.table
-    ):
+    if upstream_cls.kind == "explode" and upstream_cls.child_table == node.cls.table:
         parent_outputs = {(upstream_cls.table, f.name) for f in upstream_cls.output_fields()}
-        return not (read_columns(node.cls) & parent_outputs)
+        return not (read_columns(node.stage) & parent_outputs)
     return _coordinator_defers()
 
 

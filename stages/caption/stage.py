@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from sila.coordinator.gating import decision_where
 from sila.stages.caption import frames as frames_mod
 from sila.stages.caption.client import EndpointOptions, Endpoints, Usage, ask_json, validator_for
 from sila.stages.caption.prompt import (
@@ -123,18 +122,18 @@ class Caption(Stage):
          "api_key_env", "api_key", "raw_chars", "decode_threads"}
     )  # fmt: skip
 
-    def work_identity(self) -> str:
-        full = self.config
-        self.config = {k: v for k, v in full.items() if k not in self.OPERATIONAL}
-        try:
-            return super().work_identity()
-        finally:
-            self.config = full
+    def identity_settings(self) -> dict[str, Any]:
+        """Every setting but the OPERATIONAL ones: they change how, not what, is captioned."""
+        return {k: v for k, v in self.config.items() if k not in self.OPERATIONAL}
 
-    def resolve_where(self, schema: pa.Schema) -> str | None:
-        """Rows worth a model call, from the decision columns the table has now (a filter
-        never run gates nothing); recorded in the job record."""
-        return decision_where(schema, self.config["gate"])
+    def gate(self) -> str | list[str] | None:
+        """Rows worth a model call: the `gate` setting, resolved by the platform on the decision
+        columns the table has when the job starts (a filter never run gates nothing)."""
+        return self.config["gate"]
+
+    def endpoint_urls(self) -> list[str]:
+        """The servers the recipe names (failover order): the platform then starts none."""
+        return list(self.config["endpoint_urls"] or [])
 
     def model_calls_per_row(self) -> int:
         """First-attempt model calls per captioned row (repairs come on top)."""

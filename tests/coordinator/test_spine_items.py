@@ -286,7 +286,8 @@ class Size(Stage):
     def compute(self, batch):
         if not self.appended:  # another job ingests while this one runs
             self.appended = True
-            lake = self.ctx.lake()
+            from sila.lake import Lake
+            lake = Lake(self.ctx.lake_uri, storage_options=self.ctx.storage_options)
             extra = pa.table({"id": ["late0", "late1"], "media": [b"abc", b"defgh"]},
                              schema=pa.schema([pa.field("id", pa.string()), blob_field("media")]))
             lance.write_dataset(extra, lake.table_uri("files"), mode="append",

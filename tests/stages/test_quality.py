@@ -134,9 +134,8 @@ def test_a_user_filter_in_a_few_lines():
     assert [f.name for f in Loud.outputs] == ["loud_keep", "loud_reasons"]
     out = Loud(min=0.5).compute(pa.RecordBatch.from_pylist([{"max_abs": 0.9}, {"max_abs": 0.2}]))
     assert out["loud_keep"] == [True, False] and out["loud_reasons"] == [[], ["quiet"]]
-    assert Loud.resolved_version() == Loud.rules_version({"min": 0.5})
-    Loud()
-    assert Loud.resolved_version() == Loud.rules_version({"min": 0.1})
+    assert Loud(min=0.5).resolved_version() == Loud.rules_version({"min": 0.5})
+    assert Loud.resolved_version() == Loud.rules_version({"min": 0.1})  # the defaults
 
 
 def test_quality_tags_from_rules():
