@@ -17,7 +17,6 @@ import pyarrow as pa
 from sila.stages.audio_policy import STEMS
 from sila.stages.signals.audio_metrics import SR, MusicMeter, SilenceMeter, SileroVad, silence_stats
 from sila.stages.signals.scorers import load_scorer, scorer_identity
-from sila.stages.signals.video_signals import _stamp
 
 from sila.errors import RowError
 from sila.filters import SettingsVersion
@@ -101,7 +100,11 @@ class AudioSignals(SettingsVersion, Stage):
         if not cfg["music_scorer"]:
             facts["sila.scorer.music"] = "sila.stages.signals.audio_metrics.MusicMeter"
         facts["sila.scorer.speech"] = self.vad.name
-        _stamp(ctx, self.table, self.name, facts)
+        self.facts = facts  # stamped on the columns by the platform (column_facts)
+
+    def column_facts(self) -> dict[str, str]:
+        """Which model produced each audio score column (the version follows them)."""
+        return dict(self.facts)
 
     def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
         out: dict[str, list] = {f.name: [] for f in self.output_fields()}

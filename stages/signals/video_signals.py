@@ -126,8 +126,11 @@ class VideoSignals(SettingsVersion, Stage):
             for s in SCORERS
         }
         facts["sila.scorer.ocr"] = getattr(self.ocr, "name", ocr) if self.ocr else "none"
-        self.facts = facts
-        _stamp(ctx, self.table, self.name, facts)
+        self.facts = facts  # stamped on the columns by the platform (column_facts)
+
+    def column_facts(self) -> dict[str, str]:
+        """Which scorer produced each model-score column (the version follows them)."""
+        return dict(self.facts)
 
     def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
         out: dict[str, list] = {f.name: [] for f in self.output_fields()}
@@ -206,15 +209,3 @@ class VideoSignals(SettingsVersion, Stage):
         if (v.get("border_ratio") or 0.0) >= float(cfg["tag_border"]):
             tags.append("border")
         return tags
-
-
-def _stamp(ctx: StageContext, table: str, stage: str, facts: dict[str, str]) -> None:
-    """Record which scorer produced the model-score columns (column metadata)."""
-    try:
-        from sila.column_stamp import stamp_columns
-    except ImportError:  # an older platform without column facts: the log line says it
-        log.info("%s scorers: %s", stage, facts)
-        return
-    lake = ctx.lake()
-    if lake.has_table(table):  # else: the stage runs outside a lake (a notebook, a benchmark)
-        stamp_columns(lake, table, stage, facts, guarded=[])  # the version follows them
