@@ -1,6 +1,8 @@
 """The Ray executor: the driver claims fragments, loads segments, writes and commits; the
 stage's preprocess / compute / postprocess run in separate Ray actor pools (ray_pools.py), each
-with its own worker count and resources, the data passing between them by reference. In-flight
+with its own worker count and resources, the data passing between them by reference. Declared
+resources are mapped onto the cluster found: a GPU step gets GPU actors where the cluster has
+GPUs and runs on CPU where it has none (never an actor that cannot be scheduled). In-flight
 work per pool is bounded, so a slow compute pool throttles loading instead of flooding the
 object store. A setup failure fails the job before any claim; a crash is narrowed to its rows.
 """
@@ -11,9 +13,16 @@ import logging
 import math
 import os
 import threading
+from dataclasses import replace
 
 import pyarrow as pa
-from sila.coordinator.executors.ray_pools import STEPS, Pool, StepActor, needs_setup
+from sila.coordinator.executors.ray_pools import (
+    STEPS,
+    Pool,
+    StepActor,
+    needs_setup,
+    step_resources,
+)
 from sila.coordinator.inputs import InputPlan
 from sila.coordinator.steps import SegmentResult, crashed_rows, merge_results
 from sila.coordinator.worker import FragmentWorker, WorkerOptions
@@ -72,12 +81,30 @@ def _reachable(address: str) -> bool:
         return False
 
 
-def steps_of(cls: type[Stage]) -> list[str]:
-    """Pools the stage needs: one per step it implements (an identity step needs no pool), or a
-    single fused "all" pool when its steps ask for the same CPU-only resources: then separate
-    pools would only add object-store round trips (Ray Data fuses such operators too)."""
-    steps = [s for s in STEPS if s == "compute" or getattr(cls, s) is not getattr(Stage, s)]
-    res = {getattr(cls, f"{s}_resources") for s in steps}
+def implemented_steps(cls: type[Stage]) -> list[str]:
+    """The steps a stage implements (compute always: an identity step needs no pool)."""
+    own = {
+        "preprocess": cls.preprocess is not Stage.preprocess,
+        "compute": True,
+        "postprocess": cls.postprocess is not Stage.postprocess,
+    }
+    return [s for s in STEPS if own[s]]
+
+
+def placed_resources(cls: type[Stage], step: str, gpus: float) -> Resources:
+    """A step's declared resources on a cluster with `gpus` GPUs: a GPU request the cluster
+    cannot meet becomes a CPU worker (the model then loads on "cpu"), never an actor that waits
+    forever for a GPU."""
+    r = step_resources(cls, step)
+    return replace(r, gpus=0.0) if r.gpus and r.gpus > gpus else r
+
+
+def steps_of(cls: type[Stage], gpus: float) -> list[str]:
+    """Pools the stage needs: one per step it implements, or a single fused "all" pool when its
+    steps ask for the same CPU-only resources on this cluster: then separate pools would only
+    add object-store round trips (Ray Data fuses such operators too)."""
+    steps = implemented_steps(cls)
+    res = {placed_resources(cls, s, gpus) for s in steps}
     if len(steps) > 1 and len(res) == 1 and not next(iter(res)).gpus:
         return ["all"]
     return steps
@@ -86,34 +113,40 @@ def steps_of(cls: type[Stage]) -> list[str]:
 def plan_pools(cls: type[Stage], cluster: dict) -> dict[str, Resources]:
     """Worker count and resources per pool, never demanding more than the cluster has."""
     cpus, gpus = float(cluster.get("CPU", 1)), float(cluster.get("GPU", 0))
-    steps = steps_of(cls)
-    res = {s: getattr(cls, f"{'compute' if s == 'all' else s}_resources") for s in steps}
+    steps = steps_of(cls, gpus)
+    res = {s: placed_resources(cls, "compute" if s == "all" else s, gpus) for s in steps}
+    for s in steps:
+        if step_resources(cls, s).gpus and not res[s].gpus:
+            log.warning(
+                "stage '%s' %s asks for %g GPU(s) per worker; the Ray cluster has %g: it runs "
+                "on CPU", cls.name, "compute" if s == "all" else s, step_resources(cls, s).gpus, gpus,
+            )  # fmt: skip
     counts: dict[str, int] = {}
     for s, r in res.items():
         if r.workers:
             counts[s] = r.workers
         elif r.gpus:
-            counts[s] = max(1, int(gpus // r.gpus)) if gpus else 1
+            counts[s] = max(1, int(gpus // r.gpus))
         elif s in ("compute", "all"):
             counts[s] = max(1, int((cpus - (len(steps) - 1)) // max(r.cpus, 1e-3)))
         else:
             counts[s] = 1
     demand = sum(counts[s] * res[s].cpus for s in steps)
     scale = min(1.0, cpus / demand) if demand else 1.0  # small machines: share cores fractionally
-    out = {}
-    for s in steps:
-        r = res[s]
-        if r.gpus and r.gpus > gpus:
-            raise SilaError(
-                f"stage '{cls.name}' {s} needs {r.gpus} GPU(s) per worker; the Ray cluster has {gpus:g}"
-            )
-        out[s] = Resources(
-            cpus=math.floor(r.cpus * scale * 1000) / 1000,
-            gpus=r.gpus,
-            memory_gb=r.memory_gb,
+    return {
+        s: Resources(
+            cpus=math.floor(res[s].cpus * scale * 1000) / 1000,
+            gpus=res[s].gpus,
+            memory_gb=res[s].memory_gb,
             workers=counts[s],
         )
-    return out
+        for s in steps
+    }
+
+
+def step_device(r: Resources) -> str:
+    """The device a pool's stage computes on: "cuda" where its actors were given a GPU."""
+    return "cuda" if r.gpus else "cpu"
 
 
 class RayRunner:
@@ -234,6 +267,7 @@ def run_ray(
             opts.endpoint_url,
             f"ray-{step}",
             opts.allow_random_weights,
+            device=step_device(r),
         )
 
         def make(actor_cls=actor_cls, ctx=ctx, step=step):

@@ -28,7 +28,7 @@ STEPS = ("preprocess", "compute", "postprocess")
 
 def setup_steps(cls: type[Stage]) -> tuple[str, ...]:
     """Steps whose workers run `setup()`: a stage's `setup_steps`, by default compute only."""
-    steps = tuple(getattr(cls, "setup_steps", ("compute",)))
+    steps = tuple(cls.setup_steps)
     unknown = set(steps) - set(STEPS)
     if unknown:
         raise ContractError(
@@ -38,7 +38,29 @@ def setup_steps(cls: type[Stage]) -> tuple[str, ...]:
 
 
 def needs_setup(cls: type[Stage], step: str) -> bool:
+    """Whether the actors of `step` ("all" = the fused pool) run the stage's `setup()`."""
     return step == "all" or step in setup_steps(cls)
+
+
+def step_resources(cls: type[Stage], step: str) -> Resources:
+    """What a stage declares for one step (the fused "all" pool: its compute resources)."""
+    return {
+        "preprocess": cls.preprocess_resources,
+        "compute": cls.compute_resources,
+        "all": cls.compute_resources,
+        "postprocess": cls.postprocess_resources,
+    }[step]
+
+
+def run_step(stage: Stage, step: str, payload):
+    """One declared step of `stage` on `payload` ("all": the three in order)."""
+    if step == "all":
+        return stage.postprocess(stage.compute(stage.preprocess(payload)))
+    return {
+        "preprocess": stage.preprocess,
+        "compute": stage.compute,
+        "postprocess": stage.postprocess,
+    }[step](payload)
 
 
 class StepActor:
@@ -85,11 +107,7 @@ class StepActor:
         try:
             if plan is not None:
                 payload = materialize(plan, part, self.blobs)
-            if self.step == "all":
-                out = self.stage.postprocess(self.stage.compute(self.stage.preprocess(payload)))
-            else:
-                out = getattr(self.stage, self.step)(payload)
-            return True, out
+            return True, run_step(self.stage, self.step, payload)
         finally:
             self.blobs.trim()
             self.busy += time.perf_counter() - t0

@@ -191,8 +191,8 @@ def test_pool_plan_fits_the_cluster():
     assert plan["compute"].gpus == 1 and plan["compute"].workers == 1 and "postprocess" not in plan
     plan = plan_pools(Heavy, {"CPU": 64.0, "GPU": 4.0})
     assert plan["compute"].workers == 4 and plan["preprocess"].cpus == 2
-    with pytest.raises(sila.SilaError, match="needs 1 GPU"):
-        plan_pools(Heavy, {"CPU": 8.0})
+    plan = plan_pools(Heavy, {"CPU": 8.0})  # no GPU: compute runs on CPU, never unschedulable
+    assert plan["compute"].gpus == 0 and plan["compute"].workers >= 1
 
 
 class Heavy(sila.Stage):
