@@ -11,6 +11,7 @@ from sila.coordinator.stage_setup import set_up
 from sila.coordinator.steps import SegmentResult, run_steps
 
 from sila.lake import Lake
+from sila.model import local_device
 from sila.stage import Stage, StageContext
 
 
@@ -19,6 +20,7 @@ class LocalRunner:
 
     def __init__(self, lake: Lake, stage: Stage, ctx: StageContext) -> None:
         self.lake, self.stage, self.ctx = lake, stage, ctx
+        ctx.device = local_device(type(stage))  # cuda for a GPU stage when CUDA is here
         self.blobs = BlobMaterializer(lake)
 
     def start(self) -> None:
