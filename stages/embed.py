@@ -129,7 +129,8 @@ class Embed(Stage):
     def preprocess(self, batch: pa.RecordBatch) -> Prepared:
         cfg = self.config
         pixels, errors = [], []
-        for path in batch.column("video").to_pylist():
+        for row in batch.to_pylist():
+            path = row["video"]
             try:
                 if not path:
                     raise RowError("the clip has no video (transcode did not produce one)")
@@ -138,9 +139,9 @@ class Embed(Stage):
                 )
                 pixels.append(np.stack([center_crop(f, self.image_size) for f in frames]))
                 errors.append(None)
-            except RowError as e:
+            except self.error_policy.row_errors as e:  # the row's answer is its error
                 pixels.append(None)
-                errors.append(str(e))
+                errors.append(self.row_error_message(e, row))
         return Prepared(pixels, errors)
 
     def compute(self, prepared: Prepared) -> dict[str, list]:

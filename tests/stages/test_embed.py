@@ -54,7 +54,7 @@ def test_random_weights_are_flagged_then_real_weights_require_recompute(
     t = lake.table("clips").to_table(columns=["id", "embedding", "embed_frames", "embed_error"])
     rows = {r["id"]: r for r in t.to_pylist()}
     bad = rows.pop("bad/0-1")
-    assert bad["embedding"] is None and "does not open" in bad["embed_error"]
+    assert bad["embedding"] is None and "could not open" in bad["embed_error"]
     assert "/tmp/sila-blobs" not in bad["embed_error"]  # never a temporary copy's path
     for r in rows.values():
         assert r["embed_error"] is None and r["embed_frames"] == 4
