@@ -15,6 +15,7 @@ the stage's records, never a data scan (LANCE_NOTES 5).
 from __future__ import annotations
 
 import lance
+from sila.coordinator.gating import bind_gate
 from sila.coordinator.state import (
     DEFERRED,
     DONE,
@@ -30,11 +31,14 @@ from sila.coordinator.state import (
 )
 from sila.coordinator.store import Store
 
+from sila.errors import SilaError
 from sila.schema import owner, spec_of, version_of
+from sila.stage import Stage
 
 __all__ = [
     "FragmentRef",
     "StageProgress",
+    "as_run_binds",
     "column_versions",
     "fragment_ref",
     "fragment_states",
@@ -100,11 +104,16 @@ def _reset(w: FragmentWork) -> FragmentWork:
 
 
 def fragment_states(
-    ds: lance.LanceDataset, stage, store: Store | None = None, identity: str | None = None
+    ds: lance.LanceDataset,
+    stage,
+    store: Store | None = None,
+    identity: str | None = None,
+    settings: dict | None = None,
 ) -> list[FragmentWork]:
-    """Every fragment of `ds` as `stage` (a stage class or instance, or a name whose class the
-    columns' metadata names) sees it: see `StageProgress`."""
-    return StageProgress(store, _stage(ds, stage), identity).all(ds)
+    """Every fragment of `ds` as `stage` sees it: see `StageProgress`. `stage` is a job's stage
+    instance, a stage class or a name whose class the columns' metadata names; a class is judged
+    as a run binds it: built with `settings` (e.g. its latest job's) and gated on `ds`."""
+    return StageProgress(store, as_run_binds(ds, stage, settings), identity).all(ds)
 
 
 def split_fragments(
@@ -156,5 +165,17 @@ def _stand_in(ds: lance.LanceDataset, stage: str):
     return type("UnknownStage", (), {"name": stage, "inputs": [], "where": None, "table": table})
 
 
-def _stage(ds: lance.LanceDataset, stage):
-    return stage_class_of(ds, stage) if isinstance(stage, str) else stage
+def as_run_binds(ds: lance.LanceDataset, stage, settings: dict | None = None):
+    """`stage` as a run's workers see it: an instance carrying the `where` a job on `ds` would
+    bind (declared `where` plus its gate), so records written by runs judge alike here. A name
+    or a class is built with `settings` where they fit (JSON-safe values only), else defaults."""
+    if isinstance(stage, str):
+        stage = stage_class_of(ds, stage)
+    if not (isinstance(stage, type) and issubclass(stage, Stage)):
+        return stage  # an instance is bound by its job already; a stand-in reads nothing
+    plain = {k: v for k, v in (settings or {}).items() if k in stage.settings}
+    try:
+        instance = stage(**plain)
+    except SilaError:
+        instance = stage()
+    return bind_gate(instance, ds.schema)

@@ -30,8 +30,15 @@ def current_version(spec: str | None) -> str | None:
 STATUS_SCHEMA = "sila.status/1"  # docs/status-json.md; bump when a key changes meaning
 
 
-def table_status(ds, name: str, lake=None, identities: dict[str, str] | None = None) -> dict:
-    """One table's entry of `sila status --json` (schema: docs/status-json.md)."""
+def table_status(
+    ds,
+    name: str,
+    lake=None,
+    identities: dict[str, str] | None = None,
+    settings: dict[str, dict] | None = None,
+) -> dict:
+    """One table's entry of `sila status --json` (schema: docs/status-json.md). `identities` and
+    `settings`: per stage, its latest job's (what "stale" and the gate are judged against)."""
     frags = ds.get_fragments()
     frag_rows = {f.fragment_id: f.count_rows() for f in frags}  # metadata: physical - deleted
     rows = sum(frag_rows.values())
@@ -51,7 +58,8 @@ def table_status(ds, name: str, lake=None, identities: dict[str, str] | None = N
         # a stage whose version carries its rules (sila.filters.SettingsVersion) is not stale
         # when only its rules differ from the defaults: the settings identity covers that
         code_changed = bool(now and versions and logic_part(now) not in map(logic_part, versions))
-        counts = _fragment_states(ds, stage, lake, (identities or {}).get(stage))
+        last = ((identities or {}).get(stage), (settings or {}).get(stage))
+        counts = _fragment_states(ds, stage, lake, *last)
         err = f"{stage}_error"
         has_values = counts[DONE] + counts[PARTIAL] + counts[STALE]
         errors = ds.count_rows(filter=f"{err} IS NOT NULL") if err in names and has_values else 0
@@ -93,12 +101,12 @@ def table_status(ds, name: str, lake=None, identities: dict[str, str] | None = N
     return {"rows": rows, "fragments": len(frags), "version": ds.version, "stages": stages}
 
 
-def _fragment_states(ds, stage: str, lake, identity: str | None) -> dict:
+def _fragment_states(ds, stage: str, lake, identity: str | None, settings: dict | None) -> dict:
     """Counts of done / pending / partial / stale / deferred fragments, judged as a run judges
     them (discovery.fragment_states: manifest + records; without a lake, the manifest only)."""
     out = {DONE: 0, PENDING: 0, PARTIAL: 0, STALE: 0, DEFERRED: 0, "done_ids": [], "waiting": set()}
     store = lake.store if lake is not None else None
-    for w in fragment_states(ds, stage, store, identity):
+    for w in fragment_states(ds, stage, store, identity, settings):
         out[w.status] += 1
         if w.status == DONE:
             out["done_ids"].append(w.ref.id)
@@ -109,12 +117,15 @@ def _fragment_states(ds, stage: str, lake, identity: str | None) -> dict:
 def lake_status(lake) -> dict:
     jobs = JobLog(lake.store).all()
     identities = {}  # per stage: the settings identity of its latest job ("stale" is relative)
+    settings = {}  # per stage: its latest job's settings (its gate is judged with them)
     for j in jobs:
         if j.get("identity"):
             identities[j["stage"]] = j["identity"]
+        if j.get("settings"):
+            settings[j["stage"]] = j["settings"]
     out: dict = {"schema": STATUS_SCHEMA, "lake": lake.uri, "tables": {}}
     for name in lake.tables():
-        out["tables"][name] = table_status(lake.table(name), name, lake, identities)
+        out["tables"][name] = table_status(lake.table(name), name, lake, identities, settings)
     now = time.time()
     leases = []
     for lease in LeaseStore(lake.store).live():

@@ -38,6 +38,21 @@ class Scale(Stage):
     outputs = [pa.field("y", pa.float64())]
     def compute(self, batch):
         return {"y": pc.multiply(batch["x"], 2.0)}
+
+class Keep(Stage):  # a decision column
+    name = "keep"; table = "nums"; inputs = ["x"]; version = "1"
+    outputs = [pa.field("small_keep", pa.bool_())]
+    def compute(self, batch):
+        return {"small_keep": pc.less(batch["x"], 10.0)}
+
+class Gated(Stage):  # computes only rows no decision rejected
+    name = "gated"; table = "nums"; inputs = ["x"]; version = "1"
+    outputs = [pa.field("g", pa.float64())]
+    settings = {"gate": "auto"}
+    def gate(self):
+        return self.config["gate"]
+    def compute(self, batch):
+        return {"g": batch["x"]}
 """
 
 ROWS = 20  # per fragment; two fragments: x 0..19 on fragment 0, 20..39 on fragment 1
@@ -84,6 +99,19 @@ def test_discovery_and_status_call_a_where_run_partial(lake, scale):
     assert ([r.id for r in done], [r.id for r in not_done]) == ([1], [0])
     st = lake.status()["tables"]["nums"]["stages"]["scale"]
     assert (st["fragments_done"], st["fragments_partial"], st["fragments_pending"]) == (1, 1, 0)
+
+
+def test_status_judges_a_gated_stage_as_its_run_did(lake, scale):
+    gated = scale.replace(":Scale", ":Gated")
+    lake.run(scale.replace(":Scale", ":Keep"))
+    assert lake.run(gated)["progress"]["rows"] == 10  # the gate let fragment 0's x < 10 through
+    st = lake.status()["tables"]["nums"]["stages"]["gated"]
+    assert (st["fragments_done"], st["fragments_partial"]) == (2, 0)
+    assert lake.run(gated)["progress"]["rows"] == 0  # the run agrees: nothing left to do
+    ungated = lake.run(gated, settings={"gate": "none"})  # the latest job: no gate
+    assert ungated["progress"]["rows"] == 40  # other settings, another identity: every row
+    st = lake.status()["tables"]["nums"]["stages"]["gated"]
+    assert (st["fragments_done"], st["fragments_partial"]) == (2, 0)
 
 
 def test_a_claim_takes_a_fragment_a_peer_left_partial_and_lets_a_finished_one_go(lake, scale):
