@@ -106,3 +106,22 @@ def test_readme_layout_names_every_package():
     missing = [f for f in package_folders().values() if f"`{f}/`" not in text]
     assert not missing, f"README's Layout section does not name {missing}"
     assert "docs/architecture.md" in readme
+
+
+TOPS = (*RUNTIME, "datasets", "docs", "tests", "bench", "infra")
+
+
+def test_paths_named_in_the_docs_exist():
+    """Every repo path the README and docs/ name in backticks or links exists (no stale names
+    after a move)."""
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    tops = "|".join(TOPS)
+    pattern = re.compile(rf"`((?:{tops})/[\w./-]*)`|\]\(((?:{tops})/[\w./-]*)\)")
+    stale = []
+    for doc in docs:
+        for m in pattern.finditer(doc.read_text()):
+            path = m.group(1) or m.group(2)
+            base = doc.parent if m.group(2) and doc.parent != ROOT else ROOT
+            if not (base / path).exists() and not (ROOT / path).exists():
+                stale.append(f"{doc.relative_to(ROOT)}: {path}")
+    assert not stale, stale
