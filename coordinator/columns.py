@@ -120,9 +120,9 @@ def prepare_columns(
             "the old values stay readable until the new code has produced its first good segment."
         )
     if not stage_cls.version_is_explicit():
-        from sila.coordinator.discovery import split_fragments
+        from sila.coordinator.discovery import holding_values
 
-        done, _ = split_fragments(ds, stage_cls.name)
+        done = holding_values(ds, stage_cls.name)  # partial and stale ones hold old outputs too
         raise StaleColumnsError(
             f"stage '{stage_cls.name}' changed since its columns were computed (version "
             f"{', '.join(sorted(v or '?' for v in old_versions))} -> {version}; {len(done)} "

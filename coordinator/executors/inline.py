@@ -36,14 +36,6 @@ class LocalRunner:
         self.blobs.close()
 
 
-class Unwritten:
-    """A fragment computed while a new version is still judged: its data file is written (and
-    the columns reset) only once the new code has produced a good segment."""
-
-    def __init__(self, args: tuple) -> None:
-        self.args = args
-
-
 def done_future(fn, *args) -> Future:
     """Run `fn` now, in this thread, and wrap the outcome as a finished Future (inline mode)."""
     fut: Future = Future()

@@ -97,7 +97,7 @@ def plan_run(lake, spec, options=None, **overrides: Any) -> RunPlan:
     conf = stage_settings(load_recipe(run.recipe), cls.name, run.settings)
     stage = cls(**conf)
     ds = lake.table(cls.table)
-    done, pending = split_fragments(ds, cls.name)
+    done, pending = split_fragments(ds, stage, lake.store, stage.work_identity())  # as a run
     run_where = run.where
     if run.recompute:
         pending = done + pending

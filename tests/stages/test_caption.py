@@ -162,7 +162,9 @@ def test_gate_skips_rejected_rows_and_dry_run_counts_calls(lake, media):
         assert (r["caption_json"] is None) == rejected and r["caption_error"] is None
         if not rejected:
             assert r["caption_calls"] == 6
-    assert plan_run(lake, Caption, endpoint_url=url).rows_to_compute == 0  # all done now
+    # all done now, for the same settings (others are another identity: a run would redo them)
+    assert plan_run(lake, Caption, endpoint_url=url, settings=settings).rows_to_compute == 0
+    assert plan_run(lake, Caption, endpoint_url=url).rows_to_compute == 3
 
 
 def test_a_filter_never_run_gates_nothing(lake, media):
