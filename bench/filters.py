@@ -137,7 +137,7 @@ def throughput(paths: list[Path], seconds: float) -> None:
     from sila.stages.signals.text_overlay import RapidOcrDetector, measure_text
     from sila.stages.signals.video_signals import VideoSignals
 
-    from sila.media.signal_io import FrameStream, audio_blocks, scaled_size
+    from sila.media import FrameReader, audio_blocks, output_size
     from sila.stage import StageContext
 
     ctx = StageContext(tempfile.mkdtemp(prefix="sila-bench-nolake-"))
@@ -148,16 +148,16 @@ def throughput(paths: list[Path], seconds: float) -> None:
     for block in (True, False):
         vs = VideoSignals(ocr="none", blockdetect=block)
         vs.setup(ctx)
-        size = scaled_size(w, h, int(vs.config["analysis_short_side"]))
+        size = output_size(w, h, short_side=int(vs.config["analysis_short_side"]), even=True)
         fps = float(vs.config["sample_fps"])
 
         def decode(fps=fps, size=size):  # decode only: the same sampled frames, same scale
             for p in paths:
-                for _ in FrameStream(str(p), fps, size):
+                for _ in FrameReader(str(p), fps=fps, size=size, fmt="gray", interpolation="AREA"):
                     pass
 
         ref = best_rate(n, decode)
-        ours = best_rate(n, lambda vs=vs: [vs.measure(r) for r in rows])
+        ours = best_rate(n, lambda vs=vs: [vs.process_row(r) for r in rows])
         name = "video_signals" + ("" if block else "_no_blockdetect")
         report(f"{name} (720p, {seconds:g} s clips)", ours, ref, " clips/cpu-s", "vs decode-only")
     try:
@@ -165,11 +165,11 @@ def throughput(paths: list[Path], seconds: float) -> None:
     except Exception as e:  # noqa: BLE001 - the bench goes on without the optional extra
         print(f"ocr: skipped ({e})")
     else:
-        size = scaled_size(w, h, 360)
+        size = output_size(w, h, short_side=360, even=True)
 
         def one_frame():
             return [
-                [f.copy() for f in FrameStream(str(p), 1 / seconds, size, color=True, max_frames=1)]
+                list(FrameReader(str(p), count=1, size=size, fmt="bgr24", interpolation="AREA"))
                 for p in paths
             ]
 

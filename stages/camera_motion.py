@@ -12,12 +12,15 @@ abnormal intrinsics. Output deltas use the `actions` ego layout (translation dir
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from sila.episodes.se3 import make_pose, pose_to_9d, rotation_angle
 from sila.errors import RowError, SilaError
+from sila.media import FrameReader
 from sila.stage import Stage
 
 
@@ -86,7 +89,7 @@ class CameraMotion(Stage):
 
     name = "camera_motion"
     table = "clips"
-    inputs = ["video", "video_width", "video_height"]
+    inputs = ["video", "source_id"]  # the source id names the clip's source in row errors
     where = "clip_kind = 'video'"  # images and audio have no camera motion
     outputs = [
         pa.field("cam_actions", pa.list_(pa.list_(pa.float32()))),  # steps x 9
@@ -100,7 +103,7 @@ class CameraMotion(Stage):
     segment_rows = 8
     settings = {
         "sample_fps": 5.0,
-        "max_width": 320,
+        "max_width": 320,  # the long side of the analysed frames, at most
         "fov_deg": 60.0,  # assumed horizontal field of view without intrinsics
         "min_points": 30,
         "min_inlier_ratio": 0.5,
@@ -110,55 +113,38 @@ class CameraMotion(Stage):
     def setup(self, ctx) -> None:
         self.cv2 = _cv2()
 
-    def _frames(self, path: str, src_w: int):
-        import av
-
-        with av.open(path) as c:
-            v = c.streams.video[0]
-            fps = float(v.average_rate or 25)
-            step = max(1, round(fps / float(self.config["sample_fps"])))
-            scale = min(1.0, float(self.config["max_width"]) / max(1, src_w))
-            for i, frame in enumerate(c.decode(video=0)):
-                if i % step:
-                    continue
-                w = max(16, int(frame.width * scale) // 2 * 2)
-                h = max(16, int(frame.height * scale) // 2 * 2)
-                yield frame.to_ndarray(format="gray", width=w, height=h)
-
-    def compute(self, batch: pa.RecordBatch):
-        cols = {f.name: [] for f in self.outputs}
-        cols[f"{self.name}_error"] = []
-        for path, w, h in zip(
-            batch["video"].to_pylist(),
-            batch["video_width"].to_pylist(),
-            batch["video_height"].to_pylist(),
-            strict=True,
-        ):
-            try:
-                row = self._one(path, w or 0, h or 0)
-                err = None
-            except RowError as e:
-                row, err = {}, str(e)
-            for f in self.outputs:
-                cols[f.name].append(row.get(f.name))
-            cols[f"{self.name}_error"].append(err)
-        return cols
-
-    def _one(self, path: str | None, w: int, h: int) -> dict:
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One clip's ego deltas and reliability; an unreadable clip is a MediaError (a row
+        error naming the user's path), never a crash of the stage."""
+        path = row["video"]
         if not path:
             raise RowError("no canonical clip: run `sila run transcode` first")
-        frames = list(self._frames(path, w))
-        if len(frames) < 2:
+        reader = FrameReader(
+            path,
+            fps=float(self.config["sample_fps"]),
+            max_side=int(self.config["max_width"]),
+            even=True,
+            fmt="gray",
+            interpolation="BILINEAR",
+        )
+        return self.motion(iter(reader))
+
+    def motion(self, frames: Iterator[np.ndarray]) -> dict[str, Any]:
+        """Ego deltas and reliability from gray frames sampled at `sample_fps`, taken one pair
+        at a time (memory: two frames, whatever the clip's length)."""
+        prev = next(frames, None)
+        if prev is None:
             raise RowError("fewer than 2 sampled frames")
-        fh, fw = frames[0].shape
+        fh, fw = prev.shape
         k = intrinsics_for(fw, fh, None, float(self.config["fov_deg"]))
         reasons = []
         if not (0.3 < k[0, 0] / fw < 5.0):
             reasons.append("abnormal_intrinsics")
         deltas, ratios, rots = [], [], []
         pose = np.eye(4)
-        for g1, g2 in zip(frames, frames[1:], strict=False):
-            m = frame_pair_motion(self.cv2, g1, g2, k, int(self.config["min_points"]))
+        for g2 in frames:
+            m = frame_pair_motion(self.cv2, prev, g2, k, int(self.config["min_points"]))
+            prev = g2
             if m is None:
                 reasons.append("few_tracked_points")
                 deltas.append(np.eye(4))
@@ -169,6 +155,8 @@ class CameraMotion(Stage):
             ratios.append(ratio)
             rots.append(r)
             pose = pose @ d
+        if not deltas:
+            raise RowError("fewer than 2 sampled frames")
         inlier = float(np.mean(ratios)) if ratios else 0.0
         if ratios and inlier < float(self.config["min_inlier_ratio"]):
             reasons.append("few_inliers")

@@ -15,12 +15,13 @@ and the generic `dedup` at scale.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from sila.errors import RowError
-from sila.media.sampling import sample_frames
+from sila.media import sample_frames
 from sila.stage import Resources, Stage
 
 HASH_BITS = 64
@@ -119,20 +120,11 @@ class Fingerprint(Stage):
     compute_resources = Resources(cpus=1)
     settings = {"fps": 4.0, "max_frames": 32}
 
-    def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
-        hashes, vecs, errors = [], [], []
-        for path in batch.column("video").to_pylist():
-            try:
-                if not path:
-                    raise RowError("the clip has no video (transcode did not produce one)")
-                h = fingerprint_file(
-                    path, float(self.config["fps"]), int(self.config["max_frames"])
-                )
-                hashes.append(h)
-                vecs.append(fingerprint_vector(h).tolist())
-                errors.append(None)
-            except RowError as e:
-                hashes.append(None)
-                vecs.append(None)
-                errors.append(str(e))
-        return {"fingerprint": hashes, "fingerprint_vec": vecs, "fingerprint_error": errors}
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One clip's frame hashes and their +-1 mean."""
+        if not row["video"]:
+            raise RowError("the clip has no video (transcode did not produce one)")
+        h = fingerprint_file(
+            row["video"], float(self.config["fps"]), int(self.config["max_frames"])
+        )
+        return {"fingerprint": h, "fingerprint_vec": fingerprint_vector(h).tolist()}

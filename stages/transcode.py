@@ -24,13 +24,22 @@ import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from sila.errors import RowError
-from sila.media import MediaError, Probe, probe, run_ffmpeg
-from sila.media.streams import Streams, read_streams, user_message
+from sila.media import (
+    MediaError,
+    Probe,
+    Streams,
+    output_size,
+    probe,
+    read_streams,
+    run_ffmpeg,
+    user_message,
+)
 from sila.schema import blob_field
 from sila.stage import Lookup, Resources, Stage
 
@@ -137,12 +146,6 @@ def choose_crop(boxes: list[Box], width: int, height: int, min_border: float) ->
     return Box(x, y, w, h)
 
 
-def output_size(w: int, h: int, max_short_side: int) -> tuple[int, int]:
-    """Scale (w, h) so the short side is at most `max_short_side`; never up; both even."""
-    scale = min(1.0, max_short_side / min(w, h)) if max_short_side > 0 else 1.0
-    return max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
-
-
 class Transcode(Stage):
     """Cut, crop, scale and re-encode each clip to a canonical mp4 (`video` blob column)."""
 
@@ -182,27 +185,31 @@ class Transcode(Stage):
         "timeout_s": 600,
     }
 
-    def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
-        out: dict[str, list] = {f.name: [] for f in self.output_fields()}
-        streams: dict[str, Streams] = {}
-        for row in batch.to_pylist():
-            try:
-                values = self._one(row, streams)
-                values["transcode_error"] = None
-            except (MediaError, RowError) as e:  # the row's answer is its error
-                path, uri = row["sources.media"], row.get("sources.uri")
-                values = {"transcode_error": user_message(e, path, row.get("source_id"), uri)}
-            for name, column in out.items():
-                column.append(values.get(name))
-        return out
-
-    def _one(self, row: dict, cache: dict[str, Streams]) -> dict:
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One clip cut, cropped, scaled and encoded (the base class records its errors)."""
         path = row["sources.media"]
         if not path:
             raise RowError("source media is missing (source row deleted or not ingested)")
-        if path not in cache:
-            cache[path] = read_streams(path)
-        src = cache[path]
+        return self._one(row, path, self._streams(path))
+
+    def row_error_message(self, exc: BaseException, row: dict[str, Any]) -> str:
+        """Name the user's source file (the looked-up `sources.uri`), never the scratch copy."""
+        path, uri = row.get("sources.media"), row.get("sources.uri")
+        return user_message(exc, path, row.get("source_id"), uri)
+
+    def _streams(self, path: str) -> Streams:
+        """The source's streams, probed once for the consecutive clips of one source."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return read_streams(path)  # raises the MediaError that says what is wrong
+        key = (path, st.st_size, st.st_mtime_ns)
+        cached = self.__dict__.get("_streams_of")
+        if cached is None or cached[0] != key:
+            cached = self.__dict__["_streams_of"] = (key, read_streams(path))
+        return cached[1]
+
+    def _one(self, row: dict[str, Any], path: str, src: Streams) -> dict[str, Any]:
         kind = row.get("clip_kind") or ("video" if src.video is not None else "audio")
         if kind == "image":
             return self._image(path, src)
@@ -255,7 +262,7 @@ class Transcode(Stage):
         if src.video is None or not src.display_size:
             raise RowError("image has no picture stream")
         w, h = src.display_size
-        out_w, out_h = output_size(w, h, int(self.config["max_short_side"]))
+        out_w, out_h = output_size(w, h, short_side=int(self.config["max_short_side"]), even=True)
         args = [
             "-i", "file:" + os.path.abspath(path), "-map", f"0:{src.video}", "-frames:v", "1",
             "-vf", f"scale={out_w}:{out_h}:flags=bicubic,setsar=1,format=yuv420p",
@@ -326,7 +333,7 @@ class Transcode(Stage):
         decode_seek: bool,
     ) -> tuple[bytes, Probe]:
         cfg = self.config
-        out_w, out_h = output_size(crop.w, crop.h, int(cfg["max_short_side"]))
+        out_w, out_h = output_size(crop.w, crop.h, short_side=int(cfg["max_short_side"]), even=True)
         filters = ["bwdif=mode=send_frame"] if self._deinterlace(src) else []
         max_fps = float(cfg["max_fps"])
         out_fps = min(fps, max_fps) if max_fps > 0 else fps

@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 
-from sila import media
+from sila.media import probing
 from sila.demo.corpus import make_corpus
 from sila.media import MediaError, Probe, extract_frame_jpeg, ffmpeg_exe, probe, run_ffmpeg
 
@@ -204,7 +204,7 @@ def test_permission_denied_message(corpus, monkeypatch):
     def deny(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(media, "open", deny, raising=False)
+    monkeypatch.setattr(probing, "open", deny, raising=False)
     with pytest.raises(MediaError, match="unreadable: permission denied"):
         probe(out / "static.mp4")
 

@@ -1,382 +1,44 @@
-"""Media probing and frame extraction for SILA.
+"""Media for SILA: probing, frame reading, resizing, audio decoding, one error normalisation.
 
-Probing uses PyAV (in-process, no ffprobe binary needed); frame extraction and transcoding
-run an ``ffmpeg`` binary (the one on ``PATH``, else imageio-ffmpeg's static build).
-* ``Probe.width``/``Probe.height`` are the *stored* (coded) dimensions; the displayed
-  dimensions are swapped when ``rotation`` is 90 or 270 (see ``Probe.display_size``).
-* ``Probe.rotation`` is the clockwise rotation, in degrees (0/90/180/270), needed to show
-  the picture upright, i.e. the legacy ``rotate`` tag convention (a portrait phone clip is
-  ``90``). FFmpeg's display matrix stores the counter-clockwise angle, so a file written
-  with ``ffmpeg -display_rotation -90`` probes as ``rotation=90``.
-* Every problem with an input file surfaces as :class:`MediaError` with a human message.
+* `probe` (`sila.media.probing`): what a file holds, or a `MediaError` saying why it is not
+  usable media; `read_streams` (`sila.media.streams`): the streams the stages decode.
+* `FrameReader` (`sila.media.frames`): the one frame reader (by times, frame rate or count;
+  sized by `output_size`, the one resize rule; rgb24 / bgr24 / gray; upright).
+* `audio_blocks` (`sila.media.audio`): mono float32 blocks at a sample rate.
+* `run_ffmpeg` (`sila.media.ffmpeg`): the ffmpeg binary for encoding and filters.
+* `user_message` (`sila.media.errors`): a row's error naming the user's own path.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import functools
-import logging
-import os
-import re
-import shutil
-import stat
-import subprocess
-from dataclasses import dataclass
-from typing import Any
+from sila.errors import MediaError
+from sila.media.audio import audio_blocks
+from sila.media.errors import user_message
+from sila.media.ffmpeg import ffmpeg_exe, run_ffmpeg, stderr_tail
+from sila.media.frames import FrameReader, output_size, read_frames, sample_frames, sample_times
+from sila.media.probing import Probe, display_path, probe
+from sila.media.stills import encode_jpeg, extract_frame_jpeg, frame_at, jpeg_quality
+from sila.media.streams import Streams, read_streams
 
-import av
-
-from sila.errors import MediaError, SilaError  # noqa: F401 (MediaError: re-exported)
-
-logger = logging.getLogger(__name__)
-
-# Decoders whose streams are normally a single still picture.
-_IMAGE_CODECS = frozenset({
-    "png", "apng", "mjpeg", "jpeg2000", "jpegls", "jpegxl", "bmp", "tiff", "webp", "gif", "ppm",
-    "pgm", "pgmyuv", "pbm", "pam", "pfm", "qoi", "sgi", "targa", "dds", "exr", "hdr", "pcx", "xbm",
-    "xpm", "xwd", "sunrast", "psd", "pictor", "photocd", "dpx", "svg",
-})  # fmt: skip
-# Leading bytes of container formats: a file starting with one of these that fails to
-# open is reported as truncated/corrupt rather than "not a media file".
-_MAGIC = (b"ftyp", b"RIFF", b"OggS", b"fLaC", b"ID3", b"\x1aE\xdf\xa3", b"FLV", b"GIF8")
-_MAGIC_AT_0 = (b"\x89PNG", b"\xff\xd8\xff", b"\x00\x00\x00\x0cjP", b"II*\x00", b"MM\x00*")
-_CTX_PREFIX = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")
-_MAX_PACKETS = 300  # demux at most this many packets looking for a first decodable frame
-
-
-@functools.cache
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary: ``ffmpeg`` on PATH, else imageio-ffmpeg's static build."""
-    import imageio_ffmpeg
-
-    return shutil.which("ffmpeg") or imageio_ffmpeg.get_ffmpeg_exe()
-
-
-@dataclass(frozen=True)
-class Probe:
-    """Technical metadata of one media file (see module docstring for conventions)."""
-
-    kind: str  # "video" | "image" | "audio"
-    container: str | None = None
-    duration_s: float | None = None
-    fps: float | None = None
-    frame_count: int | None = None
-    width: int | None = None
-    height: int | None = None
-    video_codec: str | None = None
-    pix_fmt: str | None = None
-    rotation: int | None = None
-    bitrate: int | None = None
-    has_audio: bool = False
-    audio_codec: str | None = None
-    sample_rate: int | None = None
-    channels: int | None = None
-
-    @property
-    def display_size(self) -> tuple[int, int] | None:
-        """(width, height) as displayed, i.e. after applying ``rotation``."""
-        if self.width is None or self.height is None:
-            return None
-        swap = self.rotation in (90, 270)
-        return (self.height, self.width) if swap else (self.width, self.height)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def display_path(path: str | os.PathLike[str] | bytes) -> str:
-    """A path as text that is always valid UTF-8: undecodable bytes of a file name are shown
-    as ``\\xNN`` escapes (the raw bytes are kept elsewhere, e.g. ``sources.uri_bytes``)."""
-    raw = path if isinstance(path, bytes) else os.fsencode(path)
-    return raw.decode("utf-8", "backslashreplace")
-
-
-def _check_file(path: str, shown: str) -> tuple[int, bytes]:
-    """Raise MediaError (naming ``shown``) unless ``path`` is a readable non-empty file;
-    return (size, head)."""
-    try:
-        st = os.stat(path)
-        if stat.S_ISDIR(st.st_mode):
-            raise MediaError(f"not a media file (is a directory): {shown}")
-        if not stat.S_ISREG(st.st_mode):
-            raise MediaError(f"not a media file (not a regular file): {shown}")
-        if st.st_size == 0:
-            raise MediaError(f"zero-byte file: {shown}")
-        with open(path, "rb") as fh:
-            return st.st_size, fh.read(4096)
-    except FileNotFoundError:
-        raise MediaError(f"file not found: {shown}") from None
-    except PermissionError:
-        raise MediaError(f"unreadable: permission denied: {shown}") from None
-    except OSError as exc:
-        raise MediaError(f"unreadable: {exc.strerror or exc}: {shown}") from None
-
-
-def _looks_like_text(head: bytes) -> bool:
-    if b"\x00" in head:
-        return False
-    for cut in range(4):  # tolerate a multi-byte character split at the end of the chunk
-        try:
-            text = head[: len(head) - cut].decode("utf-8")
-        except UnicodeDecodeError:
-            continue
-        return all(ch.isprintable() or ch in "\r\n\t\f\v" for ch in text)
-    return False
-
-
-def _has_media_magic(head: bytes) -> bool:
-    return head.startswith(_MAGIC_AT_0) or any(head[:12].find(m) in (0, 4) for m in _MAGIC)
-
-
-def _mp4_diagnosis(path: str, size: int) -> str | None:
-    """Explain why an ISO-BMFF (mp4/mov) file fails to open by walking its top-level boxes."""
-    seen: list[str] = []
-    with open(path, "rb") as fh:
-        pos = 0
-        while pos + 8 <= size and len(seen) < 64:
-            fh.seek(pos)
-            hdr = fh.read(16)
-            box_size, kind = int.from_bytes(hdr[:4], "big"), hdr[4:8].decode("latin-1")
-            if box_size == 1 and len(hdr) == 16:
-                box_size = int.from_bytes(hdr[8:16], "big")
-            elif box_size == 0:
-                box_size = size - pos
-            if box_size < 8:
-                return f"malformed '{kind}' box at byte {pos}"
-            seen.append(kind)
-            if pos + box_size > size:
-                missing = "" if "moov" in seen else "; no 'moov' atom"
-                return f"'{kind}' box runs {pos + box_size - size} bytes past end of file{missing}"
-            pos += box_size
-    return None if "moov" in seen else "no 'moov' atom (file was never finalised?)"
-
-
-def _container_name(fmt_name: str, path: str) -> str:
-    """Pick the demuxer alias matching the extension ("mov,mp4,m4a,..." -> "mp4")."""
-    names = fmt_name.split(",")
-    ext = os.path.splitext(path)[1].lower().lstrip(".")
-    return ext if ext in names else names[0]
-
-
-def _num(value: Any) -> float | None:
-    return float(value) if value is not None and float(value) > 0 else None
-
-
-def _norm_rotation(degrees: float) -> int:
-    return int(round(degrees / 90.0)) % 4 * 90
-
-
-def _first_frame(container: Any, stream: Any) -> tuple[Any | None, int]:
-    """Decode the first frame of ``stream``; return it and the number of packets seen.
-
-    Demuxes on until a second packet shows up (a still has one) or the budget runs out.
-    """
-    frame, packets = None, 0
-    for packet in container.demux(stream):
-        if packet.size:
-            packets += 1
-        if frame is None:
-            for decoded in packet.decode():
-                frame = decoded
-                break
-        if (frame is not None and packets >= 2) or packets >= _MAX_PACKETS:
-            break
-    return frame, packets
-
-
-def probe(path: str | os.PathLike[str], *, display: str | None = None) -> Probe:
-    """Inspect ``path`` with PyAV; raise MediaError for anything that is not usable media.
-
-    Only the first frame is decoded (demuxing at most a few hundred packets to find it).
-    Messages name ``display`` (the user's own path, e.g. the object-store URI of a downloaded
-    copy), else ``path`` with undecodable bytes escaped.
-    """
-    spath = os.fspath(path)
-    shown = display or display_path(spath)
-    size, head = _check_file(spath, shown)
-    if _looks_like_text(head) and not _has_media_magic(head):
-        raise MediaError(f"not a media file (text file): {shown}")
-    try:
-        # "file:" keeps names like "concat:a|b" or "http:x" from selecting a protocol
-        container = av.open("file:" + os.path.abspath(spath), metadata_errors="replace")
-    except av.error.PermissionError:
-        raise MediaError(f"unreadable: permission denied: {shown}") from None
-    except Exception as exc:  # noqa: BLE001 - PyAV raises many types; normalise them
-        reason = _reason(exc)
-        if head[4:8] == b"ftyp":
-            with contextlib.suppress(OSError):
-                reason = _mp4_diagnosis(spath, size) or reason
-        if too_big := _oversized_image(head):
-            raise MediaError(f"{too_big}: {shown}") from exc
-        if _has_media_magic(head):
-            raise MediaError(f"truncated or corrupt: {reason}: {shown}") from exc
-        raise MediaError(f"not a media file (unrecognised format: {reason}): {shown}") from exc
-    try:
-        return _probe_open(container, spath, shown)
-    except MediaError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        if too_big := _oversized_image(head):
-            raise MediaError(f"{too_big}: {shown}") from exc
-        raise MediaError(f"truncated or corrupt: {_reason(exc)}: {shown}") from exc
-    finally:
-        container.close()
-
-
-# av_image_check_size(): ffmpeg refuses a picture when 8*(w+128)*(h+128) reaches INT_MAX.
-_FFMPEG_PIXEL_LIMIT = (2**31 - 1) // 8
-
-
-def _oversized_image(head: bytes) -> str | None:
-    """Name a PNG whose header dimensions are beyond what ffmpeg will decode, else None."""
-    if not head.startswith(b"\x89PNG\r\n\x1a\n") or head[12:16] != b"IHDR":
-        return None
-    w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    if (w + 128) * (h + 128) < _FFMPEG_PIXEL_LIMIT:
-        return None
-    return (
-        f"image too large for ffmpeg: {w}x{h} pixels is over its limit of about "
-        f"{_FFMPEG_PIXEL_LIMIT // 10**6} megapixels (downscale or tile it before ingest)"
-    )
-
-
-def _reason(exc: BaseException) -> str:
-    msg = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return str(msg).split(": '")[0]  # PyAV appends ": '<path>'"; the caller adds the path
-
-
-def _probe_open(container: Any, spath: str, shown: str) -> Probe:
-    attached = av.stream.Disposition.attached_pic
-    videos = [s for s in container.streams.video if not (s.disposition & attached)]
-    audios = list(container.streams.audio)
-    if not videos and not audios:
-        raise MediaError(f"not a media file (no audio/video streams): {shown}")
-    fmt_name = container.format.name
-    duration = container.duration / 1e6 if container.duration and container.duration > 0 else None
-    fields: dict[str, Any] = {
-        "container": _container_name(fmt_name, spath),
-        "bitrate": int(container.bit_rate) if container.bit_rate else None,
-        "has_audio": bool(audios),
-    }
-    if audios:
-        acc = audios[0].codec_context
-        fields.update(
-            audio_codec=acc.codec.canonical_name,
-            sample_rate=acc.sample_rate or None,
-            channels=acc.channels or None,
-        )
-    if not videos:
-        frame, packets = _first_frame(container, audios[0])
-        if frame is None and packets == 0:
-            raise MediaError(f"empty audio: the audio stream holds no samples: {shown}")
-        if frame is None:
-            raise MediaError(f"truncated or corrupt: no decodable audio frame: {shown}")
-        if duration is None and audios[0].duration:
-            duration = float(audios[0].duration * audios[0].time_base)
-        return Probe(kind="audio", duration_s=duration, **fields)
-
-    vstream = videos[0]
-    vcc = vstream.codec_context
-    frame, packets = _first_frame(container, vstream)
-    if frame is None and packets == 0:
-        raise MediaError(f"empty video: the video stream holds no frames: {shown}")
-    if frame is None:
-        raise MediaError(f"truncated or corrupt: first video frame cannot be decoded: {shown}")
-    rotation = _norm_rotation(-(frame.rotation or 0))
-    if rotation == 0 and "rotate" in vstream.metadata:  # legacy tag, already clockwise
-        with contextlib.suppress(ValueError):
-            rotation = _norm_rotation(float(vstream.metadata["rotate"]))
-    fields.update(
-        width=vcc.width or frame.width,
-        height=vcc.height or frame.height,
-        video_codec=vcc.codec.canonical_name,
-        pix_fmt=vcc.pix_fmt or frame.format.name,
-        rotation=rotation,
-    )
-    still = (
-        fmt_name == "image2"
-        or fmt_name.endswith("_pipe")
-        or vstream.frames == 1
-        or (vcc.codec.canonical_name in _IMAGE_CODECS and packets <= 1)
-    )
-    if still and audios:  # a single picture over a soundtrack is audio with artwork
-        return Probe(kind="audio", duration_s=duration, **fields)
-    if still:
-        return Probe(kind="image", frame_count=1, **{**fields, "bitrate": None})
-
-    fps = _num(vstream.average_rate) or _num(vstream.guessed_rate) or _num(vstream.base_rate)
-    vdur = duration
-    if vstream.duration and vstream.time_base:
-        vdur = float(vstream.duration * vstream.time_base)
-    frame_count = int(vstream.frames) if vstream.frames and vstream.frames > 0 else None
-    if frame_count is None and vdur and fps:
-        frame_count = round(vdur * fps)
-    fps = round(fps, 6) if fps else None
-    return Probe(
-        kind="video", duration_s=duration or vdur, fps=fps, frame_count=frame_count, **fields
-    )
-
-
-def run_ffmpeg(
-    args: list[str], *, input_bytes: bytes | None = None, timeout: float | None = None
-) -> bytes:
-    """Run ffmpeg with ``args`` (quiet, non-interactive); return stdout.
-
-    Raises MediaError carrying the tail of ffmpeg's stderr on failure or timeout.
-    """
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", *args]
-    logger.debug("running %s", " ".join(cmd))
-    try:
-        stdin = subprocess.DEVNULL if input_bytes is None else None
-        proc = subprocess.run(
-            cmd, input=input_bytes, stdin=stdin, capture_output=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise MediaError(f"ffmpeg timed out after {timeout} s") from None
-    if proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", errors="replace")
-        tail = _stderr_tail(err, lines=3) or "no error output"
-        raise MediaError(f"ffmpeg failed (exit {proc.returncode}): {tail}", stderr=err)
-    return proc.stdout
-
-
-def _stderr_tail(stderr: str, lines: int = 1) -> str:
-    """Last ``lines`` non-empty stderr lines, without ffmpeg's "[ctx @ 0x...]" prefixes."""
-    text = [ln for ln in (_CTX_PREFIX.sub("", x).strip() for x in stderr.splitlines()) if ln]
-    return " | ".join(text[-lines:])[-500:]
-
-
-def extract_frame_jpeg(
-    path: str | os.PathLike[str], t_s: float, max_side: int = 512, quality: int = 3
-) -> bytes:
-    """Return one frame at ``t_s`` seconds as JPEG bytes, upright and downscaled.
-
-    The longest side is at most ``max_side`` (never upscaled), aspect ratio is kept and
-    both dimensions are even. For still images ``t_s`` is ignored.
-    """
-    spath = os.fspath(path)
-    info = probe(spath)
-    if info.kind == "audio" and info.width is None:
-        raise MediaError(f"cannot extract a frame: audio-only file: {spath}")
-    seek = [] if info.kind != "video" or t_s <= 0 else ["-ss", f"{t_s:.3f}"]
-    box = f"min(iw,{int(max_side)})"
-    vf = (
-        f"scale=w='{box}':h='{box.replace('iw', 'ih')}'"
-        ":force_original_aspect_ratio=decrease:force_divisible_by=2,setsar=1"
-    )
-    args = [
-        *seek, "-i", "file:" + os.path.abspath(spath), "-map", "0:v:0", "-frames:v", "1",
-        "-vf", vf, "-f", "image2pipe", "-c:v", "mjpeg", "-q:v", str(int(quality)), "-",
-    ]  # fmt: skip
-    where = f"cannot extract frame at {t_s:.3f}s from {spath}"
-    try:
-        out = run_ffmpeg(args, timeout=60)
-    except MediaError as exc:
-        err = exc.stderr or str(exc)
-        if "Nothing was written" in err:
-            raise MediaError(f"{where}: no frame decoded (past the end?)", stderr=err) from None
-        raise MediaError(f"{where}: {_stderr_tail(err)}", stderr=err) from None
-    if not out:
-        raise MediaError(f"{where}: no frame decoded (past the end?)")
-    return out
+__all__ = [
+    "FrameReader",
+    "MediaError",
+    "Probe",
+    "Streams",
+    "audio_blocks",
+    "display_path",
+    "encode_jpeg",
+    "extract_frame_jpeg",
+    "ffmpeg_exe",
+    "frame_at",
+    "jpeg_quality",
+    "output_size",
+    "probe",
+    "read_frames",
+    "read_streams",
+    "run_ffmpeg",
+    "sample_frames",
+    "sample_times",
+    "stderr_tail",
+    "user_message",
+]

@@ -15,7 +15,9 @@ from typing import Any
 
 import av
 
-from sila.media import MediaError, probe
+from sila.errors import MediaError
+from sila.media.errors import reason
+from sila.media.probing import probe
 
 # AVFieldOrder: 1 progressive, 2 tt, 3 bb, 4 tb, 5 bt; 0 unknown
 _INTERLACED = {2: "tt", 3: "bb", 4: "tb", 5: "bt"}
@@ -78,8 +80,7 @@ def read_streams(path: str) -> Streams:
         container = av.open("file:" + os.path.abspath(path), metadata_errors="replace")
     except Exception as e:  # noqa: BLE001 - PyAV raises many types; normalise them
         probe(path)  # raises with ingest's diagnosis (truncated, not media, ...) when it has one
-        reason = getattr(e, "strerror", None) or str(e).split(": '")[0]
-        raise MediaError(f"cannot open media: {reason}") from None
+        raise MediaError(f"cannot open media: {reason(e)}") from None
     try:
         attached = av.stream.Disposition.attached_pic
         video = _pick([s for s in container.streams.video if not (s.disposition & attached)])
@@ -127,13 +128,3 @@ def _rotation(container: Any, stream: Any) -> int:
         with contextlib.suppress(ValueError):
             degrees = float(stream.metadata["rotate"])
     return int(round(degrees / 90.0)) % 4 * 90
-
-
-def user_message(e: Exception, path: str | None, source_id: str | None, uri: str | None) -> str:
-    """A stage's row error as the user should read it: naming the source id and their own path
-    (``uri``), never the scratch copy (``path``) the stage was handed."""
-    msg = str(e)
-    if path and uri:
-        msg = msg.replace(path, uri)
-    where = f"source {source_id}" if source_id else "source"
-    return f"{msg} ({where}: {uri})" if uri and uri not in msg else f"{msg} ({where})"

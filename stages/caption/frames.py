@@ -1,8 +1,8 @@
 """Frames for the captioner: sampled from the clip's video at a frame rate with a cap, scaled,
 JPEG-encoded (the chat request carries them as base64 data URLs); quadrant-scan crops.
 
-Decoding streams through the clip with PyAV and keeps only the chosen frames, so memory
-depends on the frame cap, never on the clip's length. A still image yields one frame.
+Decoding (`sila.media.FrameReader`) streams through the clip and keeps only the chosen frames,
+so memory depends on the frame cap, never on the clip's length. A still image yields one frame.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-import av
 from PIL import Image
 from sila.stages.caption.prompt import Frame, MediaFacts
 
-from sila.errors import RowError
+from sila.errors import MediaError, RowError
+from sila.media import FrameReader, output_size
 
 
 @dataclass
@@ -36,10 +36,11 @@ def targets(duration: float, fps: float, max_frames: int) -> list[float]:
 
 
 def jpeg(img: Image.Image, max_side: int, quality: int) -> bytes:
+    """`img` as JPEG bytes, its long side at most `max_side` (never up; bilinear)."""
     img = img.convert("RGB")
-    if max_side > 0 and max(img.size) > max_side:
-        img = img.copy()
-        img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    size = output_size(*img.size, max_side=max_side)
+    if size != img.size:
+        img = img.resize(size, Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
@@ -53,52 +54,45 @@ def sample(
     quality: int = 85,
     keep_middle: bool = False,
 ) -> Sampled:
+    """The caption frames of `path` (upright, JPEG at `max_side`), the facts the prompt states,
+    and the full-size middle frame when `keep_middle`. RowError naming the reason otherwise."""
     try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise RowError("the clip has no video stream")
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            tb = float(stream.time_base or 0)
-            duration = None
-            if stream.duration and tb:
-                duration = float(stream.duration * tb)
-            elif container.duration:
-                duration = container.duration / 1e6
-            rate = float(stream.average_rate or 0) or None
-            width, height = stream.codec_context.width, stream.codec_context.height
-            want = targets(duration or 0.0, fps, max_frames)
-            frames: list[Frame] = []
-            middle_t = want[len(want) // 2]
-            middle = None
-            first_pts = None
-            decoded = idx = 0
-            for frame in container.decode(stream):
-                decoded += 1
-                t = float(frame.pts * tb) if frame.pts is not None and tb else 0.0
-                first_pts = t if first_pts is None else first_pts
-                t -= first_pts
-                if t + 1e-6 < want[idx]:
-                    continue  # the first frame at or after each target time is taken
-                img = frame.to_image()
-                width, height = img.size
-                if keep_middle and middle is None and t + 1e-6 >= middle_t:
-                    middle = img
-                frames.append(Frame(round(t, 3), jpeg(img, max_side, quality)))
-                idx += 1
-                while idx < len(want) and want[idx] <= t + 1e-6:
-                    idx += 1  # several targets fell on this frame (a low frame rate)
-                if idx >= len(want):
-                    break
-    except (av.error.FFmpegError, OSError) as e:
-        raise RowError(f"cannot decode the clip's video: {e}") from None
+        return _sample(path, fps, max_frames, max_side, quality, keep_middle)
+    except MediaError as e:  # the caption stage records row errors as RowError
+        raise RowError(str(e)) from None
+
+
+def _sample(
+    path: str, fps: float, max_frames: int, max_side: int, quality: int, keep_middle: bool
+) -> Sampled:
+    want: list[float] = []
+
+    def times(duration: float) -> list[float]:  # known once the reader has opened the file
+        want.extend(targets(duration, fps, max_frames))
+        return want
+
+    reader = FrameReader(path, times=times, pad=False, fmt="rgb24")
+    frames: list[Frame] = []
+    middle = None
+    last_t = None
+    for t, image in reader.timed():
+        if t == last_t:
+            continue  # several targets fell on this frame (a low frame rate): one frame
+        last_t = t
+        img = Image.fromarray(image)
+        if keep_middle and middle is None and t + 1e-6 >= want[len(want) // 2]:
+            middle = img
+        frames.append(Frame(round(t, 3), jpeg(img, max_side, quality)))
     if not frames:
-        raise RowError(f"no frame decoded from the clip's video ({decoded} decoded)")
-    is_video = decoded > 1 and bool(duration)
+        raise RowError(f"no frame decoded from the clip's video ({reader.decoded} decoded)")
+    width, height = reader.display_size or (0, 0)
+    duration = reader.duration_s
+    is_video = reader.decoded > 1 and bool(duration)
+    rate = reader.rate
     facts = MediaFacts(
         width=int(width),
         height=int(height),
-        duration_s=round(duration, 3) if is_video else None,
+        duration_s=round(duration, 3) if is_video and duration else None,
         fps=round(rate, 3) if is_video and rate else None,
         is_video=is_video,
     )

@@ -11,6 +11,7 @@ non-silence (`max_abs`, `p50_db`, `active_ratio`), `speech_ratio` (Silero VAD) a
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,8 +21,7 @@ from sila.stages.signals.scorers import load_scorer, scorer_identity
 
 from sila.errors import RowError
 from sila.filters import SettingsVersion
-from sila.media import MediaError, probe
-from sila.media.signal_io import FrameStream, audio_blocks, scaled_size
+from sila.media import FrameReader, audio_blocks, output_size, probe
 from sila.stage import Resources, Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -106,19 +106,8 @@ class AudioSignals(SettingsVersion, Stage):
         """Which model produced each audio score column (the version follows them)."""
         return dict(self.facts)
 
-    def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
-        out: dict[str, list] = {f.name: [] for f in self.output_fields()}
-        for row in batch.to_pylist():
-            try:
-                values, err = self.measure(row), None
-            except (MediaError, RowError) as e:
-                values, err = {}, str(e)
-            for f in self.outputs:
-                out[f.name].append(values.get(f.name))
-            out[self.error_column()].append(err)
-        return out
-
-    def measure(self, row: dict) -> dict:
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One clip's audio signals (the base class records its errors)."""
         path = row["video"]
         if not path:
             raise RowError("clip has no canonical video (run transcode)")
@@ -189,5 +178,6 @@ class AudioSignals(SettingsVersion, Stage):
             info = probe(path)
             w, h = info.display_size or (0, 0)
         n = max(1, int(self.config["face_frames"]))
-        stream = FrameStream(path, 1.0, scaled_size(w, h, 360), color=True, max_frames=n)
-        return max((int(self.plugs["face"](f)) for f in stream), default=0)
+        size = output_size(w, h, short_side=360, even=True)
+        frames = FrameReader(path, fps=1.0, size=size, fmt="bgr24", max_frames=n)
+        return max((int(self.plugs["face"](f)) for f in frames), default=0)

@@ -198,13 +198,13 @@ class VideoMeter:
         )
 
 
-def blockiness(meta_lines: list[str]) -> float | None:
-    """Mean of ffmpeg `blockdetect`'s per-frame `lavfi.block` (compression blockiness)."""
+def blockiness(meta: list[dict[str, str]]) -> float | None:
+    """Mean of ffmpeg `blockdetect`'s per-frame `lavfi.block` (compression blockiness), from
+    each frame's filter metadata (`FrameReader.meta`)."""
     vals = []
-    for line in meta_lines:
-        if line.startswith("lavfi.block="):
-            try:
-                vals.append(float(line.split("=", 1)[1]))
-            except ValueError:
-                continue
+    for frame in meta:
+        try:
+            vals.append(float(frame["lavfi.block"]))
+        except (KeyError, ValueError):
+            continue
     return float(np.mean(vals)) if vals else None

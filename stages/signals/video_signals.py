@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,8 +26,7 @@ from sila.stages.signals.video_metrics import VideoMeter, blockiness
 
 from sila.errors import RowError
 from sila.filters import SettingsVersion
-from sila.media import MediaError
-from sila.media.signal_io import FrameStream, scaled_size
+from sila.media import FrameReader, output_size, sample_times
 from sila.stage import Resources, Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -132,19 +132,8 @@ class VideoSignals(SettingsVersion, Stage):
         """Which scorer produced each model-score column (the version follows them)."""
         return dict(self.facts)
 
-    def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
-        out: dict[str, list] = {f.name: [] for f in self.output_fields()}
-        for row in batch.to_pylist():
-            try:
-                values, err = self.measure(row), None
-            except (MediaError, RowError) as e:  # the row's answer is its error
-                values, err = {}, str(e)
-            for f in self.outputs:
-                out[f.name].append(values.get(f.name))
-            out[self.error_column()].append(err)
-        return out
-
-    def measure(self, row: dict) -> dict:
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One clip's scores and detector tags (the base class records its errors)."""
         path = row["video"]
         if not path:
             raise RowError("clip has no canonical video (run transcode)")
@@ -153,16 +142,17 @@ class VideoSignals(SettingsVersion, Stage):
             return {"video_artifacts": ["no_video"]}
         cfg = self.config
         fps = float(cfg["sample_fps"])
-        size = scaled_size(w, h, int(cfg["analysis_short_side"]))
-        pre = ["blockdetect=period_min=3:period_max=24"] if cfg["blockdetect"] else []
-        stream = FrameStream(path, fps, size, pre=pre, timeout_s=float(cfg["timeout_s"]))
+        size = output_size(w, h, short_side=int(cfg["analysis_short_side"]), even=True)
+        pre = "blockdetect=period_min=3:period_max=24" if cfg["blockdetect"] else None
+        gray = {"size": size, "fmt": "gray", "interpolation": "AREA", "pre": pre}
+        stream = FrameReader(path, fps=fps, **gray)
         meter = VideoMeter(fps, size[0] / w, int(cfg["patch_grid"]), int(cfg["flow_short_side"]))
         rgb: list[np.ndarray] = []  # a few frames for model scorers (bounded)
         want_rgb = any(self.scorers.values())
         for gray in stream:
             meter.add(gray)
         if meter.n == 0:  # a still (image clip) has one frame, which the fps filter may drop
-            stream = FrameStream(path, 0.0, size, pre=pre, max_frames=1)
+            stream = FrameReader(path, max_frames=1, **gray)
             for gray in stream:
                 meter.add(gray)
         if meter.n == 0:
@@ -188,13 +178,12 @@ class VideoSignals(SettingsVersion, Stage):
         return values
 
     def _sparse_frames(self, path: str, w: int, h: int, duration: float | None) -> list[np.ndarray]:
-        """`ocr_frames` BGR frames spread over the clip (decoding stops after the last one)."""
+        """`ocr_frames` BGR frames spread over the clip, each in the middle of its share
+        (decoding stops after the last one)."""
         n = max(1, int(self.config["ocr_frames"]))
-        dur = float(duration or 1.0)
-        fps = n / dur  # fps filter: one frame per dur/n, the first at about dur/(2n)
-        size = scaled_size(w, h, int(self.config["ocr_short_side"]))
-        stream = FrameStream(path, fps, size, color=True, max_frames=n)
-        return [f.copy() for f in stream]
+        size = output_size(w, h, short_side=int(self.config["ocr_short_side"]), even=True)
+        times = sample_times(float(duration or 0.0) or 1.0, n)
+        return list(FrameReader(path, times=times, size=size, fmt="bgr24", interpolation="AREA"))
 
     def tags(self, v: dict) -> list[str]:
         """Detector tags: artifacts whose detection is this stage's job (split, rotation, ...)."""

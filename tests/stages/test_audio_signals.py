@@ -22,7 +22,7 @@ def face(weights):  # "a face in every frame"
 
 def lip_sync(weights):  # SyncNet-style confidence: "in sync" wherever Silero hears speech
     from sila.stages.signals.audio_metrics import SileroVad
-    from sila.media.signal_io import audio_blocks
+    from sila.media import audio_blocks
 
     vad = SileroVad()
 
@@ -133,7 +133,7 @@ def test_vad_in_blocks_equals_the_wheels_per_window_model():
     from sila.stages.signals.audio_metrics import SileroVad
     from silero_vad import load_silero_vad
 
-    from sila.media.signal_io import audio_blocks
+    from sila.media import audio_blocks
     from tests.gen.filter_cases import SPEECH
 
     x = np.concatenate(list(audio_blocks(str(SPEECH))))[: 16000 * 3]

@@ -31,7 +31,7 @@ def test_stage_on_clips(lake, clip_media):
         .to_pylist()
     )
     bad = [r for r in rows if r["id"] == "bad/0-1"][0]
-    assert bad["fingerprint"] is None and "does not open" in bad["fingerprint_error"]
+    assert bad["fingerprint"] is None and "could not open" in bad["fingerprint_error"]
     good = [r for r in rows if r["fingerprint_error"] is None]
     assert len(good) == len(clip_media)
     for r in good:

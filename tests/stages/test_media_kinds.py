@@ -11,11 +11,10 @@ import av
 import numpy as np
 import pyarrow as pa
 import pytest
-from sila.stages.thumbnail import thumb_size
 from sila.stages.transcode import Transcode
 
 import sila
-from sila.media import run_ffmpeg
+from sila.media import output_size, run_ffmpeg
 from sila.media.streams import read_streams
 
 FAST = ["-c:v", "libx264", "-preset", "ultrafast", "-threads", "1"]
@@ -193,7 +192,8 @@ def test_default_disposition_stream_is_used(odd_lake):
 
 def test_one_pixel_wide_never_rounds_to_zero(odd_lake):
     lake, _ = odd_lake
-    assert thumb_size(1, 64, 384) == (1, 64) and thumb_size(1, 4000, 384) == (1, 384)
+    assert output_size(1, 64, max_side=384) == (1, 64)
+    assert output_size(1, 4000, max_side=384) == (1, 384)
     src = sources(lake)["onepx.mp4"]
     assert jpeg_size(src["thumbnail"]) == (1, 64)
     for c in clips_by_file(lake)["onepx.mp4"]:

@@ -9,10 +9,10 @@ import av
 import numpy as np
 import pyarrow as pa
 import pytest
-from sila.stages.transcode import Box, Transcode, choose_crop, output_size
+from sila.stages.transcode import Box, Transcode, choose_crop
 
 import sila
-from sila.media import run_ffmpeg
+from sila.media import output_size, run_ffmpeg
 
 X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-threads", "1", "-pix_fmt", "yuv420p"]
 
@@ -94,11 +94,11 @@ def test_choose_crop():
 
 
 def test_output_size():
-    assert output_size(1920, 1080, 720) == (1280, 720)
-    assert output_size(1080, 1920, 720) == (720, 1280)
-    assert output_size(320, 136, 720) == (320, 136)  # never upscaled
-    assert output_size(161, 97, 720) == (160, 96)  # even
-    assert output_size(1000, 1000, 0) == (1000, 1000)
+    assert output_size(1920, 1080, short_side=720, even=True) == (1280, 720)
+    assert output_size(1080, 1920, short_side=720, even=True) == (720, 1280)
+    assert output_size(320, 136, short_side=720, even=True) == (320, 136)  # never upscaled
+    assert output_size(161, 97, short_side=720, even=True) == (160, 96)  # even
+    assert output_size(1000, 1000, short_side=0, even=True) == (1000, 1000)
 
 
 def test_letterbox_is_cropped(tc_lake):

@@ -77,7 +77,7 @@ def test_pluggable_scorer_by_weights_path(tmp_path):
     )
     stage.setup(StageContext(str(tmp_path / "no-lake")))
     row = {"video": str(paths["moving"]), "video_width": 320, "video_height": 180}
-    out = stage.measure({**row, "video_fps": 15.0, "video_duration_s": 1.0})
+    out = stage.process_row({**row, "video_fps": 15.0, "video_duration_s": 1.0})
     assert 2.0 < out["aesthetic_score"] < 8.0 and out.get("text_area") is None
     bad = VideoSignals(aesthetic_scorer=f"{plug}:make", aesthetic_weights=str(tmp_path / "nope"))
     with pytest.raises(SilaError, match="weights not found"):
