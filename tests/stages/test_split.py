@@ -16,7 +16,7 @@ from sila.stages.split import (
     fixed_stride_clips,
     shots_from_predictions,
 )
-from sila.stages.transnetv2 import FrameStream, load_transnet, predict_stream
+from sila.stages.transnetv2 import load_transnet, predict_stream, transnet_frames
 
 import sila
 from sila.errors import SilaError
@@ -141,9 +141,9 @@ def test_missing_weights_fail_fast_naming_the_fix(tmp_path):
 def test_frame_stream_reports_undecodable_input(tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00\x01garbage" * 50)
-    stream = FrameStream(str(bad), 25.0)
-    with pytest.raises(sila.SilaError, match="cannot decode video: ffmpeg failed"):
-        list(stream)
+    stream = transnet_frames(str(bad), 25.0, label="s3://bucket/bad.mp4")
+    with pytest.raises(sila.SilaError, match="ffmpeg could not open .*: s3://bucket/bad.mp4"):
+        list(stream.chunks())
 
 
 # -- end to end through the lake -------------------------------------------------------------
