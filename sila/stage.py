@@ -214,7 +214,7 @@ class Stage:
     def row_error_message(self, exc: BaseException, row: dict[str, Any]) -> str:
         """A row's error as the user reads it: their own path (``uri``) and the source id,
         never the scratch copy of a blob the stage was handed."""
-        from sila.media.streams import user_message
+        from sila.media.errors import user_message
 
         path = next((row[c] for c in ("media", "video") if isinstance(row.get(c), str)), None)
         if path is None and not row.get("uri"):
