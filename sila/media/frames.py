@@ -21,40 +21,12 @@ import numpy as np
 from sila.errors import MediaError
 from sila.media.errors import DECODE_ERRORS, decode_failure, open_failure, reason
 from sila.media.probing import display_path
+from sila.media.sizes import output_size
 
 log = logging.getLogger(__name__)
 
 SEEK_GAP_S = 4.0  # a target this far past the decoder's position is reached by seeking
 FORMATS = ("rgb24", "bgr24", "gray")
-
-
-def output_size(
-    width: int,
-    height: int,
-    *,
-    short_side: int = 0,
-    max_side: int = 0,
-    even: bool = False,
-    upscale: bool = False,
-) -> tuple[int, int]:
-    """The one resize rule: (w, h) scaled so the short side is `short_side`, else so the long
-    side is `max_side` (0: keep the size), keeping the aspect; never up unless `upscale`.
-    `even`: both sides even (video encoders want it), at least 2; else at least 1 (a 1-pixel
-    wide picture stays 1 pixel wide)."""
-    w, h = max(1, int(width)), max(1, int(height))
-    scale = 1.0
-    if short_side > 0:
-        scale = short_side / min(w, h)
-    elif max_side > 0:
-        scale = max_side / max(w, h)
-    if not upscale:
-        scale = min(1.0, scale)
-    if not even:
-        return max(1, round(w * scale)), max(1, round(h * scale))
-    ow, oh = max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
-    if max_side > 0 and not short_side:  # rounding up to even may not pass the bound
-        ow, oh = min(ow, max(2, max_side // 2 * 2)), min(oh, max(2, max_side // 2 * 2))
-    return ow, oh
 
 
 def sample_times(duration: float, count: int, fps: float = 0.0, max_count: int = 64) -> list[float]:
@@ -126,6 +98,7 @@ class FrameReader:
         self.rate: float | None = None
         self._rotation = 0
         self._graph: Any = None
+        self._seeked = False
 
     # -- public iteration ----------------------------------------------------------------------
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -200,11 +173,13 @@ class FrameReader:
                 container.seek(int(seek / vs.time_base), stream=vs, backward=True)
             except DECODE_ERRORS as e:
                 log.info("%s: seek to %.3f s failed (%s); decoding on", self.shown, seek, e)
+        self._seeked = self._seeked or seek is not None
         frames = container.decode(vs)
         while True:
             try:
                 frame = next(frames)
             except StopIteration:
+                self._check_complete(vs)
                 return
             except DECODE_ERRORS as e:
                 if self.decoded == 0:
@@ -214,6 +189,18 @@ class FrameReader:
                 return
             self.decoded += 1
             yield _seconds(frame, self.decoded, self.rate), frame
+
+    def _check_complete(self, vs: Any) -> None:
+        """A stream that ends well before the frames its index states lost its end (a cut-off
+        download): what decoded is kept, and `warning` says so."""
+        stated = int(vs.frames or 0)
+        if self._seeked or not stated or self.decoded >= stated - 1:
+            return
+        self.warning = (
+            f"decoded {self.decoded} of the {stated} frames the file's index states: "
+            "the file ends early (truncated?)"
+        )
+        log.warning("%s: %s", self.shown, self.warning)
 
     def _limit(
         self, items: Iterator[tuple[float, np.ndarray]]

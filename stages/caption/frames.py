@@ -14,7 +14,7 @@ from PIL import Image
 from sila.stages.caption.prompt import Frame, MediaFacts
 
 from sila.errors import MediaError, RowError
-from sila.media import FrameReader, output_size
+from sila.media import FrameReader, output_size, user_message
 
 
 @dataclass
@@ -59,7 +59,7 @@ def sample(
     try:
         return _sample(path, fps, max_frames, max_side, quality, keep_middle)
     except MediaError as e:  # the caption stage records row errors as RowError
-        raise RowError(str(e)) from None
+        raise RowError(user_message(e, path, None, None, what="the clip's video")) from None
 
 
 def _sample(
