@@ -99,7 +99,7 @@ class CameraMotion(Stage):
         pa.field("cam_reliable", pa.bool_()),
         pa.field("cam_reasons", pa.list_(pa.string())),
     ]
-    version = "1"
+    version = "2"  # 2: frames from sila.media on an fps grid, long side at most max_width
     segment_rows = 8
     settings = {
         "sample_fps": 5.0,

@@ -172,7 +172,7 @@ def test_visual_odometry_recovers_the_pan_direction(tmp_path):
     axis, total = render_pan(tmp_path / "pan.mp4")
     st = CameraMotion(sample_fps=10)
     st.setup(None)
-    out = st._one(str(tmp_path / "pan.mp4"), 160, 120)
+    out = st.process_row({"video": str(tmp_path / "pan.mp4"), "source_id": "pan"})
     got = np.asarray(out["cam_rotation_axis"])
     err = math.degrees(math.acos(min(1.0, abs(float(got @ axis)))))
     assert err < 5.0, (got, out)
