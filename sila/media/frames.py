@@ -322,7 +322,6 @@ class FrameReader:
                 format=frame.format.name,
                 time_base=frame.time_base,
             )
-            first = node
             for part in self.pre.split(","):  # type: ignore[union-attr]
                 name, _, args = part.partition("=")
                 nxt = graph.add(name.strip(), args or None)
@@ -330,7 +329,7 @@ class FrameReader:
                 node = nxt
             node.link_to(graph.add("buffersink"))
             graph.configure()
-            self._graph, self._graph_src = graph, first
+            self._graph = graph
         self._graph.vpush(frame)
         out = self._graph.vpull()
         self.meta.append(dict(out.metadata))
