@@ -243,6 +243,7 @@ def run_ray(
         job.metrics["endpoints"] = ensure_node_endpoints(cls.endpoint)  # one server per node
     pools: dict[str, Pool] = {}
     cpus = float(cluster.get("CPU", 1))
+    has_gpus = float(cluster.get("GPU", 0)) > 0
     for step, r in plan.items():
         # Ray pins OMP threads to num_cpus (a fraction rounds to 1): let the compute actors share
         # every core (pre/post pools are mostly idle in between), or a 2-core box computes on one.
@@ -255,7 +256,10 @@ def run_ray(
         # max_concurrency=2: `stats` answers while `run` works (the pool never sends two runs)
         actor_cls = ray.remote(StepActor).options(
             num_cpus=r.cpus,
-            scheduling_strategy="SPREAD",  # a pool's actors spread over the nodes
+            # a pool's actors spread over the nodes; but on a cluster with GPUs a CPU pool uses
+            # Ray's default policy, which keeps CPU-only actors off GPU nodes: spread, they could
+            # take a GPU node's CPUs and leave its GPU unschedulable for the compute actors
+            scheduling_strategy="SPREAD" if r.gpus or not has_gpus else "DEFAULT",
             num_gpus=r.gpus or 0,
             max_concurrency=2,
             runtime_env={"env_vars": env},
