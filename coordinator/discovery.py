@@ -14,6 +14,8 @@ the stage's records, never a data scan (LANCE_NOTES 5).
 
 from __future__ import annotations
 
+import copy
+
 import lance
 from sila.coordinator.gating import bind_gate
 from sila.coordinator.state import (
@@ -167,12 +169,15 @@ def _stand_in(ds: lance.LanceDataset, stage: str):
 
 def as_run_binds(ds: lance.LanceDataset, stage, settings: dict | None = None):
     """`stage` as a run's workers see it: an instance carrying the `where` a job on `ds` would
-    bind (declared `where` plus its gate), so records written by runs judge alike here. A name
-    or a class is built with `settings` where they fit (JSON-safe values only), else defaults."""
+    bind (declared `where` plus its gate), so records written by runs judge alike here. An
+    instance is copied, then bound; a name or a class is built with `settings` (those it has),
+    else with its defaults."""
     if isinstance(stage, str):
         stage = stage_class_of(ds, stage)
+    if isinstance(stage, Stage):  # the caller's instance stays as it was: bind a copy
+        return bind_gate(copy.copy(stage), ds.schema)
     if not (isinstance(stage, type) and issubclass(stage, Stage)):
-        return stage  # an instance is bound by its job already; a stand-in reads nothing
+        return stage  # a stand-in: reads nothing
     plain = {k: v for k, v in (settings or {}).items() if k in stage.settings}
     try:
         instance = stage(**plain)
