@@ -122,7 +122,9 @@ class Stage:
     table: ClassVar[str] = "clips"
     inputs: ClassVar[list[str]] = []
     outputs: ClassVar[list[pa.Field]] = []
-    where: ClassVar[str | None] = None
+    # Rows the stage computes (SQL); others get nulls. The platform binds a job's gate onto the
+    # instance (`stage.where`), never onto the class.
+    where: str | None = None
     version: ClassVar[str | None] = None  # None: a hash of the class's source code
     model: ClassVar[str | None] = None
     kind: ClassVar[str] = "enrich"  # "enrich" | "explode"
@@ -327,6 +329,13 @@ class Stage:
                 raise ContractError(
                     f"stage '{cls.name}': column '{f.name}' is both input and output"
                 )
+        dotted = [c for c in cls.inputs if "." in c]
+        if dotted:
+            raise ContractError(
+                f"stage '{cls.name}': input(s) {dotted} read another table; declare a Lookup "
+                "with its join key instead, e.g. lookups = [Lookup(\"sources\", (\"media\",), "
+                "key=\"source_id\")]"
+            )
         if cls.kind not in ("enrich", "explode"):
             raise ContractError(f"stage '{cls.name}': kind must be 'enrich' or 'explode'")
         if cls.kind == "explode" and not cls.child_table:
