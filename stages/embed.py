@@ -78,7 +78,7 @@ class Embed(Stage):
         pa.field("embedding", pa.list_(pa.float32(), 512)),
         pa.field("embed_frames", pa.int32()),
     ]
-    where = "transcode_error IS NULL"
+    where = "transcode_error IS NULL AND clip_kind IN ('video', 'image')"  # pictures only
     version = "1"
     model = f"open_clip:{DEFAULT_MODEL}/{DEFAULT_PRETRAINED}"  # the setup records the real one
     segment_rows = 32

@@ -113,7 +113,7 @@ class Fingerprint(Stage):
         pa.field("fingerprint", pa.list_(pa.uint64())),
         pa.field("fingerprint_vec", pa.list_(pa.float32(), HASH_BITS)),
     ]
-    where = "transcode_error IS NULL"
+    where = "transcode_error IS NULL AND clip_kind IN ('video', 'image')"  # pictures only
     version = "2"
     model = "dct-phash-8x8 whole+centre90"
     segment_rows = 32

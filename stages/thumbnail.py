@@ -26,7 +26,7 @@ class Thumbnail(Stage):
         pa.field("thumbnail", pa.binary()),
         pa.field("thumbnail_ts", pa.float64()),
     ]
-    where = "ingest_error IS NULL"
+    where = "ingest_error IS NULL AND media_kind IN ('image', 'video', 'episode')"  # pictures only
     version = "3"
     model = "pyav+pil-jpeg"
     segment_rows = 16
