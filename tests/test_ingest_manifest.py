@@ -78,18 +78,60 @@ def test_relative_paths_may_not_leave_the_manifest_folder(lake, media, tmp_path)
             {"path": "../../../../../../etc/passwd"},
             {"path": "sub/../f0.png"},  # stays inside: fine
             {"path": "sub/deep.png"},
-            {"path": str(tmp_path / "outside.png")},  # absolute: the user's explicit choice
         ],
     )
     (media / "escape.png").symlink_to(tmp_path / "outside.png")
     jsonl(media / "m2.jsonl", [{"path": "escape.png"}])
     rep = lake.ingest([m, media / "m2.jsonl"])
-    assert rep.skipped_outside == 3 and rep.added == 3 and rep.present == 0
+    assert rep.skipped_outside == 3 and rep.added == 2 and rep.present == 0
     details = " ".join(s["detail"] for s in rep.skipped)
     assert f"{m}:1" in details and f"{m}:2" in details and "--allow-outside" in details
     assert "passwd" not in json.dumps(meta(lake))
     rep = lake.ingest([m, media / "m2.jsonl"], allow_outside=True)
-    assert rep.skipped_outside == 0 and rep.added == 1  # /etc/passwd: a row (not media)
+    assert rep.skipped_outside == 0 and rep.added == 2  # outside.png + /etc/passwd (not media)
+
+
+def test_absolute_paths_are_confined_and_never_read(lake, media, tmp_path):
+    """An absolute path, with or without `..`, is refused unless it resolves into the manifest's
+    folder or a folder named on the command line; a refused file is not even opened."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "o.png").write_bytes(png_bytes(500))
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(png_bytes(501))
+    m = jsonl(
+        media / "m.jsonl",
+        [
+            {"path": str(secret)},
+            {"path": f"{media}/../../../../etc/passwd"},
+            {"path": "/x/../../etc/passwd"},
+            {"path": f"{media}/sub/../../secret.png"},
+            {"path": str(media / "f0.png")},  # absolute, inside the manifest's folder: fine
+            {"path": str(other / "o.png")},  # inside a folder named on the command line: fine
+        ],
+    )
+    (media / "link.png").symlink_to(secret)  # inside by name, outside once resolved
+    jsonl(media / "m2.jsonl", [{"path": str(media / "link.png")}])
+    opened: list[str] = []
+    refused = {str(secret), "/etc/passwd"}
+
+    def spy(event: str, args: tuple) -> None:
+        if event == "open" and isinstance(args[0], (str, bytes)):
+            real = os.path.realpath(os.fsdecode(args[0]))
+            if real in refused:
+                opened.append(real)
+
+    sys.addaudithook(spy)  # sees every open() in this process, hashing included
+    rep = lake.ingest([m, media / "m2.jsonl", other])
+    assert opened == []
+    assert rep.skipped_outside == 5 and rep.added == 2 and rep.failed == 0, rep.to_dict()
+    details = [s["detail"] for s in rep.skipped if s["reason"] == "outside"]
+    assert sorted(d.split(",")[0] for d in details) == sorted(
+        [f"named in {m}:{i}" for i in (1, 2, 3, 4)] + [f"named in {media / 'm2.jsonl'}:1"]
+    )
+    paths = lake.table("source_paths").to_table(columns=["path"])["path"].to_pylist()
+    assert not [p for p in paths if "secret" in p or "passwd" in p or "link" in p]
+    assert sorted(meta(lake)) == ["f0.png", "o.png"]
 
 
 def test_meta_columns_are_typed_and_stable(lake, media):

@@ -1,9 +1,11 @@
 """What an ingest reads: inputs (files, folders, globs, manifests, object-store prefixes)
 become `Entry`s, and everything not read is counted with its reason.
 
-Confinement: a walked folder's symlinks may not lead out of it, and a manifest's relative paths
-may not leave the manifest's folder (absolute paths in a manifest are the user's explicit
-choice). `allow_outside` lifts both rules. Hidden files and folders are skipped and counted.
+Confinement: a walked folder's symlinks may not lead out of it, and a manifest's paths, relative
+or absolute, must lead (after resolving `..` and links) into the manifest's folder or a folder
+named on the command line; anything else is a reported "outside" line whose file is never opened
+(a manifest is data, often from someone else: it must not read `/etc/passwd` into a lake).
+`allow_outside` lifts both rules. Hidden files and folders are skipped and counted.
 """
 
 from __future__ import annotations
@@ -96,6 +98,10 @@ class Walker:
         self.report = WalkReport()
         self._seen: dict[str, dict] = {}  # absolute path -> meta of its first mention
         self.manifests: dict[str, list[ManifestLine]] = {}
+        # folders named on the command line: a manifest's paths may lead into these too
+        self.named_dirs = [
+            os.path.realpath(i) for i in inputs if not is_remote(i) and os.path.isdir(i)
+        ]
         for item in inputs:
             if not is_remote(item) and item.endswith(MANIFEST_SUFFIXES) and os.path.isfile(item):
                 self.manifests[item] = self._read(item)
@@ -165,14 +171,15 @@ class Walker:
                 yield from self._once(Entry(ln.path, ln.path, meta=ln.meta, origin=origin,
                                             remote=True))  # fmt: skip
                 continue
-            explicit = os.path.isabs(ln.path)
-            path = ln.path if explicit else os.path.normpath(os.path.join(base, ln.path))
-            if not explicit and not self.allow_outside:
+            path = os.path.normpath(os.path.join(base, ln.path))  # an absolute path stays
+            if not self.allow_outside:
+                # realpath resolves `..` and links from names alone: the file is never opened
                 real = os.path.realpath(path)
-                if not inside(real, base_real):
+                if not any(inside(real, root) for root in (base_real, *self.named_dirs)):
                     self.report.skip(
                         path, "outside", f"named in {origin}, leads out of the manifest's "
-                        f"folder to {display_path(real)} (use --allow-outside to accept)"
+                        f"folder and the folders named to {display_path(real)} "
+                        "(use --allow-outside to accept)"
                     )  # fmt: skip
                     continue
             yield from self._once(entry_for(path, meta=ln.meta, origin=origin))
