@@ -47,111 +47,137 @@ class Crashes:
 
 
 def run_processes(lake, portable_spec, conf: dict, opts, workers: int, report) -> None:
-    from dataclasses import replace
+    """Run `workers` fragment workers as fresh processes until every one has ended; a worker
+    that crashed while computing rows is replaced (up to MAX_RESPAWNS), its leases released."""
+    pool = _ProcessPool(lake, portable_spec, conf, opts, workers)
+    for i in range(workers):
+        pool.spawn(i)
+    try:
+        pool.wait(report)
+    finally:
+        pool.stop()
+    pool.raise_failure()
 
-    env = {**os.environ, "LANCE_LOG": os.environ.get("LANCE_LOG", "error")}
-    procs: list[subprocess.Popen] = []
-    events: queue.Queue = queue.Queue()
-    crashes = Crashes()
-    index: dict[int, int] = {}  # pid -> worker index
 
-    def spawn(i: int) -> None:
+class _ProcessPool:
+    """The worker processes of one job and what the driver knows about each (by pid)."""
+
+    def __init__(self, lake, portable_spec, conf: dict, opts, workers: int) -> None:
+        self.lake, self.spec, self.conf, self.opts, self.workers = (
+            lake, portable_spec, conf, opts, workers,
+        )  # fmt: skip
+        self.env = {**os.environ, "LANCE_LOG": os.environ.get("LANCE_LOG", "error")}
+        self.procs: list[subprocess.Popen] = []
+        self.events: queue.Queue = queue.Queue()
+        self.crashes = Crashes()
+        self.index: dict[int, int] = {}  # pid -> worker index
+        self.guards: dict[int, list | None] = {}  # pid -> what it computes right now
+        self.owners: dict[int, str] = {}  # pid -> its lease owner id
+        self.respawns = 0
+        self.errors: list[str] = []
+        # SilaErrors (a setup failure, a broken stage): the stage's own words
+        self.failed: list[tuple[str | None, str]] = []
+
+    def spawn(self, i: int) -> None:
+        """Start worker `i` (a fresh interpreter: never fork after Lance is initialised)."""
+        from dataclasses import replace
+
         payload = pickle.dumps(
             (
-                lake.uri,
-                lake.storage_options,
-                portable_spec,
-                conf,
-                replace(opts, worker_index=i, workers=workers),
+                self.lake.uri,
+                self.lake.storage_options,
+                self.spec,
+                self.conf,
+                replace(self.opts, worker_index=i, workers=self.workers),
                 os.getpid(),
-                crashes,
+                self.crashes,
             )
         )
         p = subprocess.Popen(
             [sys.executable, "-m", "sila.coordinator.executors.processes"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
+            env=self.env,
             text=True,
         )
         p.stdin.write(base64.b64encode(payload).decode() + "\n")
         p.stdin.close()
-        threading.Thread(target=_pump, args=(p, events), daemon=True).start()
-        procs.append(p)
-        index[p.pid] = i
+        threading.Thread(target=_pump, args=(p, self.events), daemon=True).start()
+        self.procs.append(p)
+        self.index[p.pid] = i
 
-    for i in range(workers):
-        spawn(i)
-    guards: dict[int, list | None] = {}  # pid -> what it computes right now
-    owners: dict[int, str] = {}  # pid -> its lease owner id
-    respawns = 0
-    errors: list[str] = []
-    failed: list[
-        tuple[str | None, str]
-    ] = []  # SilaErrors (a setup failure, a broken stage): the stage's own words
-    ended = 0
-    try:
-        while ended < len(procs):
-            kind, pid, payload = events.get()
+    def wait(self, report) -> None:
+        """Route the workers' events until all have ended or one reports a failed job."""
+        ended = 0
+        while ended < len(self.procs):
+            kind, pid, payload = self.events.get()
             if kind == "event":
                 report(payload)
             elif kind == "guard":
-                guards[pid] = payload
+                self.guards[pid] = payload
             elif kind == "owner":
-                owners[pid] = payload
+                self.owners[pid] = payload
             elif kind == "failed":
-                failed.append(payload)
-                break  # the job has failed: stop the other workers now
+                self.failed.append(payload)
+                return  # the job has failed: stop the other workers now
             elif kind == "error":
-                errors.append(payload)
+                self.errors.append(payload)
             elif kind == "eof":
                 ended += 1
-                p = next(p for p in procs if p.pid == pid)
-                if p.wait() != 0 and not any(str(pid) in e for e in errors):
-                    guard = guards.get(pid)
-                    if guard and respawns < MAX_RESPAWNS:  # crashed while computing rows
-                        crashes.note(guard)
-                        respawns += 1
-                        log.warning(
-                            "worker pid %d crashed (exit code %d) computing %s; replacing it",
-                            pid,
-                            p.returncode,
-                            guard,
-                        )
-                        if pid in owners:  # its fragments need not wait out the lease TTL
-                            from sila.coordinator.leases import LeaseStore
+                self._ended(pid)
 
-                            LeaseStore(lake.store).release_dead(owners[pid])
-                        spawn(index[pid])
-                        continue
-                    errors.append(
-                        f"worker pid {pid} exited with code {p.returncode}"
-                        + (
-                            f" computing {guard}; {respawns} crashed workers were replaced "
-                            "already: the stage keeps crashing its worker processes"
-                            if guard
-                            else ""
-                        )
-                    )
-    finally:
-        for p in procs:
+    def _ended(self, pid: int) -> None:
+        p = next(p for p in self.procs if p.pid == pid)
+        if p.wait() == 0 or any(str(pid) in e for e in self.errors):
+            return
+        guard = self.guards.get(pid)
+        if guard and self.respawns < MAX_RESPAWNS:  # crashed while computing rows
+            self.crashes.note(guard)
+            self.respawns += 1
+            log.warning(
+                "worker pid %d crashed (exit code %d) computing %s; replacing it",
+                pid,
+                p.returncode,
+                guard,
+            )
+            if pid in self.owners:  # its fragments need not wait out the lease TTL
+                from sila.coordinator.leases import LeaseStore
+
+                LeaseStore(self.lake.store).release_dead(self.owners[pid])
+            self.spawn(self.index[pid])
+            return
+        self.errors.append(
+            f"worker pid {pid} exited with code {p.returncode}"
+            + (
+                f" computing {guard}; {self.respawns} crashed workers were replaced "
+                "already: the stage keeps crashing its worker processes"
+                if guard
+                else ""
+            )
+        )
+
+    def stop(self) -> None:
+        """Terminate what still runs (a failed job, an interrupted driver); no leftovers."""
+        for p in self.procs:
             if p.poll() is None:
                 p.terminate()
-        for p in procs:
+        for p in self.procs:
             try:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-    if failed:
-        import sila.errors
 
-        kind, message = failed[0]
-        cls = getattr(sila.errors, kind or "", None)
-        raise (cls if isinstance(cls, type) and issubclass(cls, SilaError) else StageFailed)(
-            message
-        )
-    if errors:
-        raise SilaError(f"{len(errors)} worker(s) failed; first: {errors[0].strip()}")
+    def raise_failure(self) -> None:
+        """Raise the job's failure: the stage's own SilaError first, else the workers' errors."""
+        if self.failed:
+            import sila.errors
+
+            kind, message = self.failed[0]
+            cls = getattr(sila.errors, kind or "", None)
+            ok = isinstance(cls, type) and issubclass(cls, SilaError)
+            raise (cls if ok else StageFailed)(message)
+        if self.errors:
+            raise SilaError(f"{len(self.errors)} worker(s) failed; first: {self.errors[0].strip()}")
 
 
 def _pump(p: subprocess.Popen, events: queue.Queue) -> None:
