@@ -233,7 +233,6 @@ def run_ray(
     job,
     address: str | None = None,
 ) -> None:
-    import ray
 
     cluster = init_ray(address)
     plan = plan_pools(cls, cluster)
@@ -241,43 +240,7 @@ def run_ray(
         from sila.endpoints.serve import ensure_node_endpoints
 
         job.metrics["endpoints"] = ensure_node_endpoints(cls.endpoint)  # one server per node
-    pools: dict[str, Pool] = {}
-    cpus = float(cluster.get("CPU", 1))
-    has_gpus = float(cluster.get("GPU", 0)) > 0
-    for step, r in plan.items():
-        # Ray pins OMP threads to num_cpus (a fraction rounds to 1): let the compute actors share
-        # every core (pre/post pools are mostly idle in between), or a 2-core box computes on one.
-        threads = (
-            max(1, int(cpus // (r.workers or 1)))
-            if step in ("compute", "all")
-            else max(1, int(r.cpus))
-        )
-        env = {**_forwarded_env(), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        # max_concurrency=2: `stats` answers while `run` works (the pool never sends two runs)
-        actor_cls = ray.remote(StepActor).options(
-            num_cpus=r.cpus,
-            # a pool's actors spread over the nodes; but on a cluster with GPUs a CPU pool uses
-            # Ray's default policy, which keeps CPU-only actors off GPU nodes: spread, they could
-            # take a GPU node's CPUs and leave its GPU unschedulable for the compute actors
-            scheduling_strategy="SPREAD" if r.gpus or not has_gpus else "DEFAULT",
-            num_gpus=r.gpus or 0,
-            max_concurrency=2,
-            runtime_env={"env_vars": env},
-            memory=int(r.memory_gb * 2**30) if r.memory_gb else None,
-        )
-        ctx = StageContext(
-            lake.uri,
-            lake.storage_options,
-            opts.endpoint_url,
-            f"ray-{step}",
-            opts.allow_random_weights,
-            device=step_device(r),
-        )
-
-        def make(actor_cls=actor_cls, ctx=ctx, step=step):
-            return actor_cls.remote(portable, conf, ctx, step, needs_setup(cls, step))
-
-        pools[step] = Pool(step, r, make, cls.name)
+    pools = _make_pools(lake, portable, cls, conf, opts, plan, cluster)
     try:  # every actor set up (where its step needs it) before any fragment is claimed
         refs = {s: p.start() for s, p in pools.items()}
         for s, p in pools.items():
@@ -324,6 +287,50 @@ def run_ray(
         except Exception:  # noqa: BLE001
             pass
         _kill(pools)
+
+
+def _make_pools(lake, portable, cls: type[Stage], conf: dict, opts, plan, cluster) -> dict:
+    """One actor pool per step of `plan`, each actor holding the stage (not yet started)."""
+    import ray
+
+    pools: dict[str, Pool] = {}
+    cpus = float(cluster.get("CPU", 1))
+    has_gpus = float(cluster.get("GPU", 0)) > 0
+    for step, r in plan.items():
+        # Ray pins OMP threads to num_cpus (a fraction rounds to 1): let the compute actors share
+        # every core (pre/post pools are mostly idle in between), or a 2-core box computes on one.
+        threads = (
+            max(1, int(cpus // (r.workers or 1)))
+            if step in ("compute", "all")
+            else max(1, int(r.cpus))
+        )
+        env = {**_forwarded_env(), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        # max_concurrency=2: `stats` answers while `run` works (the pool never sends two runs)
+        actor_cls = ray.remote(StepActor).options(
+            num_cpus=r.cpus,
+            # a pool's actors spread over the nodes; but on a cluster with GPUs a CPU pool uses
+            # Ray's default policy, which keeps CPU-only actors off GPU nodes: spread, they could
+            # take a GPU node's CPUs and leave its GPU unschedulable for the compute actors
+            scheduling_strategy="SPREAD" if r.gpus or not has_gpus else "DEFAULT",
+            num_gpus=r.gpus or 0,
+            max_concurrency=2,
+            runtime_env={"env_vars": env},
+            memory=int(r.memory_gb * 2**30) if r.memory_gb else None,
+        )
+        ctx = StageContext(
+            lake.uri,
+            lake.storage_options,
+            opts.endpoint_url,
+            f"ray-{step}",
+            opts.allow_random_weights,
+            device=step_device(r),
+        )
+
+        def make(actor_cls=actor_cls, ctx=ctx, step=step):
+            return actor_cls.remote(portable, conf, ctx, step, needs_setup(cls, step))
+
+        pools[step] = Pool(step, r, make, cls.name)
+    return pools
 
 
 def _forwarded_env() -> dict[str, str]:
