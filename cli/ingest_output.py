@@ -68,7 +68,7 @@ def ingest_command(
 def _human(rep, seconds: float) -> None:
     console.print(
         f"added [bold]{rep.added}[/] in {rep.fragments} fragment(s), already present "
-        f"{rep.present}, failed {rep.failed}, missing {len(rep.missing)}, skipped hidden "
+        f"{rep.present} ({rep.meta_filled} given manifest fields), failed {rep.failed}, missing {len(rep.missing)}, skipped hidden "
         f"{rep.skipped_hidden}, skipped outside {rep.skipped_outside} ({seconds} s)",
         highlight=False,
         soft_wrap=True,

@@ -229,3 +229,40 @@ def test_undecodable_names_and_byte_order_marks(lake, media):
         columns=["filename", "uri_bytes", "meta_label"]).to_pylist()}  # fmt: skip
     assert rows["caf\\xe9.png"]["uri_bytes"] == raw and rows["caf\\xe9.png"]["meta_label"] == "x"
     assert rows["f0.png"]["meta_label"] == "y"
+
+
+def test_manifest_fields_fill_files_already_present(lake, media):
+    """Files ingested plainly first, then named by a manifest: its fields fill their empty
+    `meta_*` cells in place; a cell that already holds a value keeps it (and a warning says so)."""
+    lake.ingest([media], rows_per_fragment=3)
+
+    def layout() -> list[list[str]]:
+        frags = lake.table("sources").get_fragments()
+        return [f.to_table(columns=["id"])["id"].to_pylist() for f in frags]
+
+    before = layout()
+    m = jsonl(
+        media / "m.jsonl",
+        [{"path": f"f{i}.png", "caption": f"image {i}"} for i in range(5)]
+        + [{"path": "sub/deep.png", "score": 7}],
+    )
+    rep = lake.ingest([m])
+    assert (rep.added, rep.present, rep.meta_filled) == (0, 6, 6) and rep.warnings == []
+    rows = meta(lake)
+    assert rows["f3.png"]["meta_caption"] == "image 3" and rows["f5.png"]["meta_caption"] is None
+    assert rows["deep.png"] == {"meta_caption": None, "meta_score": 7}
+    assert layout() == before  # filled in place: same rows in the same fragments
+    m2 = jsonl(
+        media / "m2.jsonl",
+        [{"path": "f0.png", "caption": "other", "score": 1}, {"path": "f5.png", "caption": "5"}],
+    )
+    rep = lake.ingest([m2])
+    assert rep.meta_filled == 2  # f0's empty score, f5's empty caption
+    rows = meta(lake)
+    assert rows["f0.png"] == {"meta_caption": "image 0", "meta_score": 1}
+    assert rows["f5.png"]["meta_caption"] == "5"
+    assert len(rep.warnings) == 1 and "not stored: {'meta_caption': 'other'}" in str(rep.warnings)
+    first = lake.table("sources").to_table(columns=["id"])["id"][0].as_py()
+    assert lake.sql(f"select count(*) n from sources where id = '{first}'").to_pylist() == [
+        {"n": 1}
+    ]

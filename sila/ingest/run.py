@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from sila.ingest.fill import fill_meta, split_meta
 from sila.ingest.manifest import MANIFEST_SUFFIXES, META_PREFIX, MetaTypes
 from sila.ingest.walk import Entry, Walker
 from sila.ingest.write import (
@@ -49,6 +50,7 @@ class IngestReport:
     skipped_outside: int = 0
     fragments: int = 0
     paths_recorded: int = 0  # new rows of source_paths
+    meta_filled: int = 0  # rows already present whose empty meta_* cells a manifest filled
     failures: list[dict] = field(default_factory=list)  # {id, path, error, origin}
     missing: list[str] = field(default_factory=list)  # inputs that matched no file
     skipped: list[dict] = field(default_factory=list)  # {path, reason, detail}, the first 200
@@ -64,6 +66,7 @@ class IngestReport:
             "skipped_outside": self.skipped_outside,
             "fragments": self.fragments,
             "paths_recorded": self.paths_recorded,
+            "meta_filled": self.meta_filled,
             "failures": self.failures,
             "missing": self.missing,
             "skipped": self.skipped,
@@ -100,6 +103,7 @@ def ingest(
     schema = _prepare_table(lake, existing, types)
     known = _known(lake, existing)
     paths = PathLog(lake)
+    fills: dict[str, dict[str, Any]] = {}  # id already present -> its empty cells to fill
 
     with tempfile.TemporaryDirectory(prefix="sila-ingest-") as scratch:
         writer = SourcesWriter(
@@ -110,7 +114,8 @@ def ingest(
             reference=reference,
             on_commit=paths.flush,
         )
-        writer.write(_new_rows(_described(walker, scratch), report, types, known, paths))
+        writer.write(_new_rows(_described(walker, scratch), report, types, known, paths, fills))
+    report.meta_filled = fill_meta(lake, fills)
     for d in writer.late_failures:
         report.failed += 1
         report.failures.append({"id": d.id, "path": d.entry.shown, "error": d.row["ingest_error"],
@@ -182,8 +187,10 @@ def _new_rows(
     types: MetaTypes,
     known: dict[str, dict[str, Any]],
     paths: PathLog,
+    fills: dict[str, dict[str, Any]],
 ) -> Iterator[Described]:
-    """Only content the lake lacks goes on to the writer; every item is counted once."""
+    """Only content the lake lacks goes on to the writer; every item is counted once. For
+    content already present, manifest values go to its empty cells (`fills`)."""
     for d in items:
         e = d.entry
         paths.add(d.id, e)
@@ -193,8 +200,10 @@ def _new_rows(
                                     "error": f"{e.origin or e.shown}: {err}"})  # fmt: skip
         if d.id in known:
             report.present += 1
-            first = known[d.id]
-            differ = {k: v for k, v in meta.items() if v is not None and first.get(k) != v}
+            # a later mention in this ingest finds an earlier one's fill as stored
+            fill, differ = split_meta(meta, {**known[d.id], **fills.get(d.id, {})})
+            if fill:
+                fills.setdefault(d.id, {}).update(fill)
             if differ:
                 report.warnings.append(
                     {"id": d.id, "path": e.shown, "origin": e.origin,
