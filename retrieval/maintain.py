@@ -184,9 +184,19 @@ def build_index(
         column_facts=facts,
     )
     ids, vecs = sample_rows(ds, column, sample, seed=1)
-    grid = _TUNE.get(plan.index_type, [])
     user_set = any(overrides.get(k) is not None for k in ("nprobes", "refine_factor", "ef"))
-    if tune and grid and not user_set:
+    _tune(lake, rec, plan, ids, vecs, target if tune and not user_set else None)
+    rec.recall_sample = len(ids)
+    lake.store.put(record_key(table, column), rec.to_json())
+    return rec
+
+
+def _tune(lake, rec: IndexRecord, plan: IndexPlan, ids, vecs, target: float | None) -> None:
+    """Measure recall@10 on the sample; with a `target`, walk the tuning grid until it is met
+    (each step recorded in `rec.tuning`), else measure the plan as given."""
+    table, column = rec.table, rec.column
+    grid = _TUNE.get(plan.index_type, [])
+    if target is not None and grid:
         for nprobes, refine, ef in grid:
             if nprobes > plan.num_partitions and plan.tuning:
                 break
@@ -218,9 +228,6 @@ def build_index(
                 "p50_ms": round(ms, 2),
             }
         )
-    rec.recall_sample = len(ids)
-    lake.store.put(record_key(table, column), rec.to_json())
-    return rec
 
 
 def refresh_index(lake, table: str = "clips", column: str = "embedding") -> dict:
