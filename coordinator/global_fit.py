@@ -14,30 +14,43 @@ def ensure_fit(lake, cls, stage, recompute: bool) -> bool:
     """Fit `stage` when it is global and has no usable fit; returns the `recompute` to use.
 
     A new fit (none yet, changed settings/version, or `--recompute` = refit) resets the
-    stage's columns so every row is assigned against it. Otherwise only rows without outputs
-    (e.g. a later ingest) are assigned against the stored fit: an existing group and its
-    representative are never rewritten.
+    stage's columns so every row is assigned against it. Otherwise the stage's `update` decides
+    the rows added since (all of them together, before any worker starts) in a new version of
+    the fit; the assign pass then computes the fragments its lineage makes due.
     """
     if not cls.is_global:
         return recompute
     store = FitStore(lake, cls.table, cls.name)
     current = store.current()
     sig = stage.fit_signature()
+    if scope := stage.fit_scope(lake):  # the rows the fit reads changed (e.g. a split appeared)
+        sig += f"|scope={scope}"
+    ctx = FitContext(seed=cls.fit_seed, sample_rows=cls.fit_sample_rows, lake_uri=lake.uri)
     if current is not None and current.signature == sig and not recompute:
-        stage.fit_id = current.fit_id  # part of the work identity (GlobalStage.model_identity)
+        t0 = time.monotonic()
+        update = stage.update(lake, current, ctx)  # rows added since: decided together, here
+        if update is None:
+            stage.use_fit(current)  # part of the work identity (GlobalStage.model_identity)
+            return False
+        _save(store, stage, update, sig, lake, t0)
+        log.info("stage %s: fit %s updated as %s in %.1f s", cls.name, current.fit_id,
+                 update.fit_id, time.monotonic() - t0)  # fmt: skip
         return False
-    why = "--recompute" if recompute else ("no fit yet" if current is None else "settings changed")
+    why = "--recompute" if recompute else ("no fit yet" if current is None else "settings or scope changed")
     t0 = time.monotonic()
-    fit = stage.fit(
-        lake, FitContext(seed=cls.fit_seed, sample_rows=cls.fit_sample_rows, lake_uri=lake.uri)
+    fit = stage.fit(lake, ctx)
+    _save(store, stage, fit, sig, lake, t0)
+    log.info(
+        "stage %s: new fit %s (%s) in %.1f s", cls.name, fit.fit_id, why, time.monotonic() - t0
     )
+    return True
+
+
+def _save(store: FitStore, stage, fit, sig: str, lake, t0: float) -> None:
+    """Store `fit` (a new fit or an update) as current and take it for the stage."""
     fit.signature = sig
     # what the fit learned about its input, stamped on the columns by every assign worker
     fit.summary.setdefault("column_facts", stage.fit_facts(lake))
     fit.summary.setdefault("fit_s", round(time.monotonic() - t0, 2))
     store.save(fit)
-    stage.fit_id = fit.fit_id
-    log.info(
-        "stage %s: new fit %s (%s) in %.1f s", cls.name, fit.fit_id, why, time.monotonic() - t0
-    )
-    return True
+    stage.use_fit(fit)

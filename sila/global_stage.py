@@ -3,11 +3,15 @@
 A `GlobalStage` adds `fit(lake, ctx) -> Fit` to the Stage contract. The coordinator
 (`sila.coordinator.global_fit.ensure_fit`) runs the fit before the job when there is none, when
 the stage's settings or version changed, or on `--recompute` (= refit), and stores it,
-versioned, under `_sila/fits/<table>/<stage>/<fit_id>/`. The assign pass is an ordinary
+versioned, under `_sila/fits/<table>/<stage>/<fit_id>/`. With a usable fit, the same step
+calls `update(lake, fit, ctx)`: a stage that decides rows added since (dedup) returns a new
+version of the fit; its `lineage` stays the same while no answer already in the table changes,
+so only the new rows' fragments are due (a changed answer starts a lineage: every fragment is
+looked up again). The assign pass is an ordinary
 enrich pass through the usual leases, segments and commits: the platform hands `setup(ctx)`
 the current fit (`ctx.fit`, kept as `self.fit_state`), and stamps its id into the columns'
 metadata (`sila.fit`, from `column_facts()`), so a column is never half one fit and half
-another. Rows added later are assigned against the stored fit.
+another.
 
 Used by `dedup` (k-means centroids + groups) and meant for normalisers (per-dimension
 statistics fitted on a sample, applied per row).
@@ -105,14 +109,31 @@ class GlobalStage(Stage):
     # set per instance: by the coordinator once it knows the fit, and by `setup` from ctx.fit
     fit_state: Fit | None = None
     fit_id: str | None = None
+    fit_lineage: str | None = None  # the fit whose answers the table's values still are
 
     def fit(self, lake, ctx: FitContext) -> Fit:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def update(self, lake, fit: Fit, ctx: FitContext) -> Fit | None:
+        """A new version of `fit` covering rows added (or removed) since, or None to keep it.
+        Its summary's `lineage` names the fit it extends without changing any answer already
+        assigned (None or absent: the version starts a lineage of its own)."""
+        return None
+
+    def use_fit(self, fit: Fit) -> None:
+        """Take `fit` as the one the stage assigns against (its id and lineage)."""
+        self.fit_id = fit.fit_id
+        self.fit_lineage = fit.summary.get("lineage") or fit.fit_id
 
     def fit_signature(self) -> str:
         """What makes two fits interchangeable: the stage's version and effective settings."""
         conf = json.dumps(self.config, sort_keys=True, default=str)
         return f"{self.resolved_version()}|{conf}"
+
+    def fit_scope(self, lake) -> str:
+        """Which rows the fit would read now (e.g. "train" once a split exists, else "all"):
+        part of the fit's signature, so a fit whose input scope changed is stale and refitted."""
+        return ""
 
     def setup(self, ctx: StageContext) -> None:
         fit = ctx.fit
@@ -121,7 +142,8 @@ class GlobalStage(Stage):
                 f"stage '{self.name}' has no fit yet; run it with `sila run {self.name}` (the "
                 "coordinator fits before assigning)"
             )
-        self.fit_state, self.fit_id = fit, fit.fit_id
+        self.fit_state = fit
+        self.use_fit(fit)
         self.load_fit(fit, ctx)
 
     def column_facts(self) -> dict[str, str]:
@@ -133,8 +155,9 @@ class GlobalStage(Stage):
         return {"sila.fit": fit.fit_id, **fit.summary.get("column_facts", {})}
 
     def model_identity(self) -> str | None:
-        """The fit is part of the work: rows assigned under another fit are stale."""
-        return f"{self.model}#fit={self.fit_id}"
+        """The fit is part of the work: rows assigned under another fit lineage are stale (a
+        version that only added answers keeps its lineage)."""
+        return f"{self.model}#fit={self.fit_lineage or self.fit_id}"
 
     def fit_facts(self, lake) -> dict[str, str]:
         """Extra column metadata learned at fit time, e.g. that the vectors it grouped came from

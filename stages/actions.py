@@ -202,6 +202,12 @@ class Actions(Stage):
             float(self.config["idle_rotation"]),
             float(self.config["idle_grasp"]),
         )
+        finite = np.isfinite(np.asarray(acts, dtype=np.float64)).all(axis=0)
+        if not finite.all():  # a NaN would poison every normaliser fitted over this window
+            part = next(
+                n for n, _ in ACTION_LAYOUT if not finite[OFFSETS[n][0] : OFFSETS[n][1]].all()
+            )
+            raise RowError(f"window {a}-{b}: part '{part}' has non-finite actions")
         return {
             "actions": acts,
             "action_mask": mask.tolist(),

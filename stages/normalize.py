@@ -93,23 +93,33 @@ class Normalize(GlobalStage):
                 f"normalize: method must be 'quantile' or 'meanstd', got {self.config['method']!r}"
             )
         ds = lake.table(self.table)
-        scope = "all rows"
-        flt = "actions IS NOT NULL"
-        if "split" in ds.schema.names and ds.count_rows(filter="split = 'train'"):
-            flt += " AND split = 'train'"
-            scope = "rows assigned to train"
+        train = self.fit_scope(lake) == "train"
+        scope = "rows assigned to train" if train else "all rows"
+        flt = "actions IS NOT NULL" + (" AND split = 'train'" if train else "")
         tbl = ds.to_table(columns=["actions", "action_mask"], filter=flt)
         if tbl.num_rows > ctx.sample_rows:
             rng = np.random.default_rng(ctx.seed)
             tbl = tbl.take(np.sort(rng.choice(tbl.num_rows, ctx.sample_rows, replace=False)))
         rows = list(zip(tbl["actions"].to_pylist(), tbl["action_mask"].to_pylist(), strict=True))
+        # a non-finite action (written before `actions` refused them) must never enter the fit:
+        # one would make every normalised action of the table NaN
+        rows = [r for r in rows if np.isfinite(np.asarray(r[0], dtype=np.float64)).all()]
+        excluded = tbl.num_rows - len(rows)
         if not rows:
             raise SilaError(
-                "normalize: no rows with actions to fit on: run `sila run actions` first"
+                "normalize: no rows with finite actions to fit on: run `sila run actions` first"
             )
         stats = fit_stats(rows)
         buf = io.BytesIO(json.dumps({**stats, "scope": scope, "layout": ACTION_LAYOUT}).encode())
-        return Fit({"stats.json": buf.getvalue()}, {"scope": scope, "rows": len(rows)})
+        summary = {"scope": scope, "rows": len(rows), "excluded_non_finite": excluded}
+        return Fit({"stats.json": buf.getvalue()}, summary)
+
+    def fit_scope(self, lake) -> str:
+        """ "train" once any row is assigned to train, else "all": the fit made before
+        `assign_split` ran is stale after it (and refitted on the next run)."""
+        ds = lake.table(self.table)
+        has_train = "split" in ds.schema.names and ds.count_rows(filter="split = 'train'") > 0
+        return "train" if has_train else "all"
 
     def load_fit(self, fit: Fit, ctx) -> None:
         self.stats = json.loads(fit.files["stats.json"])

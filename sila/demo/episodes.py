@@ -177,8 +177,16 @@ def lerobot_v2(root: Path, episodes: int = 2, frames: int = 30, fps: int = 10) -
     return root
 
 
-def lerobot_v3(root: Path, episodes: int = 2, frames: int = 30, fps: int = 10) -> Path:
-    """Episodes packed into one parquet and one mp4 (v3.0)."""
+def lerobot_v3(
+    root: Path,
+    episodes: int = 2,
+    frames: int = 30,
+    fps: int = 10,
+    wrist_lead_s: float | None = None,
+) -> Path:
+    """Episodes packed into one parquet and one mp4 (v3.0). With `wrist_lead_s`, a second
+    camera ("wrist") whose packed file starts `wrist_lead_s` earlier than the top camera's, so
+    every episode has its own, different `from_timestamp` in each camera file."""
     (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
     info = {
         "codebase_version": "v3.0",
@@ -186,8 +194,10 @@ def lerobot_v3(root: Path, episodes: int = 2, frames: int = 30, fps: int = 10) -
         "fps": fps,
         "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
         "video_path": "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4",
-        "features": INFO_FEATURES,
+        "features": dict(INFO_FEATURES),
     }
+    if wrist_lead_s is not None:
+        info["features"]["observation.images.wrist"] = INFO_FEATURES["observation.images.top"]
     (root / "meta" / "info.json").write_text(json.dumps(info))
     n = episodes * frames
     t = pa.table(
@@ -202,6 +212,9 @@ def lerobot_v3(root: Path, episodes: int = 2, frames: int = 30, fps: int = 10) -
     p.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(t, p)
     video(root / "videos/observation.images.top/chunk-000/file-000.mp4", n, fps)
+    lead = round((wrist_lead_s or 0.0) * fps)
+    if wrist_lead_s is not None:
+        video(root / "videos/observation.images.wrist/chunk-000/file-000.mp4", n + lead, fps)
     rows = [
         {
             "episode_index": e,
@@ -215,6 +228,16 @@ def lerobot_v3(root: Path, episodes: int = 2, frames: int = 30, fps: int = 10) -
             "videos/observation.images.top/file_index": 0,
             "videos/observation.images.top/from_timestamp": e * frames / fps,
             "videos/observation.images.top/to_timestamp": (e + 1) * frames / fps,
+            **(
+                {
+                    "videos/observation.images.wrist/chunk_index": 0,
+                    "videos/observation.images.wrist/file_index": 0,
+                    "videos/observation.images.wrist/from_timestamp": (lead + e * frames) / fps,
+                    "videos/observation.images.wrist/to_timestamp": (lead + (e + 1) * frames) / fps,
+                }
+                if wrist_lead_s is not None
+                else {}
+            ),
         }
         for e in range(episodes)
     ]

@@ -64,6 +64,7 @@ def episode_row(ep: Episode, digests: dict[str, str]) -> dict:
         "camera_uris": list(ep.cameras.values()),
         "camera_layout": json.dumps(layout),
         "video_offset_s": ep.video_offset_s,
+        "camera_offsets_s": [ep.camera_offsets.get(k, ep.video_offset_s) for k in ep.cameras],
         "episode_fps": ep.fps,
         "episode_frames": ep.frames,
         "traj_ego": _poses(ep.poses.get("ego")),
@@ -84,25 +85,40 @@ def episode_row(ep: Episode, digests: dict[str, str]) -> dict:
 
 
 def ingest_episodes(lake, datasets: list[tuple[str, str]]) -> dict:
-    """Add the episodes of `datasets` to `sources`; returns {added, present, failed, failures}."""
+    """Add the episodes of `datasets` to `sources`; returns {added, present, fragments, failed,
+    failures}. A bad episode is a failure naming it; the others are written."""
     rows, failures = [], []
     digests: dict[str, str] = {}
     for kind, path in datasets:
-        for item in read_dataset(kind, path):
-            if isinstance(item, EpisodeError):
-                failures.append({"path": path, "error": str(item)})
-                continue
-            try:
-                rows.append(episode_row(item, digests))
-            except (OSError, ValueError) as e:
-                failures.append({"path": item.name, "error": f"{type(e).__name__}: {e}"})
-    added, present = _write(lake, rows)
+        try:
+            for item in read_dataset(kind, path):
+                if isinstance(item, EpisodeError):
+                    failures.append({"path": path, "error": str(item)})
+                    continue
+                try:
+                    rows.append(episode_row(item, digests))
+                except (OSError, ValueError) as e:
+                    failures.append({"path": item.name, "error": f"{type(e).__name__}: {e}"})
+        except (OSError, ValueError, KeyError) as e:  # the dataset's own index is unreadable:
+            # its episodes so far are kept, and the other datasets of the command go on
+            failures.append({"path": path, "error": f"{path}: {type(e).__name__}: {e}"})
+    added, present, fragments = _write(lake, rows)
     for f in failures:
         log.warning("episode not ingested: %s", f["error"])
-    return {"added": added, "present": present, "failed": len(failures), "failures": failures}
+    return {
+        "added": added,
+        "present": present,
+        "fragments": fragments,
+        "failed": len(failures),
+        "failures": failures,
+    }
 
 
-def _write(lake, rows: list[dict]) -> tuple[int, int]:
+def _write(lake, rows: list[dict]) -> tuple[int, int, int]:
+    """Append the rows not yet present; returns (added, present, fragments written).
+
+    Only ingest-owned columns are written: a stage's column left out of a fragment's data files
+    is what makes the coordinator judge that fragment still to compute for the stage."""
     import lance
 
     from sila.schema import sources_schema
@@ -121,7 +137,7 @@ def _write(lake, rows: list[dict]) -> tuple[int, int]:
     have = set(ds.to_table(columns=["id"], filter="media_kind = 'episode'")["id"].to_pylist())
     new = [r for r in rows if r["id"] not in have]
     if not new:
-        return 0, len(rows)
+        return 0, len(rows), 0
     from sila.schema import BLOB_META, is_blob, owner
 
     fields, arrays = [], []
@@ -136,6 +152,7 @@ def _write(lake, rows: list[dict]) -> tuple[int, int]:
             fields.append(f)
             arrays.append(pa.array([r.get(f.name) for r in new], type=f.type))
     tbl = pa.table(arrays, schema=pa.schema(fields))
+    before = len(ds.get_fragments())
     lance.write_dataset(
         tbl,
         ds.uri,
@@ -143,7 +160,7 @@ def _write(lake, rows: list[dict]) -> tuple[int, int]:
         max_rows_per_file=64,
         storage_options=lake.storage_options or None,
     )
-    return len(new), len(rows) - len(new)
+    return len(new), len(rows) - len(new), len(lake.table("sources").get_fragments()) - before
 
 
 def ingest_with_episodes(lake, paths: list[str], **options):
@@ -157,6 +174,7 @@ def ingest_with_episodes(lake, paths: list[str], **options):
         ep = ingest_episodes(lake, datasets)
         report.added += ep["added"]
         report.present += ep["present"]
+        report.fragments += ep["fragments"]
         report.failed += ep["failed"]
         report.failures += [
             {"id": None, "path": f["path"], "error": f["error"], "origin": "episode"}

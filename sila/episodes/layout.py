@@ -42,6 +42,7 @@ EPISODE_FIELDS: list[pa.Field] = [
     pa.field("camera_uris", pa.list_(pa.string())),
     pa.field("camera_layout", pa.string()),
     pa.field("video_offset_s", pa.float64()),
+    pa.field("camera_offsets_s", pa.list_(pa.float64())),  # per camera, as `camera_uris`
     pa.field("episode_fps", pa.float64()),
     pa.field("episode_frames", pa.int64()),
     pa.field("traj_ego", POSE),
@@ -78,6 +79,7 @@ class Episode:
     success: bool | None = None
     language: list[str] = field(default_factory=list)
     cameras: dict[str, str] = field(default_factory=dict)  # name -> file (primary first)
+    camera_offsets: dict[str, float] = field(default_factory=dict)  # name -> start in its file (s)
     poses: dict[str, np.ndarray] = field(default_factory=dict)  # stream -> (frames, 4, 4)
     fingers: dict[str, np.ndarray] = field(default_factory=dict)  # left/right -> (frames, 5, 3)
     gripper: np.ndarray | None = None  # (frames,)
@@ -97,6 +99,12 @@ def check_alignment(name: str, t_clock: np.ndarray, streams: dict[str, np.ndarra
     rates = [1.0 / np.median(np.diff(t_clock))] if len(t_clock) > 1 else []
     for s, t in streams.items():
         t = np.asarray(t, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(t))
+        if len(bad):
+            raise EpisodeError(
+                f"{name}: stream '{s}' has {len(bad)} non-finite timestamp(s), first at sample "
+                f"{int(bad[0])}"
+            )
         if len(t) < 2:
             raise EpisodeError(f"{name}: stream '{s}' has {len(t)} sample(s); need at least 2")
         d = np.diff(t)
@@ -117,6 +125,44 @@ def check_alignment(name: str, t_clock: np.ndarray, streams: dict[str, np.ndarra
                 f"{name}: stream '{s}' ends {end:.3f} s before the video (tolerance {tol:.3f} s)"
             )
     return tol
+
+
+def require_finite(name: str, stream: str, values: np.ndarray) -> None:
+    """A NaN or infinite sample makes the episode an error: one bad value would otherwise reach
+    every window's actions and, through a fit, every normalised action of the dataset."""
+    v = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(v.reshape(len(v), -1)).all(axis=1) if v.ndim else ~np.isfinite(v)
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        raise EpisodeError(
+            f"{name}: stream '{stream}' has {int(np.sum(bad))} non-finite sample(s), first at "
+            f"sample {i}"
+        )
+
+
+# Rotations further than this from orthonormal (max |R^T R - I|, or |det - 1|) are refused; closer
+# ones are the rounding of a stored pose and are projected onto SO(3), counted on the episode.
+ROTATION_TOLERANCE = 1e-2
+
+
+def checked_rotations(ep: Episode, stream: str, r: np.ndarray) -> np.ndarray:
+    """`r` (N, 3, 3) projected onto SO(3) when every matrix is within ROTATION_TOLERANCE of a
+    rotation; the number repaired is recorded in `ep.meta["repaired"]`. Raises EpisodeError
+    naming the stream and sample otherwise."""
+    err = np.abs(np.swapaxes(r, 1, 2) @ r - np.eye(3)).max(axis=(1, 2))
+    err = np.maximum(err, np.abs(np.linalg.det(r) - 1.0))
+    if np.any(err > ROTATION_TOLERANCE):
+        i = int(np.argmax(err > ROTATION_TOLERANCE))
+        raise EpisodeError(
+            f"{ep.name}: stream '{stream}' sample {i} is not a rotation (error {err[i]:.3g}, "
+            f"tolerance {ROTATION_TOLERANCE:g}); {int(np.sum(err > ROTATION_TOLERANCE))} such"
+        )
+    fixed = int(np.sum(err > 1e-6))
+    if fixed:
+        ep.meta.setdefault("repaired", {})[stream] = fixed
+        log.info("%s: %d rotation(s) of '%s' projected onto SO(3)", ep.name, fixed, stream)
+    u, _, vt = np.linalg.svd(r)
+    return u @ vt
 
 
 def fingertips_in_wrist(hand: np.ndarray, wrist: np.ndarray | None) -> np.ndarray:
@@ -206,11 +252,14 @@ def attach_streams(ep: Episode, data: dict[str, np.ndarray], where: str) -> None
 
     present = [s for s in (*POSE_STREAMS, "gripper", "hands", "imu") if s in data]
     check_alignment(ep.name, t_clock, {s: t_of(s) for s in present})
+    for s in present:
+        require_finite(ep.name, s, data[s])
     for s in POSE_STREAMS:
         if s in data:
             p = np.asarray(data[s], dtype=np.float64)
-            if p.shape[1:] != (4, 4):
+            if p.ndim != 3 or p.shape[1:] != (4, 4):
                 raise EpisodeError(f"{where}: stream '{s}' must be (N, 4, 4) poses, got {p.shape}")
+            p[:, :3, :3] = checked_rotations(ep, s, p[:, :3, :3])
             ep.poses[s] = resample_poses(t_of(s), p, t_clock)
     if "gripper" in data:
         ep.gripper = resample_values(
@@ -260,3 +309,5 @@ def read_dataset(kind: str, path: str):
             )
         except EpisodeError as e:
             yield e
+        except (ValueError, IndexError, KeyError, TypeError) as e:  # a malformed stream file
+            yield EpisodeError(f"{sub}: {type(e).__name__}: {e}")

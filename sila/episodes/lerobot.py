@@ -21,7 +21,15 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sila.episodes.layout import Episode, EpisodeError, check_alignment, clock, probe_video
+from sila.episodes.layout import (
+    Episode,
+    EpisodeError,
+    check_alignment,
+    checked_rotations,
+    clock,
+    probe_video,
+    require_finite,
+)
 from sila.episodes.se3 import euler_to_rot, make_pose, quat_to_rot
 
 
@@ -78,14 +86,18 @@ def _episode_from_frames(
     primary = keys[0]
     path, offset = videos[primary]
     name = f"{root} episode {ep_index}"
-    vfps, vframes, w, h = probe_video(path)
     n = frames.num_rows
+    if n < 2:
+        raise EpisodeError(f"{name}: {n} frame(s) in its data file; need at least 2")
+    vfps, vframes, w, h = probe_video(path)
     if abs(vfps - fps) > 0.01 * fps:
         raise EpisodeError(f"{name}: video {path} runs at {vfps:g} fps, info.json says {fps:g}")
     ts = np.asarray(frames.column("timestamp").to_numpy(zero_copy_only=False), dtype=np.float64)
     t_clock = clock(n, fps)
-    check_alignment(name, t_clock, {"timestamp": ts - ts[0]})
-    drift = float(np.max(np.abs((ts - ts[0]) - t_clock)))
+    # `timestamp` is the state's time on the episode's clock (0 at its first video frame):
+    # checked as it is, like every stream of the generic layout, so a late stream is refused
+    check_alignment(name, t_clock, {"timestamp": ts})
+    drift = float(np.max(np.abs(ts - t_clock)))
     if drift > 0.5 / fps:
         raise EpisodeError(f"{name}: frame timestamps drift {drift:.3f} s from {fps:g} fps")
     end = offset + n / fps
@@ -107,6 +119,7 @@ def _episode_from_frames(
         None,
         tasks,
         {k.removeprefix("observation.images."): v[0] for k, v in videos.items()},
+        camera_offsets={k.removeprefix("observation.images."): v[1] for k, v in videos.items()},
         meta={
             "robot_type": info.get("robot_type"),
             "codebase_version": info.get("codebase_version"),
@@ -114,9 +127,11 @@ def _episode_from_frames(
     )
     if parts:
         state = np.asarray(frames.column(parts["key"]).to_pylist(), dtype=np.float64)
+        used = [i for k in ("xyz", "quat", "rpy", "gripper") for i in parts.get(k, [])]
+        require_finite(name, parts["key"], state[:, used])
         if "xyz" in parts:
             rot = (
-                quat_to_rot(state[:, parts["quat"]])
+                _unit_quat_rot(ep, parts["key"], state[:, parts["quat"]])
                 if "quat" in parts
                 else euler_to_rot(state[:, parts["rpy"]])
             )
@@ -126,7 +141,31 @@ def _episode_from_frames(
     return ep
 
 
+# A quaternion whose norm is off by more than this is not a rounding of a unit quaternion.
+QUAT_NORM_TOLERANCE = 1e-2
+
+
+def _unit_quat_rot(ep: Episode, stream: str, q: np.ndarray) -> np.ndarray:
+    """Rotations of (x, y, z, w) quaternions: a zero or far-from-unit quaternion makes the
+    episode an error; near-unit ones are normalised and counted in `ep.meta["repaired"]`."""
+    norm = np.linalg.norm(q, axis=-1)
+    off = np.abs(norm - 1.0)
+    if np.any(off > QUAT_NORM_TOLERANCE):
+        i = int(np.argmax(off > QUAT_NORM_TOLERANCE))
+        raise EpisodeError(
+            f"{ep.name}: stream '{stream}' quaternion at sample {i} has norm {norm[i]:.3g} (a unit "
+            f"quaternion within {QUAT_NORM_TOLERANCE:g} is required)"
+        )
+    fixed = int(np.sum(off > 1e-6))
+    if fixed:
+        ep.meta.setdefault("repaired", {})[f"{stream} quaternion"] = fixed
+    return checked_rotations(ep, stream, quat_to_rot(q))
+
+
 def read_lerobot(root: Path) -> Iterator[Episode | EpisodeError]:
+    """Yield Episode or EpisodeError per episode of the LeRobot dataset at `root`; every path
+    stored is absolute, so stages find the files from any working directory."""
+    root = root.resolve()
     try:
         info = json.loads((root / "meta" / "info.json").read_text())
         version = str(info.get("codebase_version", "v2.0"))
@@ -175,7 +214,7 @@ def _read_v2(root, info, video_keys, parts):
             )
         except EpisodeError as err:
             yield err
-        except (OSError, KeyError, ValueError) as err:
+        except (OSError, KeyError, ValueError, IndexError, TypeError) as err:
             yield EpisodeError(f"{root} episode {i}: {type(err).__name__}: {err}")
 
 
@@ -219,5 +258,5 @@ def _read_v3(root, info, video_keys, parts):
                 )
             except EpisodeError as err:
                 yield err
-            except (OSError, KeyError, ValueError) as err:
+            except (OSError, KeyError, ValueError, IndexError, TypeError) as err:
                 yield EpisodeError(f"{root} episode {i}: {type(err).__name__}: {err}")
