@@ -48,11 +48,20 @@ def export_wds(
     recipe: Annotated[str | None, typer.Option(help="recipe with [buckets]")] = None,
     mixture: Annotated[str | None, typer.Option(help="recipe with a [mixture]")] = None,
     label: Annotated[str | None, typer.Option(help="label column for the leakage audit")] = None,
+    allow_pending: Annotated[
+        bool,
+        typer.Option(
+            "--allow-pending",
+            help="export only the curated rows when stages the selection reads are not computed "
+            "on every row (recorded in the manifest); without it such an export is refused",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     storage_option: StorageOpt = None,
 ) -> None:
     """Selected clips as WebDataset shards per bucket, with a manifest and Energon's .nv-meta.
-    An interrupted export resumes where it stopped; the same inputs give the same bytes."""
+    An interrupted export resumes where it stopped; the same inputs give the same bytes. Refused
+    while a stage the selection reads (a filter, dedup, captions, the split) has rows to compute."""
     from sila.export.wds import ExportOptions
 
     lk = _lake(lake, storage_option)
@@ -62,6 +71,7 @@ def export_wds(
         recipe=recipe,
         target_bytes=parse_size(target_size),
         default_selection=not all_rows,
+        allow_pending=allow_pending,
     )
 
     def progress(name, rec):

@@ -54,7 +54,7 @@ def mp4s(tmp_path_factory) -> list[tuple[bytes, int, int, float]]:
     return out
 
 
-def make_clips(lake: sila.Lake, mp4s, n: int = 24, ids=None) -> None:
+def make_clips(lake: sila.Lake, mp4s, n: int = 24, ids=None, mode: str = "create") -> None:
     schema = pa.schema(
         [
             ("id", pa.string()),
@@ -93,7 +93,7 @@ def make_clips(lake: sila.Lake, mp4s, n: int = 24, ids=None) -> None:
     tbl = pa.Table.from_pylist(rows, schema=schema)
     import lance
 
-    lance.write_dataset(tbl, lake.table_uri("clips"), schema=schema, max_rows_per_file=8)
+    lance.write_dataset(tbl, lake.table_uri("clips"), schema=schema, max_rows_per_file=8, mode=mode)
 
 
 @pytest.fixture
@@ -318,3 +318,73 @@ def test_export_to_s3(clips_lake, s3_server):
     store = open_store(url, s3_server.options)
     names = {o["path"] for batch in obstore.list(store) for o in batch}
     assert {s["name"] for s in man["shards"]} <= names and "manifest.json" in names
+
+
+SHORT = """
+from sila.filters import Filter
+
+class Short(Filter):
+    name = "short"; table = "clips"; inputs = ["video_duration_s"]
+    settings = {"max_s": 5.0}
+    def filter(self, row):
+        return (row["video_duration_s"] <= self.config["max_s"], "too long")
+"""
+
+
+def ds_count(lake: sila.Lake, where: str) -> int:
+    return lake.table("clips").count_rows(filter=where)
+
+
+def test_export_refuses_new_clips_nobody_curated_yet(clips_lake, mp4s, tmp_path):
+    code = tmp_path / "short_stage.py"
+    code.write_text(SHORT)
+    assert clips_lake.run(f"{code}:Short")["state"] == "succeeded"
+    curated = clips_lake.export(str(tmp_path / "curated"))
+    kept = ds_count(clips_lake, "quality_keep AND video_duration_s <= 5")
+    assert curated["samples"] == kept and "short_keep = true" in curated["selection"]
+    # new clips arrive: their fragment is pending for 'short', so nothing decided them yet
+    make_clips(clips_lake, mp4s, n=4, ids=[f"new{i}/0-10" for i in range(4)], mode="append")
+    with pytest.raises(sila.SilaError, match="export refused") as refused:
+        clips_lake.export(str(tmp_path / "refused"))
+    msg = str(refused.value)
+    assert "short (4 row(s)" in msg and f"sila run {code}:Short" in msg and "--allow-pending" in msg
+    assert not (tmp_path / "refused" / ".sila-export" / "plan.json").exists()  # no plan kept
+    cli = [str(BIN / "sila"), "export", "wds", "--lake", clips_lake.uri, "--json"]
+    bad = subprocess.run([*cli, str(tmp_path / "cli")], capture_output=True, text=True)
+    assert bad.returncode == 1 and "short" in bad.stdout + bad.stderr
+    # --allow-pending ships only what is curated and says so in the manifest
+    res = subprocess.run(
+        [*cli, str(tmp_path / "allowed"), "--allow-pending"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    man = json.loads((tmp_path / "allowed" / "manifest.json").read_text())
+    # the new clips have no decision yet: a decision never computed is not "keep"
+    assert json.loads(res.stdout)["samples"] == man["samples"] == kept
+    assert man["pending"]["allowed"] and man["pending"]["stages"][0]["stage"] == "short"
+    assert man["pending"]["stages"][0]["rows"] == 4 and "--allow-pending" in man["warnings"][-1]
+    # once the stage has run, the new clips are judged and the export goes through
+    assert clips_lake.run(f"{code}:Short")["state"] == "succeeded"
+    done = clips_lake.export(str(tmp_path / "done"))
+    assert "pending" not in done and done["samples"] == kept + 3  # new2's 6 s clip is too long
+
+
+def test_audio_clips_and_undecided_rows_never_ship(clips_lake, tmp_path):
+    ds = clips_lake.table("clips")
+
+    def kind(batch: pa.RecordBatch) -> pa.RecordBatch:
+        w = batch.column("video_width").to_pylist()
+        return pa.record_batch(
+            [pa.array(["audio" if x == 640 else "video" for x in w])], ["clip_kind"]
+        )
+
+    ds.add_columns(kind, read_columns=["video_width"])
+    ds = clips_lake.table("clips")
+    audio = ds.count_rows(filter="clip_kind = 'audio'")
+    assert audio == 6
+    man = clips_lake.export(str(tmp_path / "all"), default_selection=False)
+    assert man["samples"] == 24 - audio
+    for shard in (tmp_path / "all").rglob("*.tar"):
+        for s in wds.WebDataset(str(shard), shardshuffle=False):
+            assert "m4a" not in s and json.loads(s["json"])["clip_kind"] == "video"

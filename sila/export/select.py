@@ -2,7 +2,10 @@
 
 The default selection is "kept by every video filter that ran, the dedup representative,
 captioned when captions exist, with media": it is resolved from the columns the table has
-now, so a filter never run gates nothing, and written into the manifest as plain SQL.
+now, so a filter never run gates nothing, and written into the manifest as plain SQL. A
+decision the filter has not computed for a row (null) is not "keep"; `sila.export.pending`
+refuses an export whose selection has such rows. Audio-only clips never go into video shards,
+whatever the selection.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ def default_where(schema) -> list[str]:
     out = []
     for f in schema:
         if f.name.endswith("_keep") and f.name not in NOT_GATING and owner(f):
-            out.append(f"({f.name} = true OR {f.name} IS NULL)")
+            out.append(f"{f.name} = true")
     if "caption_json" in names:
         out.append("caption_json IS NOT NULL")
     if "video_bytes" in names:
@@ -36,8 +39,14 @@ def default_where(schema) -> list[str]:
     return out
 
 
+def pictures_only(schema) -> list[str]:
+    """The condition that keeps audio-only clips out of video shards (where clips say their kind)."""
+    return ["(clip_kind IS NULL OR clip_kind <> 'audio')"] if "clip_kind" in schema.names else []
+
+
 def resolve_where(schema, where: str | None, use_default: bool = True) -> str | None:
-    parts = default_where(schema) if use_default else []
+    """The export's SQL: pictures only, the default selection (unless `--all`), and `where`."""
+    parts = pictures_only(schema) + (default_where(schema) if use_default else [])
     if where:
         parts.append(f"({where})")
     return " AND ".join(parts) or None

@@ -48,6 +48,7 @@ class ExportOptions:
     recipe: str | None = None
     target_bytes: int = 1_000_000_000
     default_selection: bool = True
+    allow_pending: bool = False  # ship only the curated rows when some are not (manifest says)
     embeddings: bool = True
     split_column: str | None = None  # shards under <split>/<bucket>/ (default: "split" if present)
     subset: str | None = None  # mixture subset name (its own shard set)
@@ -90,6 +91,8 @@ def plan_export(lake, opts: ExportOptions) -> dict:
     split_col = opts.split_column or ("split" if "split" in names else None)
     if split_col and split_col not in names:
         raise SilaError(f"split column '{split_col}' is not in {opts.table}")
+    if split_col and opts.default_selection:  # a clip with no split yet is in no split
+        where = f"{where} AND {split_col} IS NOT NULL" if where else f"{split_col} IS NOT NULL"
     want = [
         c
         for c in (
@@ -182,10 +185,11 @@ def run_export(lake, opts: ExportOptions, *, progress=None) -> dict:
             f"{opts.out} holds another export (other selection or settings); choose another "
             "output folder or remove it"
         )
+    ds = lake.table(opts.table, version=(plan or fresh)["table_version"])
+    pending = _check_curated(lake, ds, opts, (plan or fresh)["config"])  # before any plan is kept
     if plan is None:
         plan = fresh
         out.put(state + PLAN, json.dumps(plan, indent=1, sort_keys=True).encode())
-    ds = lake.table(opts.table, version=plan["table_version"])
     pinned = pin(lake.table(opts.table), opts.table, plan["tag"], plan["table_version"])
     media = _media_column(ds.schema)
     t0 = time.monotonic()
@@ -208,6 +212,13 @@ def run_export(lake, opts: ExportOptions, *, progress=None) -> dict:
     from sila.export.select import random_weight_warnings
 
     manifest["warnings"] = random_weight_warnings(ds.schema, plan["config"]["where"])
+    if pending:
+        manifest["pending"] = pending
+        manifest["warnings"].append(
+            "exported with --allow-pending: "
+            + ", ".join(f"{p['stage']} ({p['rows']} rows)" for p in pending["stages"])
+            + " not computed; those rows are left out"
+        )
     out.put(state + "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
     from sila.export.energon import write_energon_meta
 
@@ -229,6 +240,24 @@ def run_export(lake, opts: ExportOptions, *, progress=None) -> dict:
     return manifest | {
         "run": {"shards_written": written, "shards_reused": reused, "seconds": round(seconds, 2)}
     }
+
+
+def _check_curated(lake, ds, opts: ExportOptions, config: dict) -> dict | None:
+    """Refuse an export whose selection reads stages with rows not computed yet (see
+    `sila.export.pending`); with `allow_pending`, what the manifest records instead."""
+    from sila.export.pending import check_curated, referenced_stages
+    from sila.export.select import pictures_only
+
+    extra = [config["split_column"]] if config["split_column"] else []
+    stages = referenced_stages(ds.schema, config["where"], extra)
+    if not stages:
+        return None
+    # the rows the export would judge: the user's where, unless it reads a decision itself
+    # (a null decision would hide exactly the rows to count)
+    base = pictures_only(ds.schema)
+    if opts.where and not referenced_stages(ds.schema, opts.where):
+        base.append(f"({opts.where})")
+    return check_curated(lake, ds, stages, " AND ".join(base) or None, opts.allow_pending)
 
 
 def _json_value(v):
