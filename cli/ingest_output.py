@@ -8,7 +8,7 @@ import re
 import time
 
 import typer
-from sila.cli.output import console, emit_json, fail
+from sila.cli.output import console, emit_json, err_console, fail
 
 from sila.errors import SilaError
 from sila.lake import Lake
@@ -57,12 +57,34 @@ def ingest_command(
         log.exception("ingest failed")
         fail(f"ingest failed ({type(e).__name__}): {e}", as_json)
     out = {"ok": True, **rep.to_dict(), "seconds": round(time.monotonic() - t0, 2)}
+    nothing = _nothing_ingested(rep)
+    if nothing:  # a script must not take "no row came of it" for success
+        out = {"ok": False, "error": nothing, **{k: v for k, v in out.items() if k != "ok"}}
     if as_json:
         emit_json(out)
     else:
         _human(rep, out["seconds"])
-    if rep.missing and not rep.added and not rep.present:
+        if nothing:
+            err_console.print(f"[bold red]error:[/] {nothing}", highlight=False)
+    if nothing:
         raise typer.Exit(1)
+
+
+def _nothing_ingested(rep) -> str | None:
+    """Why no input became (or already was) a row of `sources`; None when some did."""
+    if rep.added or rep.present:
+        return None
+    why = [
+        f"{n} {label}"
+        for n, label in (
+            (rep.failed, "failed"),
+            (len(rep.missing), "missing"),
+            (rep.skipped_outside, "outside the allowed folders"),
+            (rep.skipped_hidden, "hidden"),
+        )
+        if n
+    ]
+    return "nothing was ingested: " + (", ".join(why) if why else "no files found")
 
 
 def _human(rep, seconds: float) -> None:

@@ -266,3 +266,27 @@ def test_manifest_fields_fill_files_already_present(lake, media):
     assert lake.sql(f"select count(*) n from sources where id = '{first}'").to_pylist() == [
         {"n": 1}
     ]
+
+
+def test_cli_exits_non_zero_when_nothing_is_ingested(tmp_path, media):
+    """A manifest with no path column, or whose every line is refused: `ok: false`, exit 1;
+    a re-ingest that finds everything already present is still a success."""
+    lk = str(tmp_path / "lk")
+    (media / "nopath.csv").write_text("name,caption\nf0.png,a\n")
+    jsonl(media / "out.jsonl", [{"path": "../outside.png"}])
+
+    def sila(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([SILA, "ingest", *args, "--lake", lk], capture_output=True,
+                              text=True, timeout=120, check=False)  # fmt: skip
+
+    for manifest, why in (("nopath.csv", "1 failed"), ("out.jsonl", "1 outside")):
+        res = sila(str(media / manifest), "--json")
+        out = json.loads(res.stdout)
+        assert res.returncode == 1 and out["ok"] is False and out["added"] == 0
+        assert out["error"].startswith("nothing was ingested: " + why), out["error"]
+    res = sila(str(media / "nopath.csv"))
+    assert res.returncode == 1 and "nothing was ingested" in res.stderr
+    assert "no 'path' column (columns: name, caption)" in res.stdout
+    assert sila(str(media / "sub"), "--json").returncode == 0
+    again = sila(str(media / "sub"), "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["already_present"] == 1
