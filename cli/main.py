@@ -52,6 +52,10 @@ from sila.cli.status import register as _register_status  # noqa: E402
 
 _register_status(app)  # stages, status
 
+from sila.cli.whatif import register as _register_whatif  # noqa: E402
+
+_register_whatif(app)  # whatif
+
 
 @app.command()
 @handle_errors
