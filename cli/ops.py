@@ -45,6 +45,10 @@ def pipeline_run(
     workers: Annotated[int, typer.Option(help="fragment workers per stage job")] = 1,
     executor: Annotated[str, typer.Option(help="auto | inline | processes | ray")] = "auto",
     sequential: Annotated[bool, typer.Option(help="one stage at a time")] = False,
+    skip: Annotated[list[str] | None, typer.Option(help="leave this stage out (repeatable)")] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="show the order, overlaps and work due; run nothing")
+    ] = False,
     allow_random_weights: Annotated[
         bool, typer.Option(help="model stages without weights run with random ones (recorded)")
     ] = False,
@@ -60,6 +64,22 @@ def pipeline_run(
     from sila.coordinator.ops.hooks import record_path, run_hook
 
     lk = _lake(lake, storage_option)
+    if dry_run:
+        from sila.coordinator.ops.pipeline import plan_pipeline
+
+        dry = plan_pipeline(
+            lk, recipe, only=only, until=until, skip=skip,
+            concurrent=not sequential,
+        )  # fmt: skip
+        if as_json:
+            emit_json(dry)
+            return
+        tab = Table("stage", "after", "start", "now")
+        for row in dry["stages"]:
+            tab.add_row(row["stage"], ", ".join(row["after"]) or "-", row["start"], row["now"])
+        console.print(tab)
+        console.print("dry run: nothing computed or written")
+        return
 
     def event(kind: str, stage: str, out=None) -> None:
         if as_json:
@@ -77,6 +97,7 @@ def pipeline_run(
         recipe,
         until=until,
         only=only,
+        skip=skip,
         concurrent=not sequential,
         on_event=event,
         workers=workers,

@@ -37,6 +37,11 @@ from sila.errors import SilaError
 from sila.schema import owner, spec_of, version_of
 from sila.stage import Stage
 
+# A fragment whose upstream stages (through `inputs` or `where`, a bound gate included) are not
+# done on it is DEFERRED, never computed from missing values: a pipeline may start a
+# downstream enrich stage while its upstream still runs (ops/pipeline_plan.overlap).
+DEFERS_UNFINISHED_UPSTREAM = True
+
 __all__ = [
     "FragmentRef",
     "StageProgress",

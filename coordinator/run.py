@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -82,6 +83,11 @@ def run_stage(lake, spec, options: RunOptions | None = None, **overrides: Any) -
     due, deferred = _due(lake, stage, identity, columns.ds, run.retry_errors, columns.reset)
     job.progress.fragments_total, job.progress.fragments_deferred = due, deferred
     jobs = JobLog(lake.store)
+    if due == 0 and not run.retry_errors:  # judged from metadata: no worker, no setup, no model
+        job.state, job.ended_at = "succeeded", time.time()
+        job.message = "nothing to do" + (f" ({deferred} fragment(s) deferred)" if deferred else "")
+        jobs.write(job)
+        return job.to_dict()
     failures = JobFailureLog(lake.store, job.job)
     job.log = failures.uri(lake)
     jobs.write(job)
@@ -157,6 +163,32 @@ def _due(lake, cls, identity: str, ds, retry_errors: bool, reset: bool) -> tuple
     deferred = sum(w.status == DEFERRED for w in works)
     if reset:
         return len(works) - deferred, deferred
+    return sum(w.status in (PENDING, PARTIAL, STALE) for w in works), deferred
+
+
+def due_work(lake, stage) -> tuple[int, int]:
+    """(fragments a run of `stage` would compute now, fragments deferred), judged from metadata
+    alone as `run_stage` would (its gate bound, its fit and version checked), writing nothing
+    and loading nothing: a caller polling for work starts a job only when there is some."""
+    from sila.coordinator.discovery import as_run_binds, column_versions
+    from sila.coordinator.global_fit import FitStore
+
+    if not lake.has_table(stage.table):
+        return 0, 0
+    ds = lake.table(stage.table)
+    frags = len(ds.get_fragments())
+    versions = column_versions(ds, stage.name)
+    if versions and versions != {stage.resolved_version()}:
+        return frags, 0  # a new version resets every fragment
+    if stage.is_global:
+        current = FitStore(lake, stage.table, stage.name).current()
+        if current is None or current.signature != stage.fit_signature():
+            return frags, 0  # a fit is due
+        stage = copy.copy(stage)
+        stage.fit_id = current.fit_id  # as ensure_fit binds it: part of the work identity
+    bound = as_run_binds(ds, stage)
+    works = classify_table(lake, bound, bound.work_identity(), ds)
+    deferred = sum(w.status == DEFERRED for w in works)
     return sum(w.status in (PENDING, PARTIAL, STALE) for w in works), deferred
 
 

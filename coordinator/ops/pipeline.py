@@ -1,161 +1,62 @@
 """`sila pipeline run RECIPE`: every stage of a recipe, in the order its data dependencies give.
 
-The order is derived, never hand-written: a stage depends on the stages that write the columns
-it declares it reads (`input_columns()`, `where`, `fit_reads`, `lookups`, `gate()`), and on the
-explode stage that creates its table. Stages whose
-dependencies allow it run at the same time as separate lease-coordinated jobs: a downstream job
-takes the fragments its upstream has already committed (the coordinator defers the rest) and
-runs again until every upstream job has ended, so one pass of the pipeline leaves nothing to do.
+The plan (order, and when each stage may start) is `pipeline_plan`'s. Stages whose dependencies
+allow it run at the same time as separate lease-coordinated jobs: a downstream enrich job takes
+the fragments its upstream has already committed (the coordinator defers the rest) and runs
+again until every upstream job has ended, so one pass of the pipeline leaves nothing to do.
+Before each job the stage's work is judged from metadata (`run.due_work`): a stage with nothing
+to do starts no job, loads no model and writes no job record. A stage whose inputs do not exist
+on the lake (and that no stage of the run writes) has nothing to do: it is skipped with the
+reason, never a failure.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
+from sila.coordinator.ops.pipeline_plan import (
+    Node,
+    decision_outputs,
+    missing_reads,
+    overlap,
+    plan,
+    read_columns,
+    recipe_stages,
+    select,
+    tie_columns_missing,
+    written_columns,
+)
+from sila.coordinator.run import due_work
 
 from sila.errors import SilaError
-from sila.recipe import load_recipe, stage_settings
-from sila.registry import resolve
-from sila.stage import Stage
+from sila.recipe import load_recipe
 
 log = logging.getLogger(__name__)
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")
-
-
-@dataclass
-class Node:
-    """One stage of a pipeline and the stages it must wait for."""
-
-    name: str
-    spec: str
-    cls: type
-    after: set[str] = field(default_factory=set)
-    why: dict[str, str] = field(default_factory=dict)  # upstream -> the column that ties them
-    stage: Stage | None = None  # built with the recipe's settings: its declared reads
-
-
-def read_columns(
-    stage: Stage, decisions: set[tuple[str, str]] = frozenset()
-) -> set[tuple[str, str]]:
-    """(table, column) pairs a stage reads, all of them declared: `input_columns()`, the
-    identifiers of its `where`, a global stage's `fit_reads`, its lookups (their columns and
-    join keys) and its `gate()` ("auto": every decision column in `decisions`)."""
-    cls = type(stage)
-    out: set[tuple[str, str]] = set()
-    for name in stage.input_columns():
-        table, dot, col = name.partition(".")
-        out.add((table, col) if dot else (cls.table, name))
-    for w in [cls.where, *stage.fit_reads]:
-        for tok in _IDENT.findall(w or ""):
-            table, dot, col = tok.partition(".")
-            out.add((table, col) if dot else (cls.table, tok))
-    for lk in stage.lookups:
-        out |= {(lk.table, c) for c in (*lk.columns, lk.on)} | {(cls.table, lk.key)}
-    gate = stage.gate()
-    if gate == "auto":
-        out |= {tc for tc in decisions if tc[0] == cls.table}
-    elif isinstance(gate, list | tuple):
-        out |= {(cls.table, c) for c in gate}
-    return out
-
-
-def written_columns(cls) -> set[tuple[str, str]]:
-    """(table, column) pairs a stage writes: its outputs and an explode stage's child rows."""
-    out = {(cls.table, f.name) for f in cls.output_fields()}
-    if cls.kind == "explode" and cls.child_table:
-        out |= {(cls.child_table, f.name) for f in cls.child_fields}
-    return out
-
-
-def decision_outputs(cls) -> set[tuple[str, str]]:
-    """The `<name>_keep` decisions a stage writes (what an "auto" gate waits for)."""
-    return {
-        (cls.table, f.name)
-        for f in cls.outputs
-        if f.name.endswith("_keep") and pa.types.is_boolean(f.type)
-    }
-
-
-def plan(specs: list[str], recipe: dict[str, Any] | None = None) -> list[Node]:
-    """Nodes in a dependency order (ties keep the recipe's order); cycles are refused. Each
-    stage is built with the recipe's settings, since what it reads may follow them."""
-    nodes = {}
-    for spec in specs:
-        cls = resolve(spec)
-        if cls.name in nodes:
-            raise SilaError(f"stage '{cls.name}' appears twice in the pipeline")
-        stage = cls(**stage_settings(recipe or {}, cls.name, None))
-        nodes[cls.name] = Node(cls.name, spec, cls, stage=stage)
-    writers: dict[tuple[str, str], str] = {}
-    creators: dict[str, set[str]] = {}  # table -> explode stages that create its rows
-    decisions: set[tuple[str, str]] = set()
-    for n in nodes.values():
-        for tc in written_columns(n.cls):
-            writers.setdefault(tc, n.name)
-        decisions |= decision_outputs(n.cls)
-        if n.cls.kind == "explode" and n.cls.child_table:
-            creators.setdefault(n.cls.child_table, set()).add(n.name)
-    for n in nodes.values():
-        for tc in read_columns(n.stage, decisions - decision_outputs(n.cls)):
-            w = writers.get(tc)
-            if w and w != n.name:
-                n.after.add(w)
-                n.why.setdefault(w, f"{tc[0]}.{tc[1]}")
-        for c in sorted(creators.get(n.cls.table, set()) - {n.name}):
-            n.after.add(c)
-            n.why.setdefault(c, f"creates table '{n.cls.table}'")
-    order: list[Node] = []
-    placed: set[str] = set()
-    while len(order) < len(nodes):
-        ready = [n for n in nodes.values() if n.name not in placed and n.after <= placed]
-        if not ready:
-            left = sorted(set(nodes) - placed)
-            raise SilaError(f"the pipeline's stages depend on each other in a cycle: {left}")
-        order.append(ready[0])
-        placed.add(ready[0].name)
-    return order
-
-
-def recipe_stages(recipe: dict[str, Any]) -> list[str]:
-    stages = recipe.get("pipeline", {}).get("stages")
-    if not stages:
-        stages = list(recipe.get("stages", {}))
-    if not stages:
-        raise SilaError("the recipe names no stages: add [pipeline] stages = [...] or [stages.X]")
-    return list(stages)
-
-
-def select(nodes: list[Node], only: list[str] | None, until: str | None) -> list[Node]:
-    names = [n.name for n in nodes]
-    for s in [*(only or []), *([until] if until else [])]:
-        if s not in names:
-            raise SilaError(f"stage '{s}' is not in this pipeline (stages: {', '.join(names)})")
-    if until:
-        keep = {until}
-        by = {n.name: n for n in nodes}
-        frontier = [until]
-        while frontier:
-            for up in by[frontier.pop()].after:
-                if up not in keep:
-                    keep.add(up)
-                    frontier.append(up)
-        nodes = [n for n in nodes if n.name in keep]
-    if only:
-        nodes = [n for n in nodes if n.name in set(only)]
-    return nodes
+__all__ = [
+    "Node",
+    "StageOutcome",
+    "decision_outputs",
+    "plan",
+    "plan_pipeline",
+    "read_columns",
+    "recipe_stages",
+    "run_pipeline",
+    "select",
+    "written_columns",
+]
 
 
 @dataclass
 class StageOutcome:
+    """What one stage of a pipeline run did: its jobs and their summed progress."""
+
     stage: str
     state: str = "waiting"  # waiting | running | succeeded | failed | skipped
     jobs: list[str] = field(default_factory=list)
@@ -163,16 +64,31 @@ class StageOutcome:
     rows: int = 0
     row_errors: int = 0
     children: int = 0  # rows an explode stage added to its child table
+    model_calls_saved: int = 0  # rows a gate excluded x the stage's model calls per row
+    polls: int = 0  # times its work was judged (from metadata; a job only when some was due)
     seconds: float = 0.0
     message: str = ""
 
     def add(self, job: dict) -> None:
+        """Sum one job record into the outcome."""
         p = job.get("progress", {})
         self.jobs.append(job.get("job", ""))
         self.fragments += p.get("fragments_done", 0)
         self.rows += p.get("rows", 0)
         self.row_errors += p.get("row_errors", 0)
         self.children += p.get("children", 0)
+        self.model_calls_saved += (job.get("metrics", {}).get("gating") or {}).get(
+            "model_calls_saved"
+        ) or 0
+
+
+def _nodes(doc: dict, only, until, skip) -> list[Node]:
+    nodes = select(plan(recipe_stages(doc), doc), only, until)
+    names = {n.name for n in nodes}
+    unknown = sorted(set(skip or []) - names)
+    if unknown:
+        raise SilaError(f"--skip {unknown[0]}: not a stage of this pipeline ({', '.join(names)})")
+    return nodes
 
 
 def run_pipeline(
@@ -181,6 +97,7 @@ def run_pipeline(
     *,
     only: list[str] | None = None,
     until: str | None = None,
+    skip: list[str] | None = None,
     concurrent: bool = True,
     poll_s: float = 0.5,
     on_event=None,
@@ -189,37 +106,26 @@ def run_pipeline(
 ) -> dict:
     """Run a recipe's stages; returns {"stages": [...outcomes], "ok": bool, "seconds": s}.
 
-    Each stage is one or more ordinary `sila run` jobs (same options, same job records). A
-    stage that needs a model endpoint it cannot have here (no URL, no server installed) is
-    skipped with the reason, and so are the stages that need its outputs. `random_weights`:
-    True, or the names of the stages allowed to run with random weights (recorded in their
-    columns' metadata)."""
+    Each stage is zero or more ordinary `sila run` jobs (same options, same job records): one
+    whenever its metadata says work is due. A stage in `skip`, one that needs a model endpoint
+    it cannot have here, or one whose inputs do not exist on the lake is skipped with the
+    reason; a failed stage skips the stages after it. `random_weights`: True, or the names of
+    the stages allowed to run with random weights (recorded in their columns' metadata)."""
     doc = load_recipe(recipe)
     pipeline_id = f"{time.strftime('%Y%m%dT%H%M%S')}-pipeline-{uuid.uuid4().hex[:6]}"
     run_options.setdefault("progress", False)
-    nodes = select(plan(recipe_stages(doc), doc), only, until)
+    nodes = _nodes(doc, only, until, skip)
+    by = {n.name: n for n in nodes}
     outcomes = {n.name: StageOutcome(n.name) for n in nodes}
     ended = {n.name: threading.Event() for n in nodes}
-    in_run = {n.name for n in nodes}
     t0 = time.monotonic()
     say = on_event or (lambda *_: None)
 
     def one(node: Node) -> None:
         out = outcomes[node.name]
-        ups = [u for u in node.after if u in in_run]
+        ups = [by[u] for u in sorted(node.after) if u in by]
         try:
-            # A stage that reads an upstream's columns in the same table waits for it to end
-            # unless the coordinator can defer fragments; an explode upstream only appends
-            # whole child fragments, so its downstream may start at once.
-            for u in ups:
-                if not concurrent or not _may_overlap(node, outcomes_cls[u]):
-                    ended[u].wait()
-            for u in ups:
-                if outcomes[u].state in ("failed", "skipped"):
-                    out.state, out.message = "skipped", f"upstream '{u}' {outcomes[u].state}"
-                    say("skip", node.name, out)
-                    return
-            reason = _endpoint_missing(node.spec, recipe, run_options.get("endpoint_url"))
+            reason = _skip_reason(node, ups, skip, concurrent, ended, outcomes, recipe, run_options)
             if reason:
                 out.state, out.message = "skipped", reason
                 say("skip", node.name, out)
@@ -230,22 +136,15 @@ def run_pipeline(
             ):
                 opts["allow_random_weights"] = True
             out.state = "running"
-            say("start", node.name)
             t = time.monotonic()
-            while True:
-                upstream_running = any(not ended[u].is_set() for u in ups)
-                if lake.has_table(node.cls.table) or not ups:
-                    out.add(_run_retrying(lake, node.spec, recipe, opts))
-                elif not upstream_running:
-                    out.message = f"nothing to do: table '{node.cls.table}' was not created"
-                    break
-                if not upstream_running:
-                    break
-                if any(outcomes[u].state == "failed" for u in ups):
-                    break
-                _wait_any([ended[u] for u in ups], poll_s)
+            reason = _drive(lake, node, ups, ended, outcomes, recipe, opts, poll_s, say)
             out.seconds = round(time.monotonic() - t, 2)
+            if reason:
+                out.state, out.message = "skipped", reason
+                say("skip", node.name, out)
+                return
             out.state = "succeeded"
+            out.message = out.message or ("" if out.jobs else "nothing to do")
             say("end", node.name, out)
         except Exception as e:  # noqa: BLE001 - reported per stage; the others go on
             out.state, out.message = "failed", f"{type(e).__name__}: {e}"
@@ -253,7 +152,6 @@ def run_pipeline(
         finally:
             ended[node.name].set()
 
-    outcomes_cls = {n.name: n.cls for n in nodes}
     if concurrent:
         threads = [threading.Thread(target=one, args=(n,), name=f"sila-{n.name}") for n in nodes]
         for th in threads:
@@ -271,11 +169,91 @@ def run_pipeline(
         "recipe": recipe,
         "order": [{"stage": n.name, "after": n.why} for n in nodes],
         "stages": [vars(outcomes[n.name]) for n in nodes],
+        "ran": [n.name for n in nodes if outcomes[n.name].jobs],
+        "skipped": {n.name: o.message for n in nodes if (o := outcomes[n.name]).state == "skipped"},
         "seconds": round(time.monotonic() - t0, 2),
         "record": f"pipelines/{pipeline_id}.json",
     }
     lake.store.put(record["record"], json.dumps(record, indent=1, default=str).encode())
     return record
+
+
+def _skip_reason(node, ups, skip, concurrent, ended, outcomes, recipe, run_options) -> str | None:
+    """Why `node` does not start at all (None: it starts). Waits first for the upstreams it may
+    not overlap (all of them when not concurrent)."""
+    if node.name in set(skip or []):
+        return "skipped with --skip"
+    for u in ups:
+        if not concurrent or overlap(node, u) is not None:
+            ended[u.name].wait()
+    failed = [u.name for u in ups if outcomes[u.name].state == "failed"]
+    if failed:
+        return f"upstream '{failed[0]}' failed"
+    return _endpoint_missing(node.spec, recipe, run_options.get("endpoint_url"))
+
+
+def _drive(lake, node, ups, ended, outcomes, recipe, opts, poll_s, say) -> str | None:
+    """Run `node`'s jobs until its upstreams have ended and nothing is left; returns a skip
+    reason when it never had anything to read, else None."""
+    out = outcomes[node.name]
+    while True:
+        running = {u.name for u in ups if not ended[u.name].is_set()}
+        missing = missing_reads(lake, node)
+        # until a running upstream has added the columns tying them, a job would bind its gate
+        # and its deferral without them: wait
+        waiting = missing or tie_columns_missing(lake, node, running)
+        if not waiting:
+            out.polls += 1
+            due, _ = due_work(lake, node.stage)
+            if due:
+                if not out.jobs:
+                    say("start", node.name)
+                out.add(_run_retrying(lake, node.spec, recipe, opts))
+        elif not running:
+            return f"nothing to do: {missing}"
+        if not running or any(outcomes[u.name].state == "failed" for u in ups):
+            return None
+        _wait_any([ended[u] for u in running], poll_s)
+
+
+def plan_pipeline(
+    lake,
+    recipe: str,
+    *,
+    only: list[str] | None = None,
+    until: str | None = None,
+    skip: list[str] | None = None,
+    concurrent: bool = True,
+) -> dict:
+    """`sila pipeline run --dry-run`: per stage, what it waits for, whether it overlaps its
+    upstream, and what it would do on this lake now; writes nothing and loads no model."""
+    doc = load_recipe(recipe)
+    nodes = _nodes(doc, only, until, skip)
+    in_run = {n.name for n in nodes}
+    rows = []
+    for n in nodes:
+        ups = [m for m in nodes if m.name in n.after]
+        waits = {u.name: overlap(n, u) for u in ups}
+        if not ups:
+            start = "starts at once"
+        elif not concurrent:
+            start = "waits for upstream end (sequential)"
+        elif all(w is None for w in waits.values()):
+            start = "overlaps upstream"
+        else:
+            start = "; ".join(sorted({w for w in waits.values() if w}))
+        now = ""
+        if n.name in set(skip or []):
+            now = "skipped with --skip"
+        elif (why := missing_reads(lake, n)) and not (n.after & in_run):
+            now = f"would skip: nothing to do: {why}"
+        elif not why:
+            due, deferred = due_work(lake, n.stage)
+            now = f"{due} fragment(s) due, {deferred} deferred"
+        else:
+            now = "inputs come from its upstream"
+        rows.append({"stage": n.name, "after": n.why, "start": start, "now": now})
+    return {"recipe": recipe, "dry_run": True, "stages": rows}
 
 
 def _run_retrying(lake, spec: str, recipe: str, options: dict, attempts: int = 8) -> dict:
@@ -297,26 +275,6 @@ def _endpoint_missing(spec: str, recipe: str, url: str | None) -> str | None:
     except ImportError:  # pragma: no cover
         return None
     return endpoint_skip_reason(spec, recipe, url)
-
-
-def _may_overlap(node: Node, upstream_cls) -> bool:
-    """True when `node` may run while `upstream` still runs and stay exact."""
-    if node.cls.is_global:
-        return False  # its fit reads the whole table: the upstream must have finished
-    if upstream_cls.kind == "explode" and upstream_cls.child_table == node.cls.table:
-        parent_outputs = {(upstream_cls.table, f.name) for f in upstream_cls.output_fields()}
-        return not (read_columns(node.stage) & parent_outputs)
-    return _coordinator_defers()
-
-
-def _coordinator_defers() -> bool:
-    """Whether discovery holds back fragments whose upstream stages are unfinished."""
-    try:
-        from sila.coordinator import discovery
-
-        return bool(getattr(discovery, "DEFERS_UNFINISHED_UPSTREAM", False))
-    except ImportError:  # pragma: no cover
-        return False
 
 
 def _wait_any(events: list[threading.Event], timeout: float) -> None:
