@@ -229,10 +229,22 @@ def _reason(exc: BaseException) -> str:
     return str(msg).split(": '")[0]  # PyAV appends ": '<path>'"; the caller adds the path
 
 
+def pick_default(streams: list[Any]) -> Any | None:
+    """The stream marked default, else the first: players and ffmpeg's own choice differ, and
+    a file whose second stream is the default means that one (every stage reads this one)."""
+    default = av.stream.Disposition.default
+    for s in streams:
+        if s.disposition & default:
+            return s
+    return streams[0] if streams else None
+
+
 def _probe_open(container: Any, spath: str, shown: str) -> Probe:
     attached = av.stream.Disposition.attached_pic
     videos = [s for s in container.streams.video if not (s.disposition & attached)]
     audios = list(container.streams.audio)
+    # the facts of the streams the stages read, not of stream 0
+    vstream, astream = pick_default(videos), pick_default(audios)
     if not videos and not audios:
         raise MediaError(f"not a media file (no audio/video streams): {shown}")
     fmt_name = container.format.name
@@ -242,24 +254,23 @@ def _probe_open(container: Any, spath: str, shown: str) -> Probe:
         "bitrate": int(container.bit_rate) if container.bit_rate else None,
         "has_audio": bool(audios),
     }
-    if audios:
-        acc = audios[0].codec_context
+    if astream is not None:
+        acc = astream.codec_context
         fields.update(
             audio_codec=acc.codec.canonical_name,
             sample_rate=acc.sample_rate or None,
             channels=acc.channels or None,
         )
     if not videos:
-        frame, packets = _first_frame(container, audios[0])
+        frame, packets = _first_frame(container, astream)
         if frame is None and packets == 0:
             raise MediaError(f"empty audio: the audio stream holds no samples: {shown}")
         if frame is None:
             raise MediaError(f"truncated or corrupt: no decodable audio frame: {shown}")
-        if duration is None and audios[0].duration:
-            duration = float(audios[0].duration * audios[0].time_base)
+        if duration is None and astream.duration:
+            duration = float(astream.duration * astream.time_base)
         return Probe(kind="audio", duration_s=duration, **fields)
 
-    vstream = videos[0]
     vcc = vstream.codec_context
     frame, packets = _first_frame(container, vstream)
     if frame is None and packets == 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ import av
 
 from sila.errors import MediaError
 from sila.media.errors import reason
+from sila.media.probing import pick_default as _pick
 from sila.media.probing import probe
 
 # AVFieldOrder: 1 progressive, 2 tt, 3 bb, 4 tb, 5 bt; 0 unknown
@@ -51,19 +53,16 @@ class Streams:
         return (self.height, self.width) if swap else (self.width, self.height)
 
 
-def _pick(streams: list[Any]) -> Any | None:
-    """The stream marked default, else the first: players and ffmpeg's own choice differ, and
-    a file whose second stream is the default means that one."""
-    default = av.stream.Disposition.default
-    for s in streams:
-        if s.disposition & default:
-            return s
-    return streams[0] if streams else None
-
-
 def _seconds(stream: Any) -> float | None:
+    """The stream's own duration: its header's, else the Matroska/WebM per-track `DURATION`
+    tag (Matroska has no stream duration field; ffmpeg's muxer writes the tag instead)."""
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
+    tag = next((v for k, v in stream.metadata.items() if k.upper() == "DURATION"), None)
+    m = re.fullmatch(r"\s*(\d+):(\d{1,2}):(\d{1,2}(?:\.\d+)?)\s*", tag or "")
+    if m:
+        seconds = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+        return seconds if seconds > 0 else None
     return None
 
 

@@ -234,3 +234,42 @@ def test_a_broken_file_is_reported_under_its_own_path(odd_lake):
         assert "sila-blobs" not in m and "/tmp/sila" not in m, m
     errors = [m for m in said[1:] if m]
     assert all(src["id"] in m and user_path in m for m in errors), errors
+
+
+def test_matroska_thumbnail_is_a_third_in(tmp_path):
+    """Matroska has no stream duration field (ffmpeg writes a per-track DURATION tag): an MKV
+    with audio is thumbnailed at a third of its video, as the same video in an mp4 is."""
+    d = tmp_path / "media"
+    d.mkdir()
+    for name in ("av.mkv", "av.mp4"):
+        _ff("-f", "lavfi", "-i", "testsrc2=s=160x90:r=25:d=3", "-f", "lavfi", "-i", "sine=d=3",
+            *FAST, "-c:a", "aac", str(d / name))  # fmt: skip
+    assert read_streams(str(d / "av.mkv")).video_duration_s == pytest.approx(3.0, abs=0.05)
+    lake = sila.Lake(tmp_path / "lake").init()
+    lake.ingest([d])
+    assert lake.run("thumbnail")["state"] == "succeeded"
+    rows = sources(lake)
+    assert rows["av.mkv"]["thumbnail_ts"] == pytest.approx(1.0, abs=0.05)
+    assert rows["av.mkv"]["thumbnail_ts"] == rows["av.mp4"]["thumbnail_ts"]
+    assert rows["av.mkv"]["thumbnail"] == rows["av.mp4"]["thumbnail"]  # the same frame
+
+
+def test_sources_describe_the_default_streams(tmp_path):
+    """`sources` states the facts of the streams every stage reads (default disposition), not
+    of stream 0: width, height, fps, codec, sample rate and channels."""
+    f = tmp_path / "two_of_each.mkv"
+    _ff("-f", "lavfi", "-i", "testsrc2=s=160x90:r=25", "-f", "lavfi", "-i", "testsrc=s=64x48:r=10",
+        "-f", "lavfi", "-i", "sine=r=16000", "-f", "lavfi", "-i", "sine=r=48000",
+        "-t", "2", "-map", "0", "-map", "1", "-map", "2", "-map", "3",
+        "-disposition:v:0", "0", "-disposition:v:1", "default",
+        "-disposition:a:0", "0", "-disposition:a:1", "default",
+        "-c:v:0", "libx264", "-c:v:1", "mpeg4", "-preset", "ultrafast", "-threads", "1",
+        "-c:a", "aac", "-ac:a:1", "2", str(f))  # fmt: skip
+    lake = sila.Lake(tmp_path / "lake").init()
+    lake.ingest([f])
+    row = sources(lake)["two_of_each.mkv"]
+    got = {k: row[k] for k in ("width", "height", "fps", "video_codec", "sample_rate", "channels")}
+    assert got == {"width": 64, "height": 48, "fps": 10.0, "video_codec": "mpeg4",
+                   "sample_rate": 48000, "channels": 2}  # fmt: skip
+    s = read_streams(str(f))
+    assert (s.width, s.height, s.fps, s.sample_rate) == (64, 48, 10.0, 48000)
