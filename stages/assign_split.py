@@ -62,6 +62,19 @@ def chronological_cutoffs(times: dict[str, float], ratios: dict[str, float]) -> 
     return out
 
 
+def _missing_column(lake: Any, table: str, setting: str, col: str, names: list[str]) -> str:
+    """The error for a setting naming a column the table lacks: which setting, the columns the
+    table really has, and where the column lives when it is another table's (e.g. an episode's
+    `session_id` is a column of `sources`, not of its windows)."""
+    elsewhere = [t for t in lake.tables() if t != table and col in lake.table(t).schema.names]
+    where = f"; '{col}' is a column of {', '.join(elsewhere)}, not of {table}" if elsewhere else ""
+    return (
+        f"assign_split: setting '{setting}' names column '{col}', which {table} does not "
+        f"have{where}; {table} has: {', '.join(names)}. Name one of them with "
+        f"--set assign_split.{setting}=COLUMN"
+    )
+
+
 class AssignSplit(GlobalStage):
     """Leakage-free split assignment by group (hash or chronological)."""
 
@@ -88,12 +101,9 @@ class AssignSplit(GlobalStage):
         ratios = check_ratios(dict(self.config["ratios"]))
         by, tcol = self.config["by"], self.config["time_column"]
         ds = lake.table(self.table)
-        for col in [by, tcol]:
+        for setting, col in (("by", by), ("time_column", tcol)):
             if col and col not in ds.schema.names:
-                raise SilaError(
-                    f"assign_split: column '{col}' is not in {self.table} "
-                    f"(columns: {', '.join(ds.schema.names)}); set --set assign_split.by=COLUMN"
-                )
+                raise SilaError(_missing_column(lake, self.table, setting, col, ds.schema.names))
         if not tcol:
             return Fit(summary={"mode": "hash", "seed": int(self.config["seed"])})
         tbl = ds.to_table(columns=[by, tcol]).group_by(by).aggregate([(tcol, "min")])

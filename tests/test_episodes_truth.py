@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import sila
+from sila.errors import SilaError
 from sila.registry import registered, resolve
 from sila.schema import INGEST, owner
 from tests.episode_data import generic_dataset, lerobot_v2, lerobot_v3
@@ -194,6 +195,11 @@ def test_normalize_before_the_split_is_refitted_after_it(tmp_path):
     assert load_normalizer(lake)["scope"] == "all rows"
     field = lake.table("clips").schema.field("actions_norm")
     before = field.metadata[b"sila.fit"]
+    with pytest.raises(SilaError) as err:  # an episode column named on its windows
+        lake.run("assign_split", settings={"by": "session_id"})
+    assert "setting 'by' names column 'session_id'" in str(err.value)
+    assert "'session_id' is a column of sources, not of clips" in str(err.value)
+    assert "clips has: id, source_id," in str(err.value)
     assert lake.run("assign_split", settings={"ratios": {"train": 0.5, "val": 0.5}})["state"] == (
         "succeeded"
     )
@@ -219,3 +225,21 @@ def test_a_non_finite_action_is_a_row_error():
     assert (
         out["actions"] == [None] and "part 'ego' has non-finite actions" in out["actions_error"][0]
     )
+
+
+def test_the_documented_hours_query_parses_and_counts_each_second_once(tmp_path):
+    doc = (Path(__file__).parents[1] / "docs" / "episodes.md").read_text()
+    query = doc.split("```sql\n", 1)[1].split("```", 1)[0]
+    lake = sila.Lake(tmp_path / "lake").init()
+    gen = generic_dataset(tmp_path / "gen", episodes=2, frames=45)
+    lake.ingest([str(gen), str(lerobot_v2(tmp_path / "v2", episodes=2, frames=30))])
+    # overlapping windows: summing their durations would count most seconds twice
+    windows = {"window_frames": 20, "stride_frames": 10, "min_frames": 20}
+    assert lake.run("windows", settings=windows)["state"] == "succeeded"
+    assert lake.run("actions")["state"] == "succeeded"
+    rows = lake.sql(query).to_pylist()
+    assert [r["embodiment"] for r in rows] == ["egocentric", "robot"]
+    assert [r["episodes"] for r in rows] == [2, 2]
+    assert rows[0]["hours"] == pytest.approx(2 * 4.5 / 3600)
+    assert rows[1]["hours"] == pytest.approx(2 * 3.0 / 3600)
+    assert all(0.0 <= r["idle_fraction"] <= 1.0 for r in rows)
