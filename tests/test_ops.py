@@ -344,3 +344,72 @@ def test_compact_refuses_while_a_stage_is_incomplete_then_keeps_the_table(tmp_pa
     _sila("compact", "--lake", lk.uri)
     assert _table(lk).equals(before) and before["double"].null_count == 0
     assert lk.run(f"{code}:Double")["progress"]["rows"] == 0  # still done after compaction
+
+
+def _tiny_videos(folder, n: int) -> list:
+    import imageio_ffmpeg
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"ok{i}.mp4"
+        subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "lavfi", "-i",
+             f"testsrc=size=64x64:rate=5:duration={i + 1}", "-pix_fmt", "yuv420p", str(p)],
+            check=True,
+        )  # fmt: skip
+        out.append(p)
+    return out
+
+
+def test_doctor_names_files_that_failed_at_ingest_and_the_fix(tmp_path):
+    media = tmp_path / "media"
+    good = _tiny_videos(media, 3)
+    (media / "notes.mp4").write_text("this is not a video")
+    (media / "empty.mp4").write_bytes(b"")
+    (media / "cut.mp4").write_bytes(good[2].read_bytes()[:300])  # truncated
+    lk = sila.Lake(tmp_path / "lake").init()
+    rep = lk.ingest([str(media)])
+    assert rep.failed == 3
+    res = _sila("doctor", "--lake", lk.uri, "--json", check=False)
+    assert res.returncode == 1, res.stdout  # not healthy
+    (f,) = [f for f in json.loads(res.stdout)["findings"] if f["kind"] == "ingest_failed"]
+    assert f["severity"] == "action" and "3 of 6 source file(s) failed at ingest" in f["message"]
+    assert {os.path.basename(x["uri"]) for x in f["detail"]["files"]} == {
+        "notes.mp4",
+        "empty.mp4",
+        "cut.mp4",
+    }
+    assert all(name in f["message"] for name in ("notes.mp4", "empty.mp4", "cut.mp4"))
+    human = _sila("doctor", "--lake", lk.uri, check=False).stdout
+    assert "cut.mp4" in human and "sila remove" in human
+    _sila(*shlex.split(f["fix"])[1:])
+    after = json.loads(_sila("doctor", "--lake", lk.uri, "--json", check=False).stdout)
+    assert not [f for f in after["findings"] if f["kind"] == "ingest_failed"]
+    assert lk.table("sources").count_rows() == 3
+
+
+VERDICT = """
+import pyarrow as pa
+import sila
+
+class Odd(sila.Stage):
+    name = "odd"; table = "nums"; inputs = ["x"]; version = "1"
+    outputs = [pa.field("odd", pa.float64())]
+    def process_row(self, row):
+        if int(row["x"]) % 10 == 0:
+            raise sila.RowError("no picture to judge in this row")
+        return {"odd": row["x"] * 1.0}
+"""
+
+
+def test_doctor_advises_retry_only_for_errors_a_retry_can_fix(tmp_path):
+    code = tmp_path / "verdict.py"
+    code.write_text(VERDICT)
+    lk = _lake(tmp_path, "verdict")
+    assert lk.run(f"{code}:Odd")["state"] == "succeeded"
+    res = _sila("doctor", "--lake", lk.uri, "--json", check=False)
+    (f,) = [f for f in json.loads(res.stdout)["findings"] if f["kind"] == "row_errors"]
+    # the stage's own verdict on its input: a retry gives it again, so no --retry-errors
+    assert f["severity"] == "info" and f["fix"] is None and "retry gives again" in f["message"]
+    assert res.returncode == 0, res.stdout

@@ -25,6 +25,7 @@ STALL_AFTER_S = 300.0
 @dataclass
 class Finding:
     kind: str  # dead_job | stalled_job | failed_job | orphan_lease | stale | pending | row_errors
+    # | ingest_failed | dangling
     severity: str  # "action" | "info"
     table: str | None
     stage: str | None
@@ -146,6 +147,7 @@ def diagnose(lake, *, stall_after_s: float = STALL_AFTER_S, now: float | None = 
                 lake, table, stage, spec, s, (table, stage) in running_stages
             )
     findings += _dangling(lake, specs)
+    findings += _ingest_failures(lake)
     need = [f for f in findings if f.severity == "action"]
     return {
         "ok": not need,
@@ -196,27 +198,47 @@ def _stage_findings(
         out.append(Finding("pending", "action", table, stage, msg, _cmd(lake, "run", spec), s))
     errors = int(s.get("errors") or s.get("row_errors") or 0)
     if errors:
-        samples = _error_samples(lake, table, stage)
-        out.append(
-            Finding(
-                "row_errors",
-                "action" if samples.get("retryable", True) else "info",
-                table,
-                stage,
-                f"{errors} row(s) of '{stage}' have errors; most common: "
-                + "; ".join(f"{n} x {m}" for m, n in samples.get("top", [])[:3]),
-                _cmd(lake, "run", spec, "--retry-errors"),
-                samples,
-            )
-        )
+        out.append(_row_errors(lake, table, stage, spec, errors))
     return out
 
 
+def _row_errors(lake, table: str, stage: str, spec: str, errors: int) -> Finding:
+    """A stage's row errors; `--retry-errors` is the fix only for rows a retry can change
+    (crashes, timeouts): the stage's verdict on bad input would only fail again."""
+    samples = _error_samples(lake, table, stage)
+    top = "; ".join(f"{n} x {m}" for m, n in samples.get("top", [])[:3])
+    retryable = int(samples.get("retryable_rows", 0))
+    if samples.get("retryable", True):
+        return Finding(
+            "row_errors",
+            "action",
+            table,
+            stage,
+            f"{errors} row(s) of '{stage}' have errors, {retryable} of them crashes or timeouts "
+            f"a retry may fix; most common: {top}",
+            _cmd(lake, "run", spec, "--retry-errors"),
+            samples,
+        )
+    return Finding(
+        "row_errors",
+        "info",
+        table,
+        stage,
+        f"{errors} row(s) of '{stage}' have errors: the stage's answer for their input (bad or "
+        f"unsupported media), which a retry gives again; most common: {top}. Fix or remove the "
+        "inputs (`sila remove --where ...`) if they should not be in the lake",
+        None,
+        samples,
+    )
+
+
 _UNEXPECTED = re.compile(r"^(worker crashed|[A-Za-z_][A-Za-z0-9_.]*(Error|Exception|Interrupt)\b)")
+_VERDICTS = re.compile(r"^(sila\.errors\.)?(RowError|MediaError)\b")  # the row's answer
 
 
 def _unexpected(message: str) -> bool:
-    return bool(_UNEXPECTED.match(message or ""))
+    """True for an error a retry may change: a crash or an exception the stage did not expect."""
+    return bool(_UNEXPECTED.match(message or "")) and not _VERDICTS.match(message or "")
 
 
 def _error_samples(lake, table: str, stage: str, limit: int = 5) -> dict:
@@ -241,13 +263,54 @@ def _error_samples(lake, table: str, stage: str, limit: int = 5) -> dict:
         if j.get("stage") == stage and j.get("state") == "succeeded"
     ]
     retried = bool(jobs) and "--retry-errors" in (jobs[-1].get("argv") or [])
+    # A RowError or MediaError is the row's answer (bad input, "no picture to thumbnail"); only
+    # crashes and unexpected exceptions ("ValueError: ...", "worker crashed ...") may go away.
+    retryable_rows = sum(n for m, n in counts.items() if _unexpected(m))
     return {
         "top": top,
         "examples": {m: example[m] for m, _ in top},
-        # A RowError is the row's answer (bad input, "no picture to thumbnail"); only crashes and
-        # unexpected exceptions ("ValueError: ...", "worker crashed ...") may go away on a retry.
-        "retryable": not retried and any(_unexpected(m) for m, _ in top),
+        "retryable_rows": 0 if retried else retryable_rows,
+        "retryable": not retried and retryable_rows > 0,
     }
+
+
+def _ingest_failures(lake, shown: int = 5) -> list[Finding]:
+    """Source files that failed at ingest (unreadable, corrupt, not media): the lake is not
+    healthy while they are in it. A repaired file has new bytes, so a new id: it is ingested
+    again as a new source, and the failed rows are removed."""
+    if "sources" not in lake.tables():
+        return []
+    ds = lake.table("sources")
+    names = set(ds.schema.names)
+    if "ingest_error" not in names:
+        return []
+    col = "uri" if "uri" in names else "id"
+    try:
+        bad = ds.to_table(columns=[col, "ingest_error"], filter="ingest_error IS NOT NULL")
+    except Exception as e:  # noqa: BLE001 - doctor reports, never crashes
+        return [Finding("ingest_failed", "info", "sources", "ingest", f"cannot read: {e}", None)]
+    if not bad.num_rows:
+        return []
+    rows = sorted(
+        zip(bad.column(col).to_pylist(), bad.column("ingest_error").to_pylist(), strict=True),
+        key=lambda r: str(r[0]),
+    )
+    listed = "; ".join(f"{uri}: {(err or '').splitlines()[0][:160]}" for uri, err in rows[:shown])
+    more = f"; and {len(rows) - shown} more" if len(rows) > shown else ""
+    where = "ingest_error IS NOT NULL"
+    return [
+        Finding(
+            "ingest_failed",
+            "action",
+            "sources",
+            "ingest",
+            f"{len(rows)} of {ds.count_rows()} source file(s) failed at ingest: {listed}{more}. "
+            "Repair or replace them and ingest them again (`sila ingest PATH`); then remove "
+            "the failed rows",
+            shlex.join(["sila", "remove", "--where", where, "--apply", "--lake", lake.uri]),
+            {"files": [{"uri": u, "error": e} for u, e in rows]},
+        )
+    ]
 
 
 def _dangling(lake, specs: dict) -> list[Finding]:
