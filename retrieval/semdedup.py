@@ -63,35 +63,45 @@ class GroupResult:
     earlier_max: np.ndarray  # float32: max similarity to any better-ranked member (sweep)
 
 
-def group_members(vecs: np.ndarray, order: np.ndarray, eps: float) -> GroupResult:
-    """Greedy star grouping of unit vectors visited in `order` (best first)."""
+def group_members(
+    vecs: np.ndarray, order: np.ndarray, eps: float, block: int = 2048
+) -> GroupResult:
+    """Greedy star grouping of unit vectors visited in `order` (best first).
+
+    Similarities are computed `block` members at a time against all members, so memory is
+    block x n floats (never n x n: one large k-means cluster stays bounded)."""
     n = len(vecs)
     rep = np.arange(n)
     sim_out = np.full(n, np.nan, np.float32)
     earlier = np.full(n, -1.0, np.float32)
     if n == 0:
         return GroupResult(rep, sim_out, earlier)
-    v = vecs[order].astype(np.float32)
-    s = v @ v.T
-    np.fill_diagonal(s, -np.inf)
+    v = np.ascontiguousarray(vecs[order], np.float32)
     thr = 1.0 - eps
     reps: list[int] = []  # positions (in visiting order) of representatives
     rep_o = np.arange(n)
-    for j in range(n):
-        if j:
-            earlier[j] = s[j, :j].max()
-        if reps and earlier[j] >= thr:
-            rs = np.asarray(reps)
-            row = s[j, rs]
-            best = int(row.argmax())
-            if row[best] >= thr:
-                rep_o[j] = rs[best]
-                sim_out[j] = row[best]
-                continue
-        reps.append(j)
-    for j in reps:  # a representative's similarity: its nearest other member (None if alone)
+    nearest = np.full(n, np.nan, np.float32)  # each member's nearest other member
+    for a in range(0, n, block):
+        s = v[a : a + block] @ v.T
+        for r in range(s.shape[0]):
+            s[r, a + r] = -np.inf
         if n > 1:
-            sim_out[j] = s[j].max()
+            nearest[a : a + block] = s.max(axis=1)
+        for r in range(s.shape[0]):
+            j = a + r
+            if j:
+                earlier[j] = s[r, :j].max()
+            if reps and earlier[j] >= thr:
+                rs = np.asarray(reps)
+                row = s[r, rs]
+                best = int(row.argmax())
+                if row[best] >= thr:
+                    rep_o[j] = rs[best]
+                    sim_out[j] = row[best]
+                    continue
+            reps.append(j)
+    for j in reps:  # a representative's similarity: its nearest other member (None if alone)
+        sim_out[j] = nearest[j]
     rep[order] = order[rep_o]
     out_sim = np.empty(n, np.float32)
     out_sim[order] = sim_out

@@ -1,15 +1,18 @@
-"""`dedup`: semantic deduplication of clips (SemDeDup) as a global stage: fit, then assign.
+"""`dedup`: semantic deduplication of clips (SemDeDup) as a global stage: fit, then look up.
 
-Fit (once, `sila.coordinator.global_fit`): spherical k-means on a seeded sample of the
-vectors, every row assigned to its nearest centroid, near-duplicates grouped inside each
-cluster (cosine >= 1 - eps), one representative per group chosen by the `quality` column
-(highest first, ties by id), plus an eps sweep. Assign (per fragment, the usual leases and
-commits): rows the fit saw get its answer; rows added later go to the nearest stored centroid
-and join the group of the most similar representative of the fit (its vectors are stored with
-it: the assign pass reads no table) or of an earlier new row of the same segment within eps,
-else start their own group: an existing representative is never displaced (refit with
-`--recompute` to regroup everything).
-Filters never delete: `dedup_keep` says which rows a training set keeps.
+The fit step (the job driver, `sila.coordinator.global_fit`, before the assign pass) decides
+every row, streamed in bounded memory (`sila.retrieval.dedup_fit`): spherical k-means on a
+seeded sample of the vectors, every row to its nearest centroid, near-duplicates grouped
+inside each cluster (cosine >= 1 - eps), one representative per group chosen by the `quality`
+column (highest first, ties by id), plus an eps sweep.
+Rows that arrive later are decided by the next fit step (`update`), all together whatever
+fragment or worker holds them: each goes to its nearest stored centroid and every cluster that
+gained (or lost) a row is regrouped whole, so near-copies that arrive together end in one group
+and the answer is the one a fit over all rows with the same centroids gives, in any arrival
+order. A retrained fit (`--recompute`) can differ only through its new centroids; `sila dedup
+report` says what the current fit's centroids were trained on.
+The assign pass only looks rows up in the fit. Filters never delete: `dedup_keep` says which
+rows a training set keeps.
 """
 
 from __future__ import annotations
@@ -20,14 +23,8 @@ import logging
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sila.retrieval.semdedup import (
-    choose_clusters,
-    dedup_all,
-    group_members,
-    kmeans,
-    nearest_centroid,
-    normalize,
-)
+from sila.retrieval.dedup_fit import Rows, VectorSource, regroup, sample_vectors, scan_rows
+from sila.retrieval.semdedup import SWEEP_EPS, choose_clusters, kmeans
 
 from sila.errors import SilaError
 from sila.global_stage import Fit, FitContext, GlobalStage
@@ -37,6 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def dedup_outputs(prefix: str) -> list[pa.Field]:
+    """The columns a dedup stage named `prefix` writes."""
     return [
         pa.field(f"{prefix}_cluster", pa.int32()),
         pa.field(f"{prefix}_group", pa.string()),  # the id of the group's representative
@@ -46,27 +44,14 @@ def dedup_outputs(prefix: str) -> list[pa.Field]:
     ]
 
 
-def read_vectors(
-    ds, column: str, quality: str | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(ids, unit vectors, quality) of every row with a vector, streamed in batches."""
-    cols = ["id", column] + ([quality] if quality else [])
-    ids, vecs, qual = [], [], []
-    for b in ds.to_batches(columns=cols, filter=f"{column} IS NOT NULL", batch_size=65536):
-        col = b.column(column)
-        ids.append(np.asarray(b.column("id").to_pylist(), dtype=object))
-        vecs.append(col.flatten().to_numpy().reshape(-1, col.type.list_size).astype(np.float32))
-        if quality:
-            qual.append(b.column(quality).cast(pa.float64()).fill_null(np.nan).to_numpy())
-    if not ids:
-        return np.zeros(0, object), np.zeros((0, 1), np.float32), None
-    return np.concatenate(ids), np.concatenate(vecs), (np.concatenate(qual) if quality else None)
-
-
 def _npy(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, a, allow_pickle=False)
     return buf.getvalue()
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def _ipc(t: pa.Table) -> bytes:
@@ -74,6 +59,15 @@ def _ipc(t: pa.Table) -> bytes:
     with pa.ipc.new_file(sink, t.schema) as w:
         w.write_table(t)
     return sink.getvalue().to_pybytes()
+
+
+def _sweep(per_cluster: np.ndarray, n: int) -> list[dict]:
+    removed = per_cluster.sum(axis=0)
+    return [
+        {"eps": e, "kept": int(n - r), "removed": int(r),
+         "removed_fraction": round(int(r) / n, 4) if n else 0.0}
+        for e, r in zip(SWEEP_EPS, removed, strict=True)
+    ]  # fmt: skip
 
 
 class Dedup(GlobalStage):
@@ -85,7 +79,7 @@ class Dedup(GlobalStage):
     inputs = ["id", "embedding"]
     outputs = dedup_outputs("dedup")
     where = "embedding IS NOT NULL"
-    version = "2"  # 2: the fit stores its representatives' vectors
+    version = "3"  # 3: streamed fit; arrivals decided by the fit step, exact under arrival
     model = "semdedup/faiss-kmeans"
     segment_rows = 4096
     settings = {
@@ -96,58 +90,137 @@ class Dedup(GlobalStage):
         "seed": 0,
     }
 
-    # -- fit: the whole table, once ---------------------------------------------------------
-    def fit(self, lake, ctx: FitContext) -> Fit:
-        cfg = self.config
-        ds = lake.table(self.table)
-        quality = str(cfg["quality"]) or None
+    # -- fit: the whole table, streamed -----------------------------------------------------
+    def _source(self, lake) -> VectorSource:
+        ds = lake.table(self.table)  # one version: every scan of the fit sees the same rows
+        quality = str(self.config["quality"]) or None
         if quality and quality not in ds.schema.names:
             raise SilaError(
                 f"dedup: quality column '{quality}' is not in table '{self.table}' "
                 f"(set `quality` to one of: {', '.join(ds.schema.names)})"
             )
-        ids, vecs, qual = read_vectors(ds, self.vector_column, quality)
-        if not len(ids):
+        return VectorSource(ds, self.vector_column, quality)
+
+    def fit(self, lake, ctx: FitContext) -> Fit:
+        """Train the centroids on a sample, then group every row (a new lineage)."""
+        cfg = self.config
+        src = self._source(lake)
+        n = src.count()
+        if not n:
             raise SilaError(
                 f"dedup: no row of '{self.table}' has a '{self.vector_column}' yet; run the stage "
                 "that writes it first"
             )
-        vecs = normalize(vecs)
-        k = int(cfg["clusters"]) or choose_clusters(len(ids))
-        rng = np.random.default_rng(int(cfg["seed"]))
-        n_sample = min(len(ids), int(cfg["sample_rows"]))
-        sample = vecs[np.sort(rng.choice(len(ids), n_sample, replace=False))]
+        k = int(cfg["clusters"]) or choose_clusters(n)
+        n_sample = min(n, int(cfg["sample_rows"]))
+        sample = sample_vectors(src, n, n_sample, int(cfg["seed"]))
         centroids = kmeans(sample, k, seed=int(cfg["seed"]))
-        res = dedup_all(ids, vecs, centroids, float(cfg["eps"]), qual)
+        del sample
+        rows = scan_rows(src, centroids)
+        todo = np.arange(len(centroids))
+        groups = regroup(src, rows, todo, float(cfg["eps"]))
+        sweep = np.zeros((len(centroids), len(SWEEP_EPS)), np.int64)
+        answers = self._answers(rows, groups, np.ones(len(rows.ids), bool), None)
+        centroid_fit = {"rows": n, "sample_rows": n_sample}
+        return self._fit_of(rows, answers, centroids, sweep, groups, centroid_fit, None)
+
+    def update(self, lake, fit: Fit, ctx: FitContext) -> Fit | None:
+        """Decide the rows that arrived (and drop those that left) since `fit`: every cluster
+        that changed is regrouped whole. None when nothing changed."""
+        p = self.name
+        prev = pa.ipc.open_file(pa.py_buffer(fit.files["assignments.arrow"])).read_all()
+        centroids = _load_npy(fit.files["centroids.npy"])
+        src = self._source(lake)
+        stored = {"group": f"{p}_group", "keep": f"{p}_keep", "error": f"{p}_error"}
+        rows = scan_rows(src, centroids, prev, stored)
+        seen = pc.is_in(prev.column("id"), value_set=pa.array(rows.ids.tolist(), pa.string()))
+        left = ~seen.to_numpy(zero_copy_only=False)
+        if not rows.arrived.any() and not left.any():
+            return None
+        prev_cl = prev.column("cluster").to_numpy()
+        todo = np.union1d(rows.cluster[rows.arrived], prev_cl[left])
+        groups = regroup(src, rows, todo, float(self.config["eps"]))
+        answers = self._answers(rows, groups, np.isin(rows.cluster, todo), prev)
+        sweep = _load_npy(fit.files["sweep.npy"]).copy()
+        sweep[todo] = 0  # a cluster every row left has no group any more
+        changed = self._changed(rows, answers)
+        lineage = fit.summary.get("lineage") or fit.fit_id
+        info = {"arrived": int(rows.arrived.sum()), "left": int(left.sum()),
+                "regrouped_clusters": int(len(todo)), "changed_rows": changed,
+                "lineage": None if changed else lineage}  # fmt: skip
+        log.info("%s: %s", p, info)
+        return self._fit_of(rows, answers, centroids, sweep, groups, fit.summary["centroids"], info)
+
+    def _answers(self, rows: Rows, groups, fresh: np.ndarray, prev: pa.Table | None) -> dict:
+        """Per row (scan order): group, keep, similarity; `fresh` rows from `groups`, the rest
+        carried over from `prev`."""
+        n = len(rows.ids)
+        group = np.empty(n, object)
+        keep = np.zeros(n, bool)
+        sim = np.full(n, np.nan, np.float32)
+        f = np.flatnonzero(fresh)
+        group[f] = rows.ids[groups.rep[f]]
+        keep[f] = groups.rep[f] == f
+        sim[f] = groups.similarity[f]
+        old = np.flatnonzero(~fresh)
+        if len(old):
+            at = pc.index_in(
+                pa.array(rows.ids[old].tolist(), pa.string()), value_set=prev.column("id")
+            )
+            take = prev.take(at)
+            group[old] = np.asarray(take.column("group").to_pylist(), object)
+            keep[old] = take.column("keep").to_numpy(zero_copy_only=False)
+            sim[old] = take.column("similarity").to_numpy(zero_copy_only=False)
+        return {"group": group, "keep": keep, "similarity": sim}
+
+    @staticmethod
+    def _changed(rows: Rows, answers: dict) -> int:
+        """Rows whose answer in the table differs from the new fit's (a regrouped cluster whose
+        representative changed, or a row error): their fragments must be looked up again."""
+        st = rows.stored
+        if "group" not in st:
+            return 0
+        has = np.array([g is not None for g in st["group"]], bool)
+        differs = has & ((st["group"] != answers["group"]) | (st["keep"] != answers["keep"]))
+        if "error" in st:
+            differs |= np.array([e is not None for e in st["error"]], bool)
+        return int(differs.sum())
+
+    def _fit_of(self, rows, answers, centroids, sweep, groups, centroid_fit, info) -> Fit:
+        for c, removed in groups.sweep.items():
+            sweep[c] = removed
+        n = len(rows.ids)
         table = pa.table(
             {
-                "id": pa.array(res.ids.tolist(), pa.string()),
-                "cluster": pa.array(res.cluster, pa.int32()),
-                "group": pa.array(res.rep_id.tolist(), pa.string()),
-                "keep": pa.array(res.keep),
-                "similarity": pa.array(res.similarity, pa.float32(), from_pandas=True),
+                "id": pa.array(rows.ids.tolist(), pa.string()),
+                "cluster": pa.array(rows.cluster, pa.int32()),
+                "group": pa.array(answers["group"].tolist(), pa.string()),
+                "keep": pa.array(answers["keep"]),
+                "similarity": pa.array(answers["similarity"], pa.float32(), from_pandas=True),
             }
         )
         summary = {
-            "rows": int(len(ids)),
+            "rows": int(n),
             "clusters": int(len(centroids)),
-            "sample_rows": n_sample,
-            "eps": float(cfg["eps"]),
-            "kept": int(res.keep.sum()),
-            "removed": int((~res.keep).sum()),
-            "sweep": res.sweep,
+            "sample_rows": int(centroid_fit["sample_rows"]),
+            "centroids": centroid_fit,  # what k-means was trained on (rows of its fit)
+            "eps": float(self.config["eps"]),
+            "kept": int(answers["keep"].sum()),
+            "removed": int((~answers["keep"]).sum()),
+            "sweep": _sweep(sweep, n),
             "column": self.vector_column,
-            "quality": quality,
+            "quality": str(self.config["quality"]) or None,
+            **(info or {}),
         }
         files = {
             "centroids.npy": _npy(centroids),
             "assignments.arrow": _ipc(table),
-            # in the order of the kept rows of `assignments`: what later rows are grouped against
-            "representatives.npy": _npy(vecs[res.keep].astype(np.float32)),
+            "sweep.npy": _npy(sweep),  # removed rows per cluster and eps: regrouping updates it
         }
         return Fit(files, summary)
 
     def fit_facts(self, lake) -> dict[str, str]:
+        """Whether the vectors the fit grouped came from random weights."""
         from sila.column_stamp import column_facts
         from sila.schema import owner
 
@@ -155,77 +228,34 @@ class Dedup(GlobalStage):
         src = column_facts(ds, owner(ds.schema.field(self.vector_column)) or "")
         return {"sila.random_weights": src.get("sila.random_weights", "false")}
 
-    # -- assign: per fragment ---------------------------------------------------------------
+    # -- assign: per fragment, a lookup -------------------------------------------------------
     def load_fit(self, fit: Fit, ctx: StageContext) -> None:
-        self.centroids = np.load(io.BytesIO(fit.files["centroids.npy"]), allow_pickle=False)
+        """The fit's answers, by id."""
         self.assigned = pa.ipc.open_file(pa.py_buffer(fit.files["assignments.arrow"])).read_all()
         self.assigned_ids = self.assigned.column("id").combine_chunks()
-        rep_vecs = np.load(io.BytesIO(fit.files["representatives.npy"]), allow_pickle=False)
-        kept = self.assigned.column("keep").to_numpy(zero_copy_only=False).astype(bool)
-        rep_ids = np.asarray(self.assigned.column("id").to_pylist(), dtype=object)[kept]
-        rep_cl = self.assigned.column("cluster").to_numpy(zero_copy_only=False)[kept]
-        self.reps = {
-            int(c): (rep_ids[rep_cl == c], rep_vecs[rep_cl == c]) for c in set(rep_cl.tolist())
-        }
 
     def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
+        """Look every row up in the fit; a row the fit step never saw (it arrived during the
+        job) is a row error until the next fit step decides it."""
         p = self.name
-        ids = batch.column("id")
-        pos = pc.index_in(ids, value_set=self.assigned_ids).to_numpy(zero_copy_only=False)
-        n = batch.num_rows
-        out = {f"{p}_cluster": [None] * n, f"{p}_group": [None] * n, f"{p}_keep": [None] * n,
-               f"{p}_of": [None] * n, f"{p}_similarity": [None] * n}  # fmt: skip
-        known = ~np.isnan(pos.astype(np.float64)) if pos.dtype.kind == "f" else pos >= 0
-        rows = self.assigned.take(pa.array(np.where(known, pos, 0).astype(np.int64)))
-        for i in np.flatnonzero(known):
-            r = {
-                c: rows.column(c)[int(i)].as_py()
-                for c in ("cluster", "group", "keep", "similarity")
-            }
-            out[f"{p}_cluster"][i] = r["cluster"]
-            out[f"{p}_group"][i] = r["group"]
-            out[f"{p}_keep"][i] = r["keep"]
-            out[f"{p}_of"][i] = None if r["keep"] else r["group"]
-            out[f"{p}_similarity"][i] = r["similarity"]
-        new = np.flatnonzero(~known)
-        if len(new):
-            self._assign_new(batch, new, out)
+        pos = pc.index_in(batch.column("id"), value_set=self.assigned_ids)
+        known = pos.is_valid().to_numpy(zero_copy_only=False)
+        rows = self.assigned.take(pos.fill_null(0)).to_pydict()
+        out: dict[str, list] = {f.name: [] for f in self.output_fields()}
+        for i in range(batch.num_rows):
+            ok = bool(known[i])
+            keep = rows["keep"][i] if ok else None
+            out[f"{p}_cluster"].append(rows["cluster"][i] if ok else None)
+            out[f"{p}_group"].append(rows["group"][i] if ok else None)
+            out[f"{p}_keep"].append(keep)
+            out[f"{p}_of"].append(rows["group"][i] if ok and not keep else None)
+            out[f"{p}_similarity"].append(rows["similarity"][i] if ok else None)
+            out[f"{p}_error"].append(
+                None
+                if ok
+                else f"arrived after fit {self.fit_id}: the next `sila run {p}` groups it"
+            )
         return out
-
-    def _assign_new(self, batch: pa.RecordBatch, new: np.ndarray, out: dict) -> None:
-        """Rows the fit never saw: nearest centroid, then the most similar representative."""
-        p, eps = self.name, float(self.config["eps"])
-        col = batch.column(self.vector_column)
-        ids = np.asarray(batch.column("id").to_pylist(), dtype=object)
-        vecs = normalize(
-            np.stack([np.asarray(col[int(i)].values.to_numpy(), np.float32) for i in new])
-        )
-        clusters = nearest_centroid(self.centroids, vecs)
-        for c in sorted(set(clusters.tolist())):
-            mine = np.flatnonzero(clusters == c)
-            rep_ids, rep_vecs = self.reps.get(
-                c, (np.zeros(0, object), np.zeros((0, vecs.shape[1]), np.float32))
-            )
-            # the committed representatives first (never displaced), then the new rows by id
-            allv = np.concatenate([rep_vecs, vecs[mine]])
-            all_ids = np.concatenate([rep_ids, ids[new[mine]]])
-            order = np.concatenate(
-                [
-                    np.arange(len(rep_ids)),
-                    len(rep_ids) + np.argsort(all_ids[len(rep_ids) :], kind="stable"),
-                ]
-            )
-            g = group_members(allv, order.astype(np.int64), eps)
-            for j, m in enumerate(mine):
-                at = len(rep_ids) + j
-                i = int(new[m])
-                rep = int(g.rep[at])
-                out[f"{p}_cluster"][i] = int(c)
-                out[f"{p}_group"][i] = str(all_ids[rep])
-                out[f"{p}_keep"][i] = rep == at
-                out[f"{p}_of"][i] = None if rep == at else str(all_ids[rep])
-                s = g.similarity[at]
-                out[f"{p}_similarity"][i] = None if np.isnan(s) else float(s)
 
 
 class FingerprintDedup(Dedup):
