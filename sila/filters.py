@@ -42,6 +42,25 @@ class Verdict:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Crossing:
+    """One threshold rule a row crossed: the tag it gave, the score column, the row's value, the
+    rule's limit and setting, and whether the limit is a minimum or a maximum. `sila explain`
+    shows a decision's reasons with these (which threshold, by how much)."""
+
+    tag: str
+    column: str
+    value: float
+    limit: float
+    kind: str  # "min": tagged below the limit | "max": tagged above it
+    setting: str = ""
+
+    @property
+    def margin(self) -> float:
+        """How far past the limit the value lies (positive, in the column's unit)."""
+        return self.limit - self.value if self.kind == "min" else self.value - self.limit
+
+
 def as_verdict(answer: Any) -> Verdict:
     """Normalise ``keep`` | ``(keep, reason)`` | ``(keep, [reasons])`` | Verdict."""
     if isinstance(answer, Verdict):
@@ -146,6 +165,11 @@ class Filter(SettingsVersion, Stage):
 
     def filter(self, row: dict[str, Any]) -> Any:
         raise NotImplementedError
+
+    def crossings(self, row: dict[str, Any]) -> list[Crossing]:
+        """The threshold rules `row` crosses under this instance's rules (for explanations; a
+        filter whose rules are not thresholds returns none)."""
+        return []
 
     def compute(self, batch: pa.RecordBatch) -> dict[str, list]:
         out: dict[str, list] = {f.name: [] for f in self.output_fields()}

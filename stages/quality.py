@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sila.filters import Filter, Verdict
+from sila.filters import Crossing, Filter, Verdict
 
 # (tag, score column, "min" | "max", setting): tag when the score is below min / above max;
 # a setting of 0 turns its rule off.
@@ -91,18 +91,22 @@ class Quality(Filter):
         ],  # fmt: skip
     }
 
-    def tags(self, row: dict[str, Any]) -> list[str]:
-        cfg = self.config
+    def crossings(self, row: dict[str, Any]) -> list[Crossing]:
+        """The threshold rules of RULES the row's scores cross (a limit of 0 is off)."""
         values = dict(row)
         aspect = row.get("aspect")
         values["aspect_ratio_long"] = max(aspect, 1 / aspect) if aspect else None
-        tags = []
+        out = []
         for tag, col, kind, setting in RULES:
-            limit, value = float(cfg[setting]), values.get(col)
+            limit, value = float(self.config[setting]), values.get(col)
             if not limit or value is None:
                 continue
             if (kind == "min" and value < limit) or (kind == "max" and value > limit):
-                tags.append(tag)
+                out.append(Crossing(tag, col, float(value), limit, kind, setting))
+        return out
+
+    def tags(self, row: dict[str, Any]) -> list[str]:
+        tags = [c.tag for c in self.crossings(row)]
         return tags + [t for t in row.get("video_artifacts") or [] if t not in tags]
 
     def filter(self, row: dict[str, Any]) -> Verdict:
