@@ -1,6 +1,6 @@
 """`transcode`: each clip as one canonical mp4 in the `video` blob column, whatever its kind.
 
-* ``clip_kind = 'video'``: H.264 yuv420p, borders cropped, size and frame rate capped, at a
+* ``clip_kind = 'video'``: H.264 yuv420p, limited ("tv") range whatever the source's, borders cropped, size and frame rate capped, at a
   *constant* frame rate (variable-rate sources are put on a uniform grid), deinterlaced
   (``bwdif``) when the stream's field order says interlaced, AAC audio when the source has
   audio. Letterbox/pillarbox borders are found with ffmpeg's ``cropdetect`` on sampled frames
@@ -46,6 +46,9 @@ from sila.stage import Lookup, Resources, Stage
 log = logging.getLogger(__name__)
 
 CROP_BOX = pa.list_(pa.int32(), 4)  # [x, y, w, h]
+# one range for every clip: full-range (JPEG/MJPEG `yuvj*`) sources are converted to limited
+# ("tv") range, and the output is tagged so, like every other clip
+LIMITED = "flags=bicubic:out_range=tv"
 
 
 @dataclass(frozen=True)
@@ -265,7 +268,8 @@ class Transcode(Stage):
         out_w, out_h = output_size(w, h, short_side=int(self.config["max_short_side"]), even=True)
         args = [
             "-i", "file:" + os.path.abspath(path), "-map", f"0:{src.video}", "-frames:v", "1",
-            "-vf", f"scale={out_w}:{out_h}:flags=bicubic,setsar=1,format=yuv420p",
+            "-vf", f"scale={out_w}:{out_h}:{LIMITED},setsar=1,format=yuv420p",
+            "-color_range", "tv",
             "-c:v", "libx264", "-tune", "stillimage", "-crf", str(self.config["image_crf"]),
             "-preset", str(self.config["preset"]),
         ]  # fmt: skip
@@ -340,7 +344,7 @@ class Transcode(Stage):
         filters.append(f"fps={out_fps!r}")  # a constant rate, also from variable-rate input
         if (crop.w, crop.h) != src.display_size:
             filters.append(f"crop={crop.w}:{crop.h}:{crop.x}:{crop.y}:exact=1")
-        filters.append(f"scale={out_w}:{out_h}:flags=bicubic,setsar=1")
+        filters.append(f"scale={out_w}:{out_h}:{LIMITED},setsar=1")
         frames = max(1, round(duration * out_fps))
         audio = []
         if src.audio is not None:
@@ -351,6 +355,7 @@ class Transcode(Stage):
             *cut_args(path, start, duration, fps, decode_seek), "-map", f"0:{src.video}",
             "-vf", ",".join(filters), "-fps_mode", "cfr", "-frames:v", str(frames),
             "-c:v", "libx264", "-preset", str(cfg["preset"]), "-crf", str(cfg["crf"]),
-            "-pix_fmt", "yuv420p", "-threads", str(int(cfg["threads"])), *audio,
+            "-pix_fmt", "yuv420p", "-color_range", "tv", "-threads", str(int(cfg["threads"])),
+            *audio,
         ]  # fmt: skip
         return self._run(args, f"{start:.3f}-{start + duration:.3f} s")

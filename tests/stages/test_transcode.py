@@ -190,3 +190,26 @@ def test_resolution_cap_and_bad_source(corpus, tmp_path):
     assert err["video"] is None and "not a media file" in err["transcode_error"]
     past = _one(corpus["static.mp4"], 5.0, 6.0, 25.0)  # beyond the end of a 1.2 s video
     assert past["video"] is None and "no frame decoded" in past["transcode_error"]
+
+
+def test_jpeg_sources_become_limited_range(tmp_path):
+    """A full-range MJPEG video and a JPEG still (`yuvj420p`) give limited-range yuv420p clips,
+    like every other clip: full black (Y 0) comes out at 16, full white (255) at 235."""
+    # black in the middle, not at a border (cropdetect would take it for a letterbox)
+    pattern = "color=white:s=64x32:r=10,drawbox=x=16:w=32:h=32:color=black:t=fill"
+    mjpeg, jpeg = tmp_path / "cam.avi", tmp_path / "still.jpg"
+    _ff("-f", "lavfi", "-i", pattern, "-frames:v", "10", "-c:v", "mjpeg", "-q:v", "2",
+        "-pix_fmt", "yuvj420p", str(mjpeg))  # fmt: skip
+    _ff("-f", "lavfi", "-i", pattern, "-frames:v", "1", "-pix_fmt", "yuvj420p", str(jpeg))
+    with av.open(str(mjpeg)) as c:
+        assert c.streams.video[0].codec_context.pix_fmt == "yuvj420p"
+    video = _one(mjpeg, 0.0, 1.0, 10.0)
+    row = {"sources.media": str(jpeg), "clip_kind": "image", "start_s": 0.0, "end_s": 0.0}
+    still = Transcode().compute(pa.RecordBatch.from_pylist([{**row, "fps": None}]))
+    for got in (video, {k: v[0] for k, v in still.items()}):
+        assert got["transcode_error"] is None
+        with av.open(io.BytesIO(got["video"])) as c:
+            cc = c.streams.video[0].codec_context
+            assert (cc.pix_fmt, cc.color_range) == ("yuv420p", 1)  # AVCOL_RANGE_MPEG
+            luma = next(c.decode(video=0)).to_ndarray()[:32]  # the Y plane
+        assert 12 <= luma[:, 20:44].mean() <= 20 and 228 <= luma[:, 2:12].mean() <= 240
