@@ -181,6 +181,22 @@ def dedup_report(
     console.print(
         f"fit {fit.fit_id}: {s['rows']} rows, {s['clusters']} clusters (k-means on {s['sample_rows']}), eps {s['eps']}: kept {s['kept']}, removed {s['removed']}"
     )
+    cen = s.get("centroids") or {}
+    if cen:  # the only way this fit can differ from a fit from scratch on the same rows
+        since = s["rows"] - int(cen.get("rows", s["rows"]))
+        tail = (
+            f"; {since:+d} rows since, grouped against them (a fit from scratch retrains the "
+            "centroids: groups differ only where near-copies straddle two clusters; "
+            f"`sila run {stage} --recompute` refits)"
+        )
+        trained = f"centroids trained on {cen.get('sample_rows')} of {cen.get('rows')} rows"
+        console.print(trained + (tail if since else ""))
+    if "arrived" in s:
+        console.print(
+            f"last update: {s['arrived']} rows arrived, {s.get('left', 0)} left, "
+            f"{s['regrouped_clusters']} clusters regrouped, {s['changed_rows']} stored answers "
+            "changed" + (" (every fragment looked up again)" if s["changed_rows"] else "")
+        )
     t = Table("eps", "kept", "removed", "removed %")
     for r in s.get("sweep", []):
         t.add_row(

@@ -144,6 +144,16 @@ def test_groups_representatives_and_later_rows(vec_lake):
     assert all(after[k] == v for k, v in rows.items())
     fit = again
 
+    # `sila dedup report` says what the centroids were trained on and what the update did
+    from sila.cli.main import app
+    from typer.testing import CliRunner
+
+    out = CliRunner().invoke(app, ["dedup", "report", "--lake", lake.uri])
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert "centroids trained on 60 of 120 rows; +3 rows since" in text
+    assert "1 rows arrived, 0 left, 1 clusters regrouped, 0 stored answers changed" in text
+
     # --recompute refits: the better new copy now represents its group
     lake.run("dedup", settings=settings, recompute=True)
     refit = FitStore(lake, "clips", "dedup").current()
