@@ -76,11 +76,14 @@ def run_stage(lake, spec, options: RunOptions | None = None, **overrides: Any) -
     )
     job.identity, job.settings = identity, _jsonable(redact_settings(stage.config))
     job.where = run.where
-    gating = gating_summary(stage, columns.ds)  # a gated stage: what the gate saves
-    if gating is not None:
-        job.metrics["gating"] = gating
     bind_gate(stage, columns.ds.schema)  # the job's row filter, as its workers will see it
     due, deferred = _due(lake, stage, identity, columns.ds, run.retry_errors, columns.reset)
+    # a gated stage: what the gate saves on the fragments this job computes (deferred ones are
+    # counted by the job that computes them, so a pipeline's jobs sum without double counts)
+    gating = gating_summary(stage, columns.ds, due)
+    if gating is not None:
+        job.metrics["gating"] = gating
+    due = len(due)
     job.progress.fragments_total, job.progress.fragments_deferred = due, deferred
     jobs = JobLog(lake.store)
     if due == 0 and not run.retry_errors:  # judged from metadata: no worker, no setup, no model
@@ -155,15 +158,15 @@ def run_stage(lake, spec, options: RunOptions | None = None, **overrides: Any) -
     return job.to_dict()
 
 
-def _due(lake, cls, identity: str, ds, retry_errors: bool, reset: bool) -> tuple[int, int]:
-    """(fragments this run has to compute, fragments deferred behind an upstream stage)."""
+def _due(lake, cls, identity: str, ds, retry_errors: bool, reset: bool) -> tuple[list, int]:
+    """(fragments this run has to compute, number deferred behind an upstream stage)."""
     if retry_errors:
-        return 0, 0
+        return [], 0
     works = classify_table(lake, cls, identity, ds)
     deferred = sum(w.status == DEFERRED for w in works)
     if reset:
-        return len(works) - deferred, deferred
-    return sum(w.status in (PENDING, PARTIAL, STALE) for w in works), deferred
+        return [w.ref for w in works if w.status != DEFERRED], deferred
+    return [w.ref for w in works if w.status in (PENDING, PARTIAL, STALE)], deferred
 
 
 def due_work(lake, stage) -> tuple[int, int]:

@@ -63,13 +63,16 @@ def count_gate(ds, fragments, gate: str | None, run_where: str | None) -> tuple[
     return rows, gated, todo
 
 
-def gating_summary(stage, ds) -> dict[str, Any] | None:
-    """For the job record of a gated stage: the resolved gate and what it saves (over the
-    fragments not yet done). None for stages without a gate."""
+def gating_summary(stage, ds, fragments=None) -> dict[str, Any] | None:
+    """For the job record of a gated stage: the resolved gate and what it saves over
+    `fragments` (FragmentRefs the job computes; None: those not yet done). None for stages
+    without a gate. `stage` may be bound already (its `where` carries the gate)."""
     if stage.gate() is None:
         return None
     gate = stage_where(stage, ds.schema)
-    _, pending = split_fragments(ds, type(stage).name)
+    pending = fragments
+    if pending is None:
+        _, pending = split_fragments(ds, type(stage).name)
     rows, gated, _ = count_gate(ds, pending, gate, None)
     per_row = _calls_per_row(stage)
     return {
