@@ -25,13 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sila
 
-SLOW = float(os.environ.get("PIPE_SLOW", "0"))
+def slow():
+    return float(os.environ.get("PIPE_SLOW", "0"))  # read per batch: set after import
 
 class Double(sila.Stage):
     name = "double"; table = "nums"; inputs = ["x"]; version = "1"; segment_rows = 10
     outputs = [pa.field("double", pa.float64())]
     def compute(self, batch):
-        time.sleep(SLOW)
+        time.sleep(slow())
         return {"double": pc.multiply(batch["x"], 2)}
 
 class Plus(sila.Stage):
@@ -44,7 +45,7 @@ class Odd(sila.Stage):
     name = "odd"; table = "nums"; inputs = ["x"]; version = "1"; segment_rows = 10
     outputs = [pa.field("odd_keep", pa.bool_())]
     def compute(self, batch):
-        time.sleep(SLOW)
+        time.sleep(slow())
         return {"odd_keep": [int(x) % 2 == 1 for x in batch["x"].to_pylist()]}
 
 class Gated(sila.Stage):
