@@ -51,6 +51,19 @@ CROP_BOX = pa.list_(pa.int32(), 4)  # [x, y, w, h]
 LIMITED = "flags=bicubic:out_range=tv"
 
 
+def fit_filter(w: int, h: int, short_side: int) -> str:
+    """The scale (and pad) filters for a `w`x`h` picture: the one resize rule with both sides
+    even, except that a 1-pixel side is not stretched to 2 (that would double the aspect): it
+    is scaled to 1 and padded with one black line."""
+    out_w, out_h = output_size(w, h, short_side=short_side, even=True)
+    exact_w, exact_h = output_size(w, h, short_side=short_side)
+    if exact_w == 1 or exact_h == 1:
+        sw, sh = (exact_w if exact_w == 1 else out_w), (exact_h if exact_h == 1 else out_h)
+        # pad in 4:4:4: a chroma-subsampled pad cannot place a 1-pixel picture (it goes black)
+        return f"scale={sw}:{sh}:{LIMITED},setsar=1,format=yuv444p,pad={out_w}:{out_h}:0:0:black"
+    return f"scale={out_w}:{out_h}:{LIMITED},setsar=1"
+
+
 @dataclass(frozen=True)
 class Box:
     x: int
@@ -265,10 +278,10 @@ class Transcode(Stage):
         if src.video is None or not src.display_size:
             raise RowError("image has no picture stream")
         w, h = src.display_size
-        out_w, out_h = output_size(w, h, short_side=int(self.config["max_short_side"]), even=True)
+        size = fit_filter(w, h, int(self.config["max_short_side"]))
         args = [
             "-i", "file:" + os.path.abspath(path), "-map", f"0:{src.video}", "-frames:v", "1",
-            "-vf", f"scale={out_w}:{out_h}:{LIMITED},setsar=1,format=yuv420p",
+            "-vf", f"{size},format=yuv420p",
             "-color_range", "tv",
             "-c:v", "libx264", "-tune", "stillimage", "-crf", str(self.config["image_crf"]),
             "-preset", str(self.config["preset"]),
@@ -337,14 +350,13 @@ class Transcode(Stage):
         decode_seek: bool,
     ) -> tuple[bytes, Probe]:
         cfg = self.config
-        out_w, out_h = output_size(crop.w, crop.h, short_side=int(cfg["max_short_side"]), even=True)
         filters = ["bwdif=mode=send_frame"] if self._deinterlace(src) else []
         max_fps = float(cfg["max_fps"])
         out_fps = min(fps, max_fps) if max_fps > 0 else fps
         filters.append(f"fps={out_fps!r}")  # a constant rate, also from variable-rate input
         if (crop.w, crop.h) != src.display_size:
             filters.append(f"crop={crop.w}:{crop.h}:{crop.x}:{crop.y}:exact=1")
-        filters.append(f"scale={out_w}:{out_h}:{LIMITED},setsar=1")
+        filters.append(fit_filter(crop.w, crop.h, int(cfg["max_short_side"])))
         frames = max(1, round(duration * out_fps))
         audio = []
         if src.audio is not None:
