@@ -15,6 +15,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sila.stages.actions import ACTION_DIM, ACTION_LAYOUT, OFFSETS
 
 from sila.errors import SilaError
@@ -34,21 +35,49 @@ def part_mask_to_dims(mask: list[bool]) -> np.ndarray:
 
 def fit_stats(rows: list[tuple[list, list[bool]]]) -> dict[str, list[float]]:
     """Statistics per dimension over the steps where the dimension is present."""
-    cols: list[list[np.ndarray]] = [[] for _ in range(ACTION_DIM)]
-    for acts, mask in rows:
-        a = np.asarray(acts, dtype=np.float64).reshape(-1, ACTION_DIM)
-        dims = part_mask_to_dims(mask)
-        for d in np.flatnonzero(dims):
-            cols[d].append(a[:, d])
-    stats = {k: [] for k in ("q01", "q99", "mean", "std", "count")}
+    acts = [np.asarray(a, dtype=np.float64).reshape(-1, ACTION_DIM) for a, _ in rows]
+    steps = np.array([len(a) for a in acts], dtype=np.int64)
+    matrix = np.concatenate(acts) if acts else np.zeros((0, ACTION_DIM))
+    dims = np.stack([part_mask_to_dims(m) for _, m in rows]) if rows else np.zeros((0, ACTION_DIM))
+    return matrix_stats(matrix, np.repeat(dims.astype(bool), steps, axis=0))
+
+
+def matrix_stats(matrix: np.ndarray, present: np.ndarray) -> dict[str, list[float]]:
+    """Statistics per dimension of `matrix` (steps x ACTION_DIM) over the steps `present`
+    (same shape, bool) marks."""
+    stats: dict[str, list] = {k: [] for k in ("q01", "q99", "mean", "std", "count")}
     for d in range(ACTION_DIM):
-        v = np.concatenate(cols[d]) if cols[d] else np.zeros(1)
+        v = matrix[present[:, d], d].astype(np.float64)
+        n = len(v)
+        if not n:
+            v = np.zeros(1)
         stats["q01"].append(float(np.quantile(v, 0.01)))
         stats["q99"].append(float(np.quantile(v, 0.99)))
         stats["mean"].append(float(v.mean()))
         stats["std"].append(float(v.std()))
-        stats["count"].append(int(len(v)) if cols[d] else 0)
+        stats["count"].append(int(n))
     return stats
+
+
+def action_matrix(tbl: pa.Table) -> tuple[np.ndarray, np.ndarray, int]:
+    """`actions` / `action_mask` rows -> (steps x ACTION_DIM float32 matrix, per-step bool mask
+    of the dimensions present, rows left out for a non-finite value), built from the Arrow
+    buffers: the fit holds numbers, never per-value Python objects."""
+    acts = tbl.column("actions").combine_chunks()
+    steps = pc.list_value_length(acts).fill_null(0).to_numpy().astype(np.int64)
+    values = acts.flatten().flatten().to_numpy(zero_copy_only=False)
+    matrix = values.reshape(-1, ACTION_DIM)
+    masks = tbl.column("action_mask").to_pylist()  # one short list per row
+    dims = np.stack([part_mask_to_dims(m or []) for m in masks]) if masks else None
+    row_of_step = np.repeat(np.arange(len(steps)), steps)
+    finite = np.isfinite(matrix).all(axis=1)
+    bad_rows = np.unique(row_of_step[~finite])
+    keep = np.ones(len(steps), dtype=bool)
+    keep[bad_rows] = False
+    if dims is None:
+        return matrix, np.zeros(matrix.shape, dtype=bool), 0
+    present = dims[row_of_step] & keep[row_of_step][:, None]
+    return matrix, present, int(len(bad_rows))
 
 
 def normalize(x: np.ndarray, stats: dict, method: str) -> np.ndarray:
@@ -100,18 +129,17 @@ class Normalize(GlobalStage):
         if tbl.num_rows > ctx.sample_rows:
             rng = np.random.default_rng(ctx.seed)
             tbl = tbl.take(np.sort(rng.choice(tbl.num_rows, ctx.sample_rows, replace=False)))
-        rows = list(zip(tbl["actions"].to_pylist(), tbl["action_mask"].to_pylist(), strict=True))
-        # a non-finite action (written before `actions` refused them) must never enter the fit:
+        # a row with a non-finite action (written before `actions` refused them) is left out:
         # one would make every normalised action of the table NaN
-        rows = [r for r in rows if np.isfinite(np.asarray(r[0], dtype=np.float64)).all()]
-        excluded = tbl.num_rows - len(rows)
+        matrix, present, excluded = action_matrix(tbl)
+        rows = tbl.num_rows - excluded
         if not rows:
             raise SilaError(
                 "normalize: no rows with finite actions to fit on: run `sila run actions` first"
             )
-        stats = fit_stats(rows)
+        stats = matrix_stats(matrix, present)
         buf = io.BytesIO(json.dumps({**stats, "scope": scope, "layout": ACTION_LAYOUT}).encode())
-        summary = {"scope": scope, "rows": len(rows), "excluded_non_finite": excluded}
+        summary = {"scope": scope, "rows": rows, "excluded_non_finite": excluded}
         return Fit({"stats.json": buf.getvalue()}, summary)
 
     def fit_scope(self, lake) -> str:

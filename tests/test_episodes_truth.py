@@ -243,3 +243,52 @@ def test_the_documented_hours_query_parses_and_counts_each_second_once(tmp_path)
     assert rows[0]["hours"] == pytest.approx(2 * 4.5 / 3600)
     assert rows[1]["hours"] == pytest.approx(2 * 3.0 / 3600)
     assert all(0.0 <= r["idle_fraction"] <= 1.0 for r in rows)
+
+
+def test_the_fit_reads_arrow_buffers_and_leaves_non_finite_rows_out():
+    from sila.stages.normalize import action_matrix, fit_stats, matrix_stats
+
+    rng = np.random.default_rng(1)
+    rows = [
+        (rng.normal(size=(n, 67)).tolist(), [True, False, True, True, False, False, True])
+        for n in (5, 19, 20)
+    ]
+    poisoned = rng.normal(size=(20, 67))
+    poisoned[3, 2] = np.nan
+    masks = [m for _, m in rows] + [[True] * 7]
+    tbl = pa.table(
+        {
+            "actions": pa.array(
+                [a for a, _ in rows] + [poisoned.tolist()], pa.list_(pa.list_(pa.float32()))
+            ),
+            "action_mask": pa.array(masks, pa.list_(pa.bool_())),
+        }
+    ).slice(0)
+    matrix, present, excluded = action_matrix(tbl.take([3, 0, 1, 2]))
+    assert excluded == 1
+    got = matrix_stats(matrix, present)
+    want = fit_stats([(np.float32(a).tolist(), m) for a, m in rows])
+    for k in want:
+        assert np.allclose(got[k], want[k], atol=1e-6), k
+    assert got["count"][0] == 5 + 19 + 20 and got["count"][9] == 0  # left wrist absent
+
+
+def test_ingest_memory_does_not_grow_with_the_number_of_episodes(tmp_path, monkeypatch):
+    import tracemalloc
+
+    from sila.episodes import ingest as episode_ingest
+
+    monkeypatch.setattr(episode_ingest, "BATCH_BYTES", 2 << 20)  # ~3 episodes per batch
+    warm = sila.Lake(tmp_path / "warm").init()  # first-use costs (imports, caches) kept apart
+    warm.ingest([str(generic_dataset(tmp_path / "warm_gen", episodes=1, frames=100))])
+    peaks = {}
+    for n in (2, 8):
+        gen = generic_dataset(tmp_path / f"gen{n}", episodes=n, frames=1500)
+        lake = sila.Lake(tmp_path / f"lake{n}").init()
+        tracemalloc.start()
+        rep = lake.ingest([str(gen)])
+        peaks[n] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert rep.added == n
+    # the whole 8-episode dataset is ~4x the 2-episode one; a streamed ingest holds one batch
+    assert peaks[8] < 1.5 * peaks[2], peaks

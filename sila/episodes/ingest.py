@@ -31,8 +31,39 @@ def _file_digest(path: str, cache: dict[str, str]) -> str:
     return cache[path]
 
 
-def _poses(a: np.ndarray | None) -> list | None:
-    return None if a is None else a.reshape(len(a), 16).astype(np.float32).tolist()
+# Episodes are written in batches of at most this many rows or trajectory bytes, so ingest
+# holds one batch, not the dataset (a 10-minute episode at 30 fps is ~7 MB of float32 streams).
+BATCH_ROWS = 64
+BATCH_BYTES = 128 << 20
+
+
+def _poses(a: np.ndarray | None) -> np.ndarray | None:
+    return None if a is None else a.reshape(len(a), 16).astype(np.float32)
+
+
+def _per_frame(a: np.ndarray | None, width: int) -> np.ndarray | None:
+    return None if a is None else np.asarray(a, dtype=np.float32).reshape(len(a), width)
+
+
+def nested_array(values: list, field: pa.Field) -> pa.Array:
+    """A column of per-row numpy arrays ((frames, width) or (frames,), None for null) as the
+    field's list type, built from one flat buffer: no Python object per number."""
+    if not any(isinstance(v, np.ndarray) for v in values):
+        return pa.array(values, type=field.type)
+    nested = pa.types.is_list(field.type.value_type)
+    steps = np.array([0 if v is None else len(v) for v in values], dtype=np.int64)
+    flat = np.concatenate(
+        [v.reshape(-1).astype(np.float32) for v in values if v is not None]
+        or [np.zeros(0, np.float32)]
+    )
+    leaf = pa.array(flat)
+    if nested:
+        width = next(v.shape[1] for v in values if v is not None)
+        inner = np.arange(0, len(flat) + 1, width, dtype=np.int32)
+        leaf = pa.ListArray.from_arrays(pa.array(inner), leaf)
+    outer = pa.array(np.concatenate([[0], np.cumsum(steps)]).astype(np.int32))
+    mask = pa.array([v is None for v in values])
+    return pa.ListArray.from_arrays(outer, leaf, mask=mask).cast(field.type)
 
 
 def episode_row(ep: Episode, digests: dict[str, str]) -> dict:
@@ -71,14 +102,10 @@ def episode_row(ep: Episode, digests: dict[str, str]) -> dict:
         "traj_left_wrist": _poses(ep.poses.get("left_wrist")),
         "traj_right_wrist": _poses(ep.poses.get("right_wrist")),
         "traj_ee": _poses(ep.poses.get("ee")),
-        "traj_left_fingers": None
-        if "left" not in ep.fingers
-        else ep.fingers["left"].reshape(ep.frames, 15).astype(np.float32).tolist(),
-        "traj_right_fingers": None
-        if "right" not in ep.fingers
-        else ep.fingers["right"].reshape(ep.frames, 15).astype(np.float32).tolist(),
-        "traj_gripper": None if ep.gripper is None else ep.gripper.astype(np.float32).tolist(),
-        "traj_imu": None if ep.imu is None else ep.imu.astype(np.float32).tolist(),
+        "traj_left_fingers": _per_frame(ep.fingers.get("left"), 15),
+        "traj_right_fingers": _per_frame(ep.fingers.get("right"), 15),
+        "traj_gripper": None if ep.gripper is None else ep.gripper.astype(np.float32).reshape(-1),
+        "traj_imu": _per_frame(ep.imu, 6),
         "intrinsics": ep.intrinsics,
         "episode_meta": json.dumps(ep.meta, default=str),
     }
@@ -87,8 +114,19 @@ def episode_row(ep: Episode, digests: dict[str, str]) -> dict:
 def ingest_episodes(lake, datasets: list[tuple[str, str]]) -> dict:
     """Add the episodes of `datasets` to `sources`; returns {added, present, fragments, failed,
     failures}. A bad episode is a failure naming it; the others are written."""
-    rows, failures = [], []
+    rows: list[dict] = []
+    failures: list[dict] = []
     digests: dict[str, str] = {}
+    totals = [0, 0, 0]  # added, present, fragments
+    held = 0  # trajectory bytes of `rows`
+
+    def flush() -> None:
+        nonlocal held
+        for i, n in enumerate(_write(lake, rows)):
+            totals[i] += n
+        rows.clear()
+        held = 0
+
     for kind, path in datasets:
         try:
             for item in read_dataset(kind, path):
@@ -99,10 +137,15 @@ def ingest_episodes(lake, datasets: list[tuple[str, str]]) -> dict:
                     rows.append(episode_row(item, digests))
                 except (OSError, ValueError) as e:
                     failures.append({"path": item.name, "error": f"{type(e).__name__}: {e}"})
+                    continue
+                held += sum(v.nbytes for v in rows[-1].values() if isinstance(v, np.ndarray))
+                if len(rows) >= BATCH_ROWS or held >= BATCH_BYTES:
+                    flush()
         except (OSError, ValueError, KeyError) as e:  # the dataset's own index is unreadable:
             # its episodes so far are kept, and the other datasets of the command go on
             failures.append({"path": path, "error": f"{path}: {type(e).__name__}: {e}"})
-    added, present, fragments = _write(lake, rows)
+    flush()  # also when nothing is left: the table exists after an ingest
+    added, present, fragments = totals
     for f in failures:
         log.warning("episode not ingested: %s", f["error"])
     return {
@@ -150,7 +193,7 @@ def _write(lake, rows: list[dict]) -> tuple[int, int, int]:
             arrays.append(pa.nulls(len(new), pa.large_binary()))
         else:
             fields.append(f)
-            arrays.append(pa.array([r.get(f.name) for r in new], type=f.type))
+            arrays.append(nested_array([r.get(f.name) for r in new], f))
     tbl = pa.table(arrays, schema=pa.schema(fields))
     before = len(ds.get_fragments())
     lance.write_dataset(
