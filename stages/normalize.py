@@ -104,6 +104,26 @@ def load_normalizer(lake, table: str = "clips") -> dict:
     return json.loads(fit.files["stats.json"])
 
 
+def bounded_sample(ds, flt: str, rows: int, seed: int) -> pa.Table:
+    """The `actions`/`action_mask` rows matching `flt`, streamed batch by batch and each row
+    kept with probability rows/total: memory follows the sample, not the table."""
+    cols = ["actions", "action_mask"]
+    total = ds.count_rows(filter=flt)
+    if total <= rows:
+        return ds.to_table(columns=cols, filter=flt)
+    rng, p = np.random.default_rng(seed), rows / total
+    kept = []
+    for batch in ds.to_batches(columns=cols, filter=flt):
+        pick = np.flatnonzero(rng.random(batch.num_rows) < p)
+        if len(pick):
+            kept.append(batch.take(pa.array(pick)))
+    return (
+        pa.Table.from_batches(kept, schema=kept[0].schema)
+        if kept
+        else ds.schema.empty_table().select(cols)
+    )
+
+
 class Normalize(GlobalStage):
     """Actions scaled per dimension by statistics fitted on the training rows."""
 
@@ -125,10 +145,7 @@ class Normalize(GlobalStage):
         train = self.fit_scope(lake) == "train"
         scope = "rows assigned to train" if train else "all rows"
         flt = "actions IS NOT NULL" + (" AND split = 'train'" if train else "")
-        tbl = ds.to_table(columns=["actions", "action_mask"], filter=flt)
-        if tbl.num_rows > ctx.sample_rows:
-            rng = np.random.default_rng(ctx.seed)
-            tbl = tbl.take(np.sort(rng.choice(tbl.num_rows, ctx.sample_rows, replace=False)))
+        tbl = bounded_sample(ds, flt, ctx.sample_rows, ctx.seed)
         # a row with a non-finite action (written before `actions` refused them) is left out:
         # one would make every normalised action of the table NaN
         matrix, present, excluded = action_matrix(tbl)

@@ -292,3 +292,20 @@ def test_ingest_memory_does_not_grow_with_the_number_of_episodes(tmp_path, monke
         assert rep.added == n
     # the whole 8-episode dataset is ~4x the 2-episode one; a streamed ingest holds one batch
     assert peaks[8] < 1.5 * peaks[2], peaks
+
+
+def test_the_fit_sample_is_bounded_and_drawn_while_streaming(tmp_path):
+    import lance
+    from sila.stages.normalize import bounded_sample
+
+    n = 600
+    acts = pa.array([[[float(i)] * 67] for i in range(n)], pa.list_(pa.list_(pa.float32())))
+    tbl = pa.table({"actions": acts, "action_mask": pa.array([[True] * 7] * n)})
+    ds = lance.write_dataset(tbl, tmp_path / "clips.lance", max_rows_per_file=50)
+    one = bounded_sample(ds, "actions IS NOT NULL", 120, seed=0)
+    assert 80 <= one.num_rows <= 160 and one.schema.names == ["actions", "action_mask"]
+    again = bounded_sample(ds, "actions IS NOT NULL", 120, seed=0)
+    assert again.column("actions").equals(one.column("actions"))  # a seeded, repeatable draw
+    firsts = {a[0][0] for a in one.column("actions").to_pylist()}
+    assert min(firsts) < 100 and max(firsts) > 500  # drawn across the whole table
+    assert bounded_sample(ds, "actions IS NOT NULL", 1000, seed=0).num_rows == n
