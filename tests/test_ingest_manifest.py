@@ -64,9 +64,9 @@ def test_bad_lines_are_reported_and_the_rest_goes_in(lake, media):
         f"{media / 'm.csv'}:3": "'path' is empty",
         f"{media / 'm.csv'}:4": "3 fields, header has 2",
     }
-    gone = [f for f in rep.failures if f["id"]]  # a named file that does not exist is a row
-    assert len(gone) == 1 and "gone.png" in gone[0]["error"] and gone[0]["origin"] == f"{m}:8"
-    assert rep.added == 5 and rep.failed == 8  # f0 f1 f2 f4 + the missing file's row
+    assert not [f for f in rep.failures if f["id"]]  # a named file that does not exist: missing
+    assert rep.missing == [f"{media / 'gone.png'} (named in {m}:8)"]
+    assert rep.added == 4 and rep.failed == 7  # f0 f1 f2 f4
     assert meta(lake)["f0.png"]["meta_caption"] == "a red ball"
 
 

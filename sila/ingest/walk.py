@@ -182,6 +182,9 @@ class Walker:
                         "(use --allow-outside to accept)"
                     )  # fmt: skip
                     continue
+            if not os.path.lexists(path):  # missing, not a failed row: there is no file
+                self.report.missing.append(f"{display_path(path)} (named in {origin})")
+                continue
             yield from self._once(entry_for(path, meta=ln.meta, origin=origin))
 
     def _folder(self, top: str) -> Iterator[Entry]:
