@@ -135,6 +135,11 @@ def test_near_unit_quaternions_are_repaired_and_counted(tmp_path):
     assert lake.ingest([str(v2)]).added == 1
     (meta,) = lake.sql("select episode_meta from sources").column(0).to_pylist()
     assert json.loads(meta)["repaired"]["observation.state quaternion"] == 2
+    gen = generic_dataset(tmp_path / "gen", episodes=1)
+    _edit_generic_streams(gen, 0, ego=lambda p: _scale_rot(p, 4, 1.002))  # rounding, repaired
+    assert lake.ingest([str(gen)]).added == 1
+    meta = lake.sql("select episode_meta from sources where embodiment = 'egocentric'")
+    assert json.loads(meta.column(0)[0].as_py())["repaired"] == {"ego": 1}
 
 
 def test_a_late_lerobot_state_stream_is_refused_like_the_generic_layout(tmp_path):
