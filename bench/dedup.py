@@ -9,8 +9,10 @@ is a true duplicate when both derive from one original), per signal:
   fingerprint (Chamfer Hamming on frame hashes, <= --fp-bits), fingerprint_vec (cosine),
   CLIP embedding (whatever weights are available: random unless SILA_CLIP_WEIGHTS is set),
   and the `fpdedup` stage run on a lake (k-means + within-cluster) vs. exact all-pairs.
-Scale: the `dedup` stage (fit + per-fragment assign) on N x 512 clustered vectors with
-injected near-copies, vs. exact all-pairs cosine timed on a subset and extrapolated (N^2).
+Scale: the `dedup` fit on N x 512 clustered vectors with injected near-copies, in a fresh
+process (time and peak RSS against the N x D x 8 bytes a fit holding every vector needs), the
+lookup pass, and the update after 1% more rows arrive; exact all-pairs cosine timed on a subset
+and extrapolated (N^2) for reference.
 """
 
 from __future__ import annotations
@@ -135,48 +137,127 @@ def accuracy(args, work: str) -> None:
         report(f"dedup_{label}_stage_recall", sr, er, "", f"{weights}")
 
 
+def _peak_mb() -> float:
+    """This process's peak resident memory (VmHWM), MB."""
+    with open("/proc/self/status") as f:
+        line = next(x for x in f if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def fit_child(lake_uri: str, settings: str) -> None:
+    """In a fresh process: the dedup fit step alone (a fit, or an update when one exists);
+    prints one JSON line: seconds, peak RSS and the RSS the imports alone take."""
+    import json
+
+    import faiss  # noqa: F401  (imported before the baseline: it is not the fit's memory)
+    import lance  # noqa: F401
+    from sila.coordinator.global_fit import ensure_fit
+    from sila.stages.dedup import Dedup
+
+    import sila
+    from sila.global_stage import FitStore
+
+    lake = sila.Lake(lake_uri)
+    stage = Dedup(**json.loads(settings))
+    base = _peak_mb()
+    t0 = time.perf_counter()
+    ensure_fit(lake, Dedup, stage, recompute=False)
+    s = FitStore(lake, "clips", "dedup").current().summary
+    print(json.dumps({"s": time.perf_counter() - t0, "peak_mb": _peak_mb(), "base_mb": base,
+                      "summary": {k: v for k, v in s.items() if k != "sweep"}}))  # fmt: skip
+
+
+def _fit_in_child(lake_uri: str, settings: dict) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    code = f"from bench.dedup import fit_child; fit_child({lake_uri!r}, {json.dumps(settings)!r})"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=os.getcwd()
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _near_copies(base: np.ndarray, n: int, rng) -> np.ndarray:
+    src = rng.choice(len(base), n)
+    x = base[src] + rng.standard_normal((n, base.shape[1])).astype(np.float32) * (
+        0.01 / np.sqrt(base.shape[1])
+    )
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def scale(args, work: str) -> None:
+    """The fit's time and peak memory at N x 512 (each in a fresh process), the assign pass,
+    then an update after 1% of near-copies arrive; exact all-pairs extrapolated for reference."""
+    import lance
+    import pyarrow as pa
     from sila.retrieval.semdedup import pairs_exact
 
     import sila
     from bench.search import clustered, write_table
-    from sila.global_stage import FitStore
 
     n, dim = args.scale_rows, 512
     rng = np.random.default_rng(3)
     base = clustered(n, dim, clusters=max(10, n // 1000), seed=11)
     dup = rng.choice(n, n // 10, replace=False)  # 10% of the rows are near-copies of another
-    src = rng.choice(n, len(dup))
-    base[dup] = base[src] + rng.standard_normal((len(dup), dim)).astype(np.float32) * (
-        0.01 / np.sqrt(dim)
-    )
-    base[dup] /= np.linalg.norm(base[dup], axis=1, keepdims=True)
+    base[dup] = _near_copies(base, len(dup), rng)
     lake = sila.Lake(os.path.join(work, "scale")).init()
     write_table(lake, base)
     # the scale table has no embed stage: adopt its column as embed's (metadata only)
     ds = lake.table("clips")
     ds.update_field_metadata({"embedding": {"sila.stage": "embed", "sila.stage_version": "1"}})
-    t0 = time.perf_counter()
-    job = lake.run("dedup", settings={"eps": 0.02}, workers=1)
-    ours = time.perf_counter() - t0
-    fit = FitStore(lake, "clips", "dedup").current()
+    sub = min(n, args.exact_subset)
+    exact_rows, arrivals = base[:sub].copy(), _near_copies(base, n // 100, rng)
+    del base  # the fit must not lean on this process's copy: it runs in a fresh one
+    settings = {"eps": 0.02}
+    fit = _fit_in_child(lake.uri, settings)
+    s = fit["summary"]
+    sample = s["sample_rows"]
+    fit_mb = fit["peak_mb"] - fit["base_mb"]
+    whole = n * dim * 4 * 2 / 2**20  # the former fit: every vector read, then normalised
+    bound = (sample * dim * 4 * 2 + n * 120 + 16384 * dim * 4 * 3) / 2**20
     print(
-        f"# dedup stage on {n} x {dim}: fit {fit.summary['fit_s']} s ({fit.summary['clusters']} clusters, k-means on "
-        f"{fit.summary['sample_rows']}), total with assign {ours:.1f} s, {job['progress']['fragments_done']} fragments; "
-        f"removed {fit.summary['removed']} (injected {len(dup)} near-copies)",
+        f"# dedup fit on {n} x {dim}: {fit['s']:.1f} s, {s['clusters']} clusters (k-means on {sample}), "
+        f"removed {s['removed']} (injected {len(dup)} near-copies); peak RSS {fit['peak_mb']:.0f} MB, "
+        f"{fit_mb:.0f} MB above the imports' {fit['base_mb']:.0f} MB; predicted bound (sample x D x 8 "
+        f"+ N x 120 B + one scan batch) {bound:.0f} MB + the largest cluster",
         flush=True,
     )
-    sub = min(n, args.exact_subset)
+    report("dedup_fit_peak_mb", fit_mb, whole, "MB",
+           "ref = N x D x 8 bytes (all vectors, read and normalised): the former fit's floor")  # fmt: skip
     t0 = time.perf_counter()
-    pairs_exact(base[:sub], 0.02)
+    job = lake.run("dedup", settings=settings, workers=1)
+    assign_s = time.perf_counter() - t0
+    print(f"# assign pass (lookups): {assign_s:.1f} s, {job['progress']['fragments_done']} "
+          "fragments", flush=True)  # fmt: skip
+    schema = lake.table("clips").schema
+    k = len(arrivals)
+    lance.write_dataset(
+        pa.table({"id": pa.array([f"new{i}" for i in range(k)]),
+                  "bucket": pa.array(np.zeros(k, np.int32)),
+                  "embedding": pa.FixedSizeListArray.from_arrays(pa.array(arrivals.ravel()), dim)}
+                 ).cast(pa.schema([schema.field(c) for c in ("id", "bucket", "embedding")])),
+        lake.table_uri("clips"), mode="append",
+    )  # fmt: skip
+    upd = _fit_in_child(lake.uri, settings)
+    u = upd["summary"]
+    print(
+        f"# update after {k} arrivals (near-copies): {upd['s']:.1f} s, {u['regrouped_clusters']} "
+        f"clusters regrouped, {u['changed_rows']} stored answers changed, peak RSS "
+        f"{upd['peak_mb']:.0f} MB ({upd['peak_mb'] - upd['base_mb']:.0f} MB above the imports)",
+        flush=True,
+    )
+    t0 = time.perf_counter()
+    pairs_exact(exact_rows, 0.02)
     t_sub = time.perf_counter() - t0
     ref = t_sub * (n / sub) ** 2
     report(
         "dedup_scale_s",
-        ours,
+        fit["s"] + assign_s,
         ref,
         "s",
-        f"ref = exact all-pairs: {t_sub:.1f} s on {sub} rows x (N/{sub})^2 (extrapolated)",
+        f"fit + assign; ref = exact all-pairs: {t_sub:.1f} s on {sub} rows x (N/{sub})^2 (extrapolated)",
     )
 
 

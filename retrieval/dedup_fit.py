@@ -56,8 +56,16 @@ class VectorSource:
         """The rows in scan order: id, quality, the vector (unless `vectors` is False), `extra`."""
         cols = ["id"] + ([self.quality] if self.quality else [])
         cols += ([self.column] if vectors else []) + [c for c in extra if c not in cols]
+        # scan_in_order: every scan of one version yields the rows in the same order (positions
+        # are the fit's row keys); small readahead and I/O buffer: what the scan holds is bounded
         yield from self.ds.to_batches(
-            columns=cols, filter=f"{self.column} IS NOT NULL", batch_size=self.batch_rows
+            columns=cols,
+            filter=f"{self.column} IS NOT NULL",
+            batch_size=self.batch_rows,
+            batch_readahead=2,
+            fragment_readahead=1,
+            io_buffer_size=64 * 2**20,
+            scan_in_order=True,
         )
 
     def vectors(self, b: pa.RecordBatch) -> np.ndarray:
