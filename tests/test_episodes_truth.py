@@ -17,7 +17,7 @@ import sila
 from sila.errors import SilaError
 from sila.registry import registered, resolve
 from sila.schema import INGEST, owner
-from tests.episode_data import generic_dataset, lerobot_v2, lerobot_v3
+from tests.episode_data import generic_dataset, lerobot_v2, lerobot_v3, video
 
 
 def _edit_v2_episode(root: Path, episode: int, edit) -> None:
@@ -170,6 +170,12 @@ def test_v3_second_camera_keeps_its_own_offset(tmp_path):
         assert r["camera_uris"][1].endswith("observation.images.wrist/chunk-000/file-000.mp4")
         assert r["video_offset_s"] == pytest.approx(3.0 * e)
         assert r["camera_offsets_s"] == pytest.approx([3.0 * e, 0.5 + 3.0 * e])
+    short = lerobot_v3(tmp_path / "short", episodes=3, wrist_lead_s=0.5)
+    video(short / "videos/observation.images.wrist/chunk-000/file-000.mp4", 90)  # lost its lead
+    rep = lake.ingest([str(short)])
+    (fail,) = rep.failures
+    assert "episode 2: needs video up to 9.500 s" in fail["error"]
+    assert "observation.images.wrist/chunk-000/file-000.mp4 has 9.000 s" in fail["error"]
 
 
 def test_lerobot_paths_are_absolute_transcode_runs_from_elsewhere(tmp_path, monkeypatch):

@@ -100,11 +100,11 @@ def _episode_from_frames(
     drift = float(np.max(np.abs(ts - t_clock)))
     if drift > 0.5 / fps:
         raise EpisodeError(f"{name}: frame timestamps drift {drift:.3f} s from {fps:g} fps")
-    end = offset + n / fps
-    if end > vframes / vfps + 0.5 / fps:
-        raise EpisodeError(
-            f"{name}: needs video up to {end:.3f} s, {path} has {vframes / vfps:.3f} s"
-        )
+    for key, (file, start) in videos.items():  # every camera holds the episode's time range
+        cfps, cframes = (vfps, vframes) if key == primary else probe_video(file)[:2]
+        end, have = start + n / fps, cframes / cfps if cfps else 0.0
+        if end > have + 0.5 / fps:
+            raise EpisodeError(f"{name}: needs video up to {end:.3f} s, {file} has {have:.3f} s")
     ep = Episode(
         name,
         path,
