@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
@@ -55,6 +54,10 @@ _register_status(app)  # stages, status
 from sila.cli.whatif import register as _register_whatif  # noqa: E402
 
 _register_whatif(app)  # whatif
+
+from sila.cli.explain import register as _register_explain  # noqa: E402
+
+_register_explain(app)  # explain, errors
 
 
 @app.command()
@@ -145,7 +148,7 @@ def demo(
     from sila.demo.run import run_demo
 
     out = run_demo(
-        lake or os.environ.get("SILA_LAKE") or "./demo/lake",
+        lake or "./demo/lake",  # never $SILA_LAKE: the demo writes only into its own folder
         media_dir=media,
         quiet=as_json,
         small=small,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sila.filters import Filter, Verdict
+from sila.filters import Crossing, Filter, Verdict
 
 
 class Length(Filter):
@@ -20,10 +20,20 @@ class Length(Filter):
     def filter(self, row: dict[str, Any]) -> Verdict:
         if row["duration_s"] is None:
             return Verdict(None, ["no_duration"])
-        tags = []
-        if row["duration_s"] < self.config["min_duration_s"]:
-            tags.append("too_short")
-        if row["width"] is not None and row["width"] < self.config["min_width"]:
-            tags.append("too_narrow")
+        tags = [c.tag for c in self.crossings(row)]
         reasons = [t for t in tags if t in self.config["reject"]]
         return Verdict(not reasons, reasons)
+
+    def crossings(self, row: dict[str, Any]) -> list[Crossing]:
+        out = []
+        limit = float(self.config["min_duration_s"])
+        if row["duration_s"] is not None and row["duration_s"] < limit:
+            out.append(
+                Crossing(
+                    "too_short", "duration_s", row["duration_s"], limit, "min", "min_duration_s"
+                )
+            )
+        limit = float(self.config["min_width"])
+        if row["width"] is not None and row["width"] < limit:
+            out.append(Crossing("too_narrow", "width", row["width"], limit, "min", "min_width"))
+        return out

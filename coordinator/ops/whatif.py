@@ -126,7 +126,7 @@ class WhatIf:
         out.append(f"  {self.flips_total} row(s) flip" + (":" if self.flips else ""))
         for f in self.flips:
             why = ", ".join(f["reasons_after"] or f["reasons_before"]) or "-"
-            out.append(f"    {f['id'][:16]}  {_word(f['before'])} -> {_word(f['after'])}  {why}")
+            out.append(f"    {f['id']}  {_word(f['before'])} -> {_word(f['after'])}  {why}")
         if self.flips_total > len(self.flips):
             out.append(f"    ... {self.flips_total - len(self.flips)} more (--json lists them)")
         out.append(f"apply: sila whatif {self.stage} {_set_args(self.changes)} --apply")
