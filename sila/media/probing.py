@@ -23,12 +23,6 @@ import av
 
 from sila.errors import MediaError
 
-# Decoders whose streams are normally a single still picture.
-_IMAGE_CODECS = frozenset({
-    "png", "apng", "mjpeg", "jpeg2000", "jpegls", "jpegxl", "bmp", "tiff", "webp", "gif", "ppm",
-    "pgm", "pgmyuv", "pbm", "pam", "pfm", "qoi", "sgi", "targa", "dds", "exr", "hdr", "pcx", "xbm",
-    "xpm", "xwd", "sunrast", "psd", "pictor", "photocd", "dpx", "svg",
-})  # fmt: skip
 # Leading bytes of container formats: a file starting with one of these that fails to
 # open is reported as truncated/corrupt rather than "not a media file".
 _MAGIC = (b"ftyp", b"RIFF", b"OggS", b"fLaC", b"ID3", b"\x1aE\xdf\xa3", b"FLV", b"GIF8")
@@ -292,7 +286,9 @@ def _probe_open(container: Any, spath: str, shown: str) -> Probe:
         fmt_name == "image2"
         or fmt_name.endswith("_pipe")
         or vstream.frames == 1
-        or (vcc.codec.canonical_name in _IMAGE_CODECS and packets <= 1)
+        # one packet in the whole stream: one picture, whatever the codec (a one-frame mkv or
+        # MPEG-TS "video" has no span to cut a clip from, but is an image clip)
+        or packets <= 1
     )
     if still and audios:  # a single picture over a soundtrack is audio with artwork
         return Probe(kind="audio", duration_s=duration, **fields)

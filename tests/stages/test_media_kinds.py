@@ -282,3 +282,25 @@ def test_sources_describe_the_default_streams(tmp_path):
                    "sample_rate": 48000, "channels": 2}  # fmt: skip
     s = read_streams(str(f))
     assert (s.width, s.height, s.fps, s.sample_rate) == (64, 48, 10.0, 48000)
+
+
+def test_a_one_frame_video_is_an_image_clip(tmp_path):
+    """A one-frame H.264 "video" (mkv, MPEG-TS: containers that do not call it a still) has no
+    span to cut: it is ingested as an image and becomes one image clip, not nothing."""
+    d = tmp_path / "media"
+    d.mkdir()
+    for ext in ("mkv", "ts"):
+        _ff("-f", "lavfi", "-i", "testsrc2=s=64x48:r=25", "-frames:v", "1", *FAST,
+            str(d / f"one.{ext}"))  # fmt: skip
+    lake = sila.Lake(tmp_path / "lake").init()
+    lake.ingest([d])
+    rows = sources(lake)
+    assert {n: (r["media_kind"], r["frame_count"]) for n, r in rows.items()} == {
+        "one.mkv": ("image", 1), "one.ts": ("image", 1)
+    }  # fmt: skip
+    assert lake.run("split", settings={"method": "fixed-stride"})["state"] == "succeeded"
+    assert lake.run("transcode")["state"] == "succeeded"
+    clips = clips_by_file(lake)
+    for name in rows:
+        (clip,) = clips[name]
+        assert clip["clip_kind"] == "image" and clip["video_frames"] == 1, clip
