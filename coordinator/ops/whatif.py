@@ -276,6 +276,8 @@ def evaluate(stage, data: pa.Table) -> tuple[list[bool | None], list[list[str]]]
     """`stage`'s keep and reasons for every row of `data`: the run's own `compute`."""
     keep, reasons = [], []
     k, r = f"{stage.name}_keep", f"{stage.name}_reasons"
+    cols = [*stage.input_columns(), *(n for lk in stage.lookups for n in lk.names())]
+    data = data.select(list(dict.fromkeys(c for c in cols if c in data.column_names)))
     for batch in data.to_batches(max_chunksize=EVAL_CHUNK):
         out = stage.compute(batch)
         keep += out[k]
