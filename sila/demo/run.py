@@ -1,4 +1,8 @@
-"""`sila demo`: generate a small realistic corpus, ingest it, run the pipeline, show the result."""
+"""`sila demo`: generate a small realistic corpus, ingest it, run the pipeline, show the result.
+
+The demo writes only into its own folder: the lake it is given (never `$SILA_LAKE`, a user's
+lake) and its media beside that lake, in the same demo folder.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ def run_demo(
     console = Console(quiet=quiet)
     t0 = time.monotonic()
     lake = Lake(lake_uri).init()
-    media_dir = media_dir or os.path.join(os.path.dirname(lake.uri.rstrip("/")) or ".", "media")
+    media_dir = media_dir or demo_media_dir(lake.uri)
     console.print(f"[bold]1/3[/] generating media in {media_dir} ...")
     files = make_corpus(media_dir, small=small)
     from sila.demo.episodes import generic_dataset, lerobot_v3
@@ -115,6 +119,16 @@ def run_demo(
         "status": status,
         "seconds": seconds,
     }
+
+
+def demo_media_dir(lake_uri: str) -> str:
+    """Where the demo's media go: `media/` beside a local demo lake (`demo/lake` -> `demo/media`);
+    for a lake in an object store, a local `./demo/media` (media are generated on this machine)."""
+    if "://" in lake_uri and not lake_uri.startswith("file://"):
+        return os.path.join(".", "demo", "media")
+    return os.path.join(
+        os.path.dirname(lake_uri.removeprefix("file://").rstrip("/")) or ".", "media"
+    )
 
 
 def _random_weights(lake: Lake, stage: str) -> bool:
