@@ -242,17 +242,21 @@ def _unexpected(message: str) -> bool:
 
 
 def _error_samples(lake, table: str, stage: str, limit: int = 5) -> dict:
-    """The most frequent error messages of a stage (one scan of its error column)."""
+    """The most frequent error message classes of a stage (one scan of its error column), each
+    with the id of one row that has it."""
     err = f"{stage}_error"
     try:
         ds = lake.table(table)
         col = ds.to_table(columns=["id", err], filter=f"{err} IS NOT NULL")
     except Exception as e:  # noqa: BLE001 - doctor reports, never crashes
         return {"top": [(f"could not read {err}: {e}", 0)]}
+    from sila.coordinator.ops.errors import message_class
+
     counts: dict[str, int] = {}
     example: dict[str, str] = {}
+    # grouped by message class: a message naming its own row's id and path is one kind of error
     for rid, msg in zip(col.column("id").to_pylist(), col.column(err).to_pylist(), strict=True):
-        head = (msg or "").splitlines()[0][:160] if msg else ""
+        head = message_class(msg or "")
         counts[head] = counts.get(head, 0) + 1
         example.setdefault(head, rid)
     top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
