@@ -86,7 +86,10 @@ def ingest(
     ] = "2GiB",
     allow_outside: Annotated[
         bool,
-        typer.Option(help="follow symlinks out of walked folders and manifest paths out of theirs"),
+        typer.Option(
+            help="follow symlinks out of walked folders, and read manifest paths outside the "
+            "manifest's folder and the folders named"
+        ),
     ] = False,
     as_json: JsonOpt = False,
     storage_option: StorageOpt = None,
