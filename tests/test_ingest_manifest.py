@@ -235,6 +235,7 @@ def test_manifest_fields_fill_files_already_present(lake, media):
     """Files ingested plainly first, then named by a manifest: its fields fill their empty
     `meta_*` cells in place; a cell that already holds a value keeps it (and a warning says so)."""
     lake.ingest([media], rows_per_fragment=3)
+    assert lake.run("thumbnail")["state"] == "succeeded"
 
     def layout() -> list[list[str]]:
         frags = lake.table("sources").get_fragments()
@@ -252,6 +253,8 @@ def test_manifest_fields_fill_files_already_present(lake, media):
     assert rows["f3.png"]["meta_caption"] == "image 3" and rows["f5.png"]["meta_caption"] is None
     assert rows["deep.png"] == {"meta_caption": None, "meta_score": 7}
     assert layout() == before  # filled in place: same rows in the same fragments
+    thumbs = lake.table("sources").to_table(columns=["thumbnail"])["thumbnail"]
+    assert thumbs.null_count == 0 and lake.run("thumbnail")["progress"]["rows"] == 0
     m2 = jsonl(
         media / "m2.jsonl",
         [{"path": "f0.png", "caption": "other", "score": 1}, {"path": "f5.png", "caption": "5"}],
