@@ -216,12 +216,12 @@ def scale(args, work: str) -> None:
     sample = s["sample_rows"]
     fit_mb = fit["peak_mb"] - fit["base_mb"]
     whole = n * dim * 4 * 2 / 2**20  # the former fit: every vector read, then normalised
-    bound = (sample * dim * 4 * 2 + n * 120 + 16384 * dim * 4 * 3) / 2**20
+    bound = (sample * dim * 4 * 2 + n * 120 + 4096 * dim * 4 * 8) / 2**20
     print(
         f"# dedup fit on {n} x {dim}: {fit['s']:.1f} s, {s['clusters']} clusters (k-means on {sample}), "
         f"removed {s['removed']} (injected {len(dup)} near-copies); peak RSS {fit['peak_mb']:.0f} MB, "
         f"{fit_mb:.0f} MB above the imports' {fit['base_mb']:.0f} MB; predicted bound (sample x D x 8 "
-        f"+ N x 120 B + one scan batch) {bound:.0f} MB + the largest cluster",
+        f"+ N x 120 B + the scan batches in flight) {bound:.0f} MB + the largest cluster",
         flush=True,
     )
     report("dedup_fit_peak_mb", fit_mb, whole, "MB",

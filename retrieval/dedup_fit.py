@@ -10,9 +10,10 @@ scan sees the rows in the same order) a few times:
    local scratch file;
 4. `group_clusters`: each such cluster read back alone and grouped (`group_members`, blockwise).
 
-Peak memory is about  sample_rows x D x 4 (k-means)  +  N x ~100 bytes (ids, clusters,
-answers)  +  batch_rows x D x 4 x 3 (one scan batch)  +  the largest cluster x D x 4 x 2,
-instead of N x D x 8. Scratch disk: the regrouped rows x D x 4.
+Peak memory is about  sample_rows x D x 4 x 2 (k-means)  +  N x ~100 bytes (ids, clusters,
+answers)  +  the scan's batches in flight (batch_rows x D x 4 x ~8, plus Lance's fixed I/O
+overhead)  +  the largest cluster x D x 4 x 2, instead of N x D x 8 (measured: bench dedup).
+Scratch disk: the regrouped rows x D x 4.
 
 Regrouping a whole cluster whenever a row arrives in it (or leaves it) makes the answer the
 one a fit over all rows with the same centroids gives, whatever the order rows arrived in.
@@ -44,7 +45,7 @@ class VectorSource:
     ds: object  # lance.LanceDataset
     column: str
     quality: str | None = None
-    batch_rows: int = 16384
+    batch_rows: int = 4096  # the scan holds a few batches: its memory follows this, not N
 
     def count(self) -> int:
         """Rows with a vector."""
