@@ -18,7 +18,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import pyarrow as pa
 
@@ -42,8 +42,7 @@ class Verdict:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Crossing:
+class Crossing(NamedTuple):
     """One threshold rule a row crossed: the tag it gave, the score column, the row's value, the
     rule's limit and setting, and whether the limit is a minimum or a maximum. `sila explain`
     shows a decision's reasons with these (which threshold, by how much)."""
@@ -165,6 +164,12 @@ class Filter(SettingsVersion, Stage):
 
     def filter(self, row: dict[str, Any]) -> Any:
         raise NotImplementedError
+
+    def keep_column(self, table: pa.Table) -> list[bool | None] | None:
+        """Every row's keep decision at once (vectorised over `table`'s input columns), exactly
+        as `filter` decides it row by row; None when the filter offers no vectorised form.
+        `sila whatif` uses it to judge many rows fast, and `filter` for the rows it lists."""
+        return None
 
     def crossings(self, row: dict[str, Any]) -> list[Crossing]:
         """The threshold rules `row` crosses under this instance's rules (for explanations; a

@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from sila.filters import Crossing, Filter, Verdict
 
 # (tag, score column, "min" | "max", setting): tag when the score is below min / above max;
@@ -108,6 +112,42 @@ class Quality(Filter):
     def tags(self, row: dict[str, Any]) -> list[str]:
         tags = [c.tag for c in self.crossings(row)]
         return tags + [t for t in row.get("video_artifacts") or [] if t not in tags]
+
+    def keep_column(self, table: pa.Table) -> list[bool | None]:
+        """`filter`'s keep for every row at once (numpy over the score columns; a null score
+        crosses no rule, as in `crossings`)."""
+
+        def values(col: str) -> np.ndarray:
+            return pc.fill_null(table.column(col).cast(pa.float64()), np.nan).to_numpy()
+
+        reject = set(self.config["reject"])
+        aspect = values("aspect")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ok = ~np.isnan(aspect) & (aspect != 0)
+            cols = {"aspect_ratio_long": np.where(ok, np.maximum(aspect, 1 / aspect), np.nan)}
+        rejected = np.zeros(table.num_rows, dtype=bool)
+        for tag, col, kind, setting in RULES:
+            limit = float(self.config[setting])
+            if tag not in reject or not limit:
+                continue
+            v = cols[col] if col in cols else values(col)
+            rejected |= (v < limit) if kind == "min" else (v > limit)
+        arts = table.column("video_artifacts").combine_chunks()
+        flat, parent = pc.list_flatten(arts), pc.list_parent_indices(arts).to_numpy()
+        rejected[
+            parent[pc.is_in(flat, pa.array(sorted(reject))).to_numpy(zero_copy_only=False)]
+        ] = True
+        keep = (~rejected).astype(object)
+        only = pc.fill_null(pc.equal(pc.list_value_length(arts), 1), False).to_numpy(
+            zero_copy_only=False
+        )
+        named = parent[pc.equal(flat, "no_video").to_numpy(zero_copy_only=False)]
+        keep[named[only[named]]] = None  # an audio clip: the video rules do not apply
+        keep[pc.is_null(arts).to_numpy(zero_copy_only=False)] = False
+        err = pc.fill_null(pc.not_equal(table.column("video_signals_error"), ""), False)
+        err = err.combine_chunks() if hasattr(err, "combine_chunks") else err
+        keep[err.to_numpy(zero_copy_only=False)] = False
+        return keep.tolist()
 
     def filter(self, row: dict[str, Any]) -> Verdict:
         if row.get("video_signals_error"):

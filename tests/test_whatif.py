@@ -87,3 +87,32 @@ def test_whatif_100k_rows_under_2s(lake):
     elapsed = time.process_time() - t0
     assert r.rows == n and r.flips_total > n // 3
     assert elapsed < 2.0, elapsed
+
+
+def test_quality_keep_column_equals_its_filter_row_by_row():
+    """The vectorised decision the what-if uses is the row-by-row `filter`, edge rows included
+    (null scores, signal errors, no signals, audio clips, artifacts, zero aspect)."""
+    from sila.stages.quality import SCORES, Quality
+
+    n = 2000
+    rng = np.random.default_rng(1)
+    cols = {c: rng.gamma(2.0, 40.0, n) for c in SCORES}
+    cols["motion_mean"] = rng.gamma(1.5, 0.4, n)
+    cols["aspect"] = rng.choice([0.0, 0.3, 1.0, 1.8, 4.0], n)
+    arts = [[], ["split_screen"], ["text_overlay"], ["no_video"], None, ["no_video", "rotated"]]
+    table = pa.table(
+        {
+            **{c: pa.array(v, mask=rng.random(n) < 0.05) for c, v in cols.items()},
+            "video_artifacts": pa.array(
+                [arts[i] for i in rng.integers(0, len(arts), n)], pa.list_(pa.string())
+            ),
+            "video_signals_error": pa.array(rng.choice([None, "", "ffmpeg failed"], n).tolist()),
+        }
+    )
+    for rules in (
+        {},
+        {"min_motion": 0.6, "max_aspect": 2.0, "min_sharpness": 70.0},
+        {"reject": ["blur", "text_overlay"], "max_blockiness": 90.0},
+    ):
+        q = Quality(**rules)
+        assert q.keep_column(table) == [q.filter(r).keep for r in table.to_pylist()], rules

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from sila.coordinator.discovery import as_run_binds, stage_class_of
 from sila.coordinator.ops.jobs import JobLog
 
 from sila.errors import SilaError
-from sila.filters import SettingsVersion
+from sila.filters import Filter, SettingsVersion
 from sila.recipe import load_recipe, stage_settings
 from sila.schema import owner
 
@@ -242,7 +243,7 @@ def what_if(
                         "before": b,
                         "after": a,
                         "reasons_before": reasons_before[i] or [],
-                        "reasons_after": reasons_after[i] or [],
+                        "reasons_after": reasons_after(i),
                     }
                 )
     result.seconds = time.perf_counter() - t0
@@ -272,17 +273,26 @@ def _join(data: pa.Table, other, key: str, on: str, columns, prefix: str) -> pa.
     return data.join(right, keys=key, right_keys="__on", join_type="left outer")
 
 
-def evaluate(stage, data: pa.Table) -> tuple[list[bool | None], list[list[str]]]:
-    """`stage`'s keep and reasons for every row of `data`: the run's own `compute`."""
-    keep, reasons = [], []
-    k, r = f"{stage.name}_keep", f"{stage.name}_reasons"
+def evaluate(stage, data: pa.Table) -> tuple[list[bool | None], Callable[[int], list[str]]]:
+    """`stage`'s keep for every row of `data`, and the reasons of row i on demand. Keep comes
+    from the filter's vectorised `keep_column` where it offers one, else from the run's own
+    `compute`; reasons (only wanted for the rows a what-if lists) from `compute` on that row."""
     cols = [*stage.input_columns(), *(n for lk in stage.lookups for n in lk.names())]
     data = data.select(list(dict.fromkeys(c for c in cols if c in data.column_names)))
+    k, r = f"{stage.name}_keep", f"{stage.name}_reasons"
+
+    def reasons_of(i: int) -> list[str]:
+        return stage.compute(data.slice(i, 1).to_batches()[0])[r][0] or []
+
+    keep = stage.keep_column(data) if isinstance(stage, Filter) else None
+    if keep is not None:
+        return list(keep), reasons_of
+    keep, reasons = [], []
     for batch in data.to_batches(max_chunksize=EVAL_CHUNK):
         out = stage.compute(batch)
         keep += out[k]
         reasons += out[r]
-    return keep, reasons
+    return keep, lambda i: reasons[i] or []
 
 
 def _hours(data: pa.Table) -> list[float]:
