@@ -27,7 +27,7 @@ class Thumbnail(Stage):
         pa.field("thumbnail_ts", pa.float64()),
     ]
     where = "ingest_error IS NULL AND media_kind IN ('image', 'video', 'episode')"  # pictures only
-    version = "3"
+    version = "4"  # 4: Matroska/WebM with audio thumbnailed a third in, not at 0 s
     model = "pyav+pil-jpeg"
     segment_rows = 16
     compute_resources = Resources(cpus=1)

@@ -182,7 +182,7 @@ class Transcode(Stage):
         pa.field("video_deinterlaced", pa.bool_()),
         pa.field("crop_box", CROP_BOX),  # [x, y, w, h] in upright source pixels; full frame = none
     ]
-    version = "2"
+    version = "3"  # 3: one (limited) range for every clip; a 1-pixel side padded, not stretched
     model = "ffmpeg/libx264"
     segment_rows = 4
     compute_resources = Resources(cpus=1)
