@@ -188,7 +188,7 @@ def due_work(lake, stage) -> tuple[int, int]:
         if current is None or current.signature != stage.fit_signature():
             return frags, 0  # a fit is due
         stage = copy.copy(stage)
-        stage.fit_id = current.fit_id  # as ensure_fit binds it: part of the work identity
+        stage.use_fit(current)  # as ensure_fit binds it (id and lineage): the work identity
     bound = as_run_binds(ds, stage)
     works = classify_table(lake, bound, bound.work_identity(), ds)
     deferred = sum(w.status == DEFERRED for w in works)
