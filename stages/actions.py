@@ -40,6 +40,7 @@ for _name, _n in ACTION_LAYOUT:
     OFFSETS[_name] = (_o, _o + _n)
     _o += _n
 POSE_PARTS = ("ego", "left_wrist", "right_wrist", "ee")
+_PART = {n: i for i, (n, _) in enumerate(ACTION_LAYOUT)}  # index in `action_mask`
 TRAJ_COLUMNS = tuple(f"traj_{n}" for n, _ in ACTION_LAYOUT)  # columns of `sources` (episodes)
 COMPOSITION = {  # the parts each embodiment is expected to carry
     "camera": ("ego",),
@@ -157,8 +158,11 @@ class Actions(Stage):
         pa.field("action_steps", pa.int32()),
         pa.field("action_idle_steps", pa.int32()),
         pa.field("embodiment", pa.string()),
+        # false: the episode has a camera (ego) or end-effector pose for the window, so visual
+        # odometry (`camera_motion`, gated on this column) has nothing to add
+        pa.field("needs_odometry", pa.bool_()),
     ]
-    version = "2"
+    version = "3"  # 3: needs_odometry
     segment_rows = 256
     settings = {"idle_translation": 1e-3, "idle_rotation": 1e-3, "idle_grasp": 1e-3}
 
@@ -214,6 +218,7 @@ class Actions(Stage):
             "action_steps": len(acts),
             "action_idle_steps": idle,
             "embodiment": emb,
+            "needs_odometry": not (mask[_PART["ego"]] or mask[_PART["ee"]]),
         }
 
 

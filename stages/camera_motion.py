@@ -110,6 +110,11 @@ class CameraMotion(Stage):
         "max_jitter": 0.5,  # share of steps whose rotation reverses the previous one
     }
 
+    def gate(self) -> list[str]:
+        """Windows of an episode that has a camera or end-effector pose are skipped (`actions`
+        writes `needs_odometry` false for them); plain clips and pose-less episodes are not."""
+        return ["needs_odometry"]
+
     def setup(self, ctx) -> None:
         self.cv2 = _cv2()
 

@@ -320,3 +320,22 @@ def test_the_fit_sample_is_bounded_and_drawn_while_streaming(tmp_path):
     firsts = {a[0][0] for a in one.column("actions").to_pylist()}
     assert min(firsts) < 100 and max(firsts) > 500  # drawn across the whole table
     assert bounded_sample(ds, "actions IS NOT NULL", 1000, seed=0).num_rows == n
+
+
+def test_camera_motion_skips_windows_whose_episode_has_poses(tmp_path):
+    pytest.importorskip("cv2")
+    gen = generic_dataset(tmp_path / "gen", episodes=2)
+    (gen / "ep01" / "streams.npz").unlink()  # a pose-less episode: odometry is all it gets
+    v2 = lerobot_v2(tmp_path / "v2", episodes=1)
+    lake = sila.Lake(tmp_path / "lake").init()
+    assert lake.ingest([str(gen), str(v2)]).added == 3
+    for name in ("windows", "actions", "transcode", "camera_motion"):
+        assert lake.run(name)["state"] == "succeeded", name
+    rows = lake.sql(
+        "select s.episode_index, c.needs_odometry, c.cam_rotation_deg, c.camera_motion_error "
+        "from clips c join sources s on c.source_id = s.id order by s.embodiment, c.id"
+    ).to_pylist()
+    computed = [r for r in rows if r["cam_rotation_deg"] is not None]
+    assert computed and all(r["needs_odometry"] for r in computed)
+    assert all(r["cam_rotation_deg"] is None for r in rows if not r["needs_odometry"])
+    assert sum(not r["needs_odometry"] for r in rows) == 2 + 1  # ep00's windows, the robot's
