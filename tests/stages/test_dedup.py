@@ -247,3 +247,24 @@ def test_arrival_orders_give_the_groups_of_one_fit(tmp_path, order):
     got = _decisions(lake)
     assert got == expect
     assert len({g for g, _, _ in got.values()}) == 24  # one group per original
+
+
+def test_a_deleted_representative_hands_its_group_on(vec_lake):
+    lake = vec_lake
+    settings = {"eps": 0.02, "quality": "quality", "clusters": 4}
+    lake.run("dedup", settings=settings)
+    rows = _table(lake)
+    members = sorted((r for r in rows.values() if r["truth"] == 7), key=lambda r: r["id"])
+    rep = next(r["id"] for r in members if r["dedup_keep"])
+    lake.table("clips").delete(f"id = '{rep}'")
+    job = lake.run("dedup", settings=settings)  # no --recompute: the fit step regroups
+    assert job["state"] == "succeeded"
+    fit = FitStore(lake, "clips", "dedup").current()
+    assert fit.summary["left"] == 1 and fit.summary["rows"] == 119
+    rest = [m["id"] for m in members if m["id"] != rep]
+    best = max(rows[i]["quality"] for i in rest)
+    heir = min(i for i in rest if rows[i]["quality"] == best)
+    after = _table(lake)
+    assert after[heir]["dedup_keep"] is True
+    assert all(after[i]["dedup_group"] == heir for i in rest)
+    assert sum(r["dedup_keep"] for r in after.values()) == 40
