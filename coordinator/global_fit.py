@@ -22,9 +22,7 @@ def ensure_fit(lake, cls, stage, recompute: bool) -> bool:
         return recompute
     store = FitStore(lake, cls.table, cls.name)
     current = store.current()
-    sig = stage.fit_signature()
-    if scope := stage.fit_scope(lake):  # the rows the fit reads changed (e.g. a split appeared)
-        sig += f"|scope={scope}"
+    sig = stage.signature_on(lake)  # settings, version and the rows it reads (fit_scope)
     ctx = FitContext(seed=cls.fit_seed, sample_rows=cls.fit_sample_rows, lake_uri=lake.uri)
     if current is not None and current.signature == sig and not recompute:
         t0 = time.monotonic()
@@ -36,7 +34,7 @@ def ensure_fit(lake, cls, stage, recompute: bool) -> bool:
         log.info("stage %s: fit %s updated as %s in %.1f s", cls.name, current.fit_id,
                  update.fit_id, time.monotonic() - t0)  # fmt: skip
         return False
-    why = "--recompute" if recompute else ("no fit yet" if current is None else "settings or scope changed")
+    why = "--recompute" if recompute else ("no fit yet" if current is None else "settings/scope changed")
     t0 = time.monotonic()
     fit = stage.fit(lake, ctx)
     _save(store, stage, fit, sig, lake, t0)

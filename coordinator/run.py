@@ -185,7 +185,7 @@ def due_work(lake, stage) -> tuple[int, int]:
         return frags, 0  # a new version resets every fragment
     if stage.is_global:
         current = FitStore(lake, stage.table, stage.name).current()
-        if current is None or current.signature != stage.fit_signature():
+        if current is None or current.signature != stage.signature_on(lake):
             return frags, 0  # a fit is due
         stage = copy.copy(stage)
         stage.use_fit(current)  # as ensure_fit binds it (id and lineage): the work identity

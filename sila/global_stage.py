@@ -135,6 +135,12 @@ class GlobalStage(Stage):
         part of the fit's signature, so a fit whose input scope changed is stale and refitted."""
         return ""
 
+    def signature_on(self, lake) -> str:
+        """The signature a fit made now on `lake` carries: `fit_signature` plus `fit_scope`.
+        A stored fit with another one is due again."""
+        scope = self.fit_scope(lake)
+        return f"{self.fit_signature()}|scope={scope}" if scope else self.fit_signature()
+
     def setup(self, ctx: StageContext) -> None:
         fit = ctx.fit
         if fit is None:

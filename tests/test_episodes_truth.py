@@ -214,6 +214,10 @@ def test_normalize_before_the_split_is_refitted_after_it(tmp_path):
     assert lake.run("assign_split", settings={"ratios": {"train": 0.5, "val": 0.5}})["state"] == (
         "succeeded"
     )
+    from sila.coordinator.run import due_work
+    from sila.stages.normalize import Normalize
+
+    assert due_work(lake, Normalize())[0] > 0  # a poller sees the stale fit as work
     job = lake.run("normalize")  # not "nothing to do": the fit's input scope changed
     assert job["state"] == "succeeded"
     assert load_normalizer(lake)["scope"] == "rows assigned to train"
@@ -223,6 +227,7 @@ def test_normalize_before_the_split_is_refitted_after_it(tmp_path):
     ds = lake.table("clips")
     assert ds.count_rows(filter="actions_norm IS NULL AND actions IS NOT NULL") == 0
     assert lake.status()["tables"]["clips"]["stages"]["normalize"]["coverage"] == 1.0
+    assert due_work(lake, Normalize()) == (0, 0)  # and nothing once it is refitted
 
 
 def test_a_non_finite_action_is_a_row_error():
