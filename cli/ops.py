@@ -45,7 +45,9 @@ def pipeline_run(
     workers: Annotated[int, typer.Option(help="fragment workers per stage job")] = 1,
     executor: Annotated[str, typer.Option(help="auto | inline | processes | ray")] = "auto",
     sequential: Annotated[bool, typer.Option(help="one stage at a time")] = False,
-    skip: Annotated[list[str] | None, typer.Option(help="leave this stage out (repeatable)")] = None,
+    skip: Annotated[
+        list[str] | None, typer.Option(help="leave this stage out (repeatable)")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="show the order, overlaps and work due; run nothing")
     ] = False,
@@ -68,9 +70,8 @@ def pipeline_run(
         from sila.coordinator.ops.pipeline import plan_pipeline
 
         dry = plan_pipeline(
-            lk, recipe, only=only, until=until, skip=skip,
-            concurrent=not sequential,
-        )  # fmt: skip
+            lk, recipe, only=only, until=until, skip=skip, concurrent=not sequential
+        )
         if as_json:
             emit_json(dry)
             return

@@ -46,7 +46,7 @@ def test_no_request_for_a_row_any_gate_rejects(lake, media, tmp_path):
     recipe = tmp_path / "gate.toml"
     recipe.write_text(
         f'[pipeline]\nstages = ["caption", "{code}:Sharp", "{code}:Loud"]\n'
-        '[stages.caption]\nfps = 4.0\nmax_frames = 2\nframe_max_side = 64\nconcurrency = 4\n'
+        "[stages.caption]\nfps = 4.0\nmax_frames = 2\nframe_max_side = 64\nconcurrency = 4\n"
     )
     n = 12
     write_clips(lake, [media[f"v{i % 2}"] for i in range(n)], rows_per_fragment=2)
