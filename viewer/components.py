@@ -62,9 +62,34 @@ def grid(table: str, page: pa.Table, label_columns: list[str], per_row: int = 4)
                     st.caption("(no picture)")
                 if rec.get("id") is not None:
                     sample_link(table, rec["id"], n=22)
+                badges = tile_badges(rec)
+                if badges:
+                    st.markdown(badges)
                 bits = [f"{c}={_fmt(rec[c])}" for c in label_columns if c in rec and c != "id"]
                 if bits:
                     st.caption(" · ".join(bits))
+
+
+def tile_badges(rec: dict) -> str:
+    """Markdown badges of a row's decisions and errors: a red one per rejecting stage with its
+    reasons, a green "kept" when every decision keeps it, an orange one per row error."""
+    state, why = data.verdict(rec)
+    out = []
+    if state == "rejected":
+        out += [f":red-badge[{_badge_text(f'{s}: {r}')}]" for s, r in why]
+    elif state == "kept":
+        out.append(":green-badge[kept]")
+    elif state == "undetermined":
+        out.append(":gray-badge[undecided]")
+    errs = [k.removesuffix("_error") for k, v in rec.items() if k.endswith("_error") and v]
+    out += [f":orange-badge[error: {_badge_text(s)}]" for s in errs]
+    return " ".join(out)
+
+
+def _badge_text(text: str, n: int = 40) -> str:
+    """Badge text without the characters markdown would read as its own."""
+    text = "".join(ch for ch in str(text) if ch not in "[]*`\\")
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _fmt(v: Any) -> str:

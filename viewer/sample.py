@@ -30,6 +30,7 @@ def render() -> None:
     if rec is None:
         st.error(f"no row with id {row_id!r} in {table}")
         return
+    _verdict(table, rec)
     left, right = st.columns([3, 2])
     with left:
         _media(table, rec)
@@ -37,6 +38,23 @@ def render() -> None:
         _context(table, rec)
     st.subheader("Columns by stage")
     stage_groups(table, rec)
+
+
+def _verdict(table: str, rec: dict) -> None:
+    """The row's verdict first: which decisions reject it and why, its row errors, and the
+    command that explains it column by column."""
+    state, why = data.verdict(rec)
+    text = "; ".join(f"**{s}**: {r}" for s, r in why)
+    if state == "rejected":
+        st.error(f"REJECTED by {text}")
+    elif state == "kept":
+        st.success("KEPT by every decision")
+    elif state == "undetermined":
+        st.warning(f"UNDETERMINED: {text}")
+    errs = {k.removesuffix("_error"): v for k, v in rec.items() if k.endswith("_error") and v}
+    for stage, msg in errs.items():
+        st.error(f"row error in **{stage}**: {msg}")
+    st.caption(f"why, column by column: `sila explain {rec['id']}`")
 
 
 def _media(table: str, rec: dict) -> None:

@@ -41,6 +41,13 @@ def render() -> None:
         key=f"where_{table}",
         placeholder="e.g. duration_s > 1 AND transcode_error IS NULL",
     )
+    errors_only = st.checkbox("errors only", key=f"errors_{table}")
+    if errors_only:
+        errs = data.errors_where(table)
+        if errs is None:
+            st.info("this table has no row error columns yet")
+            return
+        where = f"({where}) AND ({errs})" if where.strip() else errs
     c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
     picked = c1.multiselect("columns", plain, default=_default_columns(table), key=f"cols_{table}")
     size = c2.selectbox("per page", PAGE_SIZES, index=1, key="page_size")
@@ -52,7 +59,10 @@ def render() -> None:
         st.error(f"Lance refused the predicate: {e}")
         return
     wanted = list(dict.fromkeys(["id", *picked]))
-    extra = [c for c in ("source_id", "thumbnail") if c in plain]  # grid pictures
+    # grid pictures (a clip's middle frame needs its duration) and the tiles' badges
+    extra = [c for c in ("source_id", "thumbnail", "duration_s") if c in plain]
+    extra += data.decision_columns(table)
+    extra = [c for c in dict.fromkeys(extra) if c not in wanted]
     if mode == "random":
         if st.button("new random sample", key="reshuffle"):
             st.session_state["seed"] = random.randrange(1 << 30)
