@@ -53,7 +53,11 @@ def render() -> None:
     pages = max(1, -(-groups.num_rows // GROUPS_PER_PAGE))
     n = st.number_input(f"page (of {pages})", 1, pages, 1, key="dup_page")
     chunk = groups.slice((n - 1) * GROUPS_PER_PAGE, GROUPS_PER_PAGE)
-    cols = [c for c in (*DEDUP_COLUMNS, "source_id", "thumbnail") if data.has_column(table, c)]
+    cols = [
+        c
+        for c in (*DEDUP_COLUMNS, "source_id", "thumbnail", "duration_s")
+        if data.has_column(table, c)
+    ]
     recs = chunk.to_pylist()
     # one read for the whole page of groups (the predicate reads dedup_group only)
     where = "dedup_group IN (" + ", ".join(_literal(r["group"]) for r in recs) + ")"

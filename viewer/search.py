@@ -98,7 +98,8 @@ def render() -> None:
         st.info("no result")
         return
     ids = [h.get("id") for h in hits if h.get("id") is not None]
-    page = data.rows_by_ids("clips", ids, ["source_id", "start_s", "end_s"])
+    cols = ["source_id", "start_s", "end_s", "duration_s", *data.decision_columns("clips")]
+    page = data.rows_by_ids("clips", ids, [c for c in cols if data.has_column("clips", c)])
     order = {i: n for n, i in enumerate(ids)}
     page = page.take(
         sorted(range(page.num_rows), key=lambda r: order.get(page["id"][r].as_py(), 0))
