@@ -12,8 +12,10 @@ scan sees the rows in the same order) a few times:
 
 Peak memory is about  sample_rows x D x 4 x 2 (k-means)  +  N x ~100 bytes (ids, clusters,
 answers)  +  the scan's batches in flight (batch_rows x D x 4 x ~8, plus Lance's fixed I/O
-overhead)  +  the largest cluster x D x 4 x 2, instead of N x D x 8 (measured: bench dedup).
-Scratch disk: the regrouped rows x D x 4.
+overhead)  +  the largest cluster x D x 4 x 2, instead of N x D x 8. Measured (bench dedup,
+1M x 512, 100k sample, 1,000 clusters): the fit peaks 1.06 GB above the imports (the vectors
+alone are 2 GB, read and normalised 3.9 GB); an update after 10k arrivals 1.27 GB (its per-row
+Python objects are most of the N term). Scratch disk: the regrouped rows x D x 4.
 
 Regrouping a whole cluster whenever a row arrives in it (or leaves it) makes the answer the
 one a fit over all rows with the same centroids gives, whatever the order rows arrived in.
