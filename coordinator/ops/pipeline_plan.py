@@ -190,7 +190,7 @@ def deferrable_columns(node: Node) -> set[str]:
     return names
 
 
-def missing_reads(lake, node: Node, ready: set[str] | None = None) -> str | None:
+def missing_reads(lake, node: Node) -> str | None:
     """Why `node` has nothing to do on this lake yet: its table, an input column or a lookup's
     table or column does not exist (None: everything it must read exists). Gate columns are not
     required: a decision never written gates nothing."""
