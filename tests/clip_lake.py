@@ -34,7 +34,8 @@ def clips_table(lake, clips: list[DupClip], rows_per_fragment: int = 6, bad: boo
     n = len(ids)
     base = [pa.field("id", pa.string()), pa.field("source_id", pa.string()),
             pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
-            pa.field("truth_group", pa.int32())]  # fmt: skip
+            pa.field("truth_group", pa.int32()),
+            pa.field("clip_kind", pa.string())]  # fmt: skip
     tc = owned(
         [blob_field("video"), pa.field("video_bytes", pa.int64()),
          pa.field("transcode_error", pa.string())],
@@ -43,7 +44,8 @@ def clips_table(lake, clips: list[DupClip], rows_per_fragment: int = 6, bad: boo
     schema = pa.schema(base + tc)
     tbl = pa.table(
         [pa.array(ids), pa.array([i.split("/")[0] for i in ids]), pa.array([0.0] * n),
-         pa.array([2.0] * n), pa.array(groups, pa.int32()), pa.array(videos, pa.large_binary()),
+         pa.array([2.0] * n), pa.array(groups, pa.int32()), pa.array(["video"] * n),
+         pa.array(videos, pa.large_binary()),
          pa.array(sizes, pa.int64()), pa.nulls(n, pa.string())],
         schema=schema,
     )  # fmt: skip

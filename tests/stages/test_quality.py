@@ -150,7 +150,7 @@ def test_quality_tags_from_rules():
 def test_audio_only_clip_is_undetermined_as_no_video():
     from sila.stages.signals.video_signals import VideoSignals
 
-    out = VideoSignals(ocr="none").measure(
+    out = VideoSignals(ocr="none").process_row(
         {"video": "/x.m4a", "video_width": None, "video_height": None}
     )
     assert out == {"video_artifacts": ["no_video"]}

@@ -132,13 +132,10 @@ def test_children_without_a_parent_column_are_added_once(tmp_path):
     import pyarrow as pa
     from sila.coordinator.children import append_children
 
-    class Words:
-        name, version, model, child_table = "words", "1", None, "words"
+    class Words(sila.Stage):
+        name, version, child_table, kind = "words", "1", "words", "explode"
+        outputs = [pa.field("words_done", pa.bool_())]
         child_fields = [pa.field("id", pa.string()), pa.field("n", pa.int64())]
-
-        @classmethod
-        def resolved_version(cls):
-            return cls.version
 
     lake = sila.Lake(tmp_path / "lake").init()
     kids = pa.table({"id": ["a", "b"], "n": [1, 2]})
