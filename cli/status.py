@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
+from rich import box
 from rich.table import Table
 from sila.cli.output import (
     JsonOpt,
@@ -10,10 +13,12 @@ from sila.cli.output import (
     StorageOpt,
     console,
     emit_json,
+    fail,
     handle_errors,
     open_lake,
 )
 from sila.coordinator.ops.keep_rates import keep_rate_lines
+from sila.coordinator.store import is_remote, local_path
 
 
 @handle_errors
@@ -55,6 +60,13 @@ def stages(as_json: JsonOpt = False) -> None:
 def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: StorageOpt = None) -> None:
     """Rows and fragments per table; per stage done / pending fragments, row errors, staleness."""
     lk = open_lake(lake, storage_option)
+    if not is_remote(lk.uri) and not os.path.isdir(local_path(lk.uri)):
+        # say so, and create nothing: a typo in --lake must not leave an empty lake behind
+        fail(
+            f"no lake at {lk.uri}: `sila ingest PATH --lake {lk.uri}` creates one "
+            "(or set $SILA_LAKE)",
+            as_json,
+        )
     st = lk.status()
     if as_json:
         emit_json(st)
@@ -68,37 +80,40 @@ def status(lake: LakeOpt = "", as_json: JsonOpt = False, storage_option: Storage
         )
         if t["stages"]:
             console.print(stage_table(t))
-            for line in keep_rate_lines(t):  # decision stages: keep rates
+            for line in stage_notes(t):
                 console.print(line)
+            for line in keep_rate_lines(t):  # decision stages: keep rates
+                console.print(line, markup=False, highlight=False)
     print_activity(st)
 
 
 def stage_table(t: dict) -> Table:
-    """One table's stages as `sila status` shows them: done, pending, errors, coverage, version."""
+    """One table's stages as `sila status` shows them: done, pending, errors, coverage, version.
+    Stage names are never cut; what a version needs to say (stale code, random weights) is a
+    short mark here and a line under the table (`stage_notes`), so the table fits 80 columns."""
     # partial / stale / deferred columns only where some stage has them: narrow screens
     extra = [
         k
         for k in ("partial", "stale", "deferred")
         if any(d.get(f"fragments_{k}") for d in t["stages"].values())
     ]
-    tab = Table("stage", "done", "pending", *extra, "row errors", "coverage", "version")
+    # no vertical rules or edge padding: 80 columns hold every stage name whole
+    tab = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    tab.add_column("stage", no_wrap=True, min_width=max(map(len, t["stages"]), default=5))
+    for name in ("done", "pending", *extra, "errors", "coverage"):
+        tab.add_column(name, justify="right", no_wrap=True, min_width=len(name))
+    tab.add_column("version", overflow="fold", min_width=7)
     for s, d in t["stages"].items():
-        code_changed = d["current_version"] and d["current_version"] != d["version"]
-        ver = str(d["version"]) + (
-            f" [red]STALE: code is {d['current_version']}; "
-            f"{d['stale_fragments']} fragment(s) from an older version, "
-            f"run `sila run {s} --recompute`[/]"
-            if d["stale_fragments"] and code_changed
-            else ""
-        )
+        ver = _short_version(d["version"])
+        if _code_changed(d):
+            ver += " [red]STALE[/]"
         if d.get("random_weights"):
-            ver += " [bold red]RANDOM WEIGHTS (--allow-random-weights)[/]"
+            ver += " [bold red]RANDOM[/]"
         cov = "-" if d["coverage"] is None else f"{d['coverage']:.0%}"
         cells = {
             "partial": str(d.get("fragments_partial", 0)),
             "stale": str(d.get("fragments_stale", 0)),
-            "deferred": str(d.get("fragments_deferred", 0))
-            + (f" (on {', '.join(d['deferred_on'])})" if d.get("deferred_on") else ""),
+            "deferred": str(d.get("fragments_deferred", 0)),
         }
         tab.add_row(
             s,
@@ -110,6 +125,41 @@ def stage_table(t: dict) -> Table:
             ver,
         )
     return tab
+
+
+def _short_version(version) -> str:
+    """A version as the table shows it: a rules digest abbreviated as git abbreviates hashes
+    ("1+rebd7ee68ae" -> "1+rebd7ee"); several versions joined; `--json` has them whole."""
+    if isinstance(version, list):
+        return ", ".join(map(_short_version, version))
+    head, sep, digest = str(version).partition("+r")
+    return head + (sep + digest[:6] if sep else "")
+
+
+def _code_changed(d: dict) -> bool:
+    return bool(
+        d["stale_fragments"] and d["current_version"] and d["current_version"] != d["version"]
+    )
+
+
+def stage_notes(t: dict) -> list[str]:
+    """The lines under a stage table: stale code (with its command), random weights, deferred
+    fragments and what they wait on."""
+    out = []
+    for s, d in t["stages"].items():
+        if _code_changed(d):
+            out.append(
+                f"  [red]{s}[/] is stale (code is {d['current_version']}): "
+                f"`sila run {s} --recompute`"
+            )
+        if d.get("random_weights"):
+            out.append(f"  [bold red]{s}[/] has RANDOM WEIGHTS (--allow-random-weights)")
+        if d.get("fragments_deferred") and d.get("deferred_on"):
+            out.append(
+                f"  {s}: {d['fragments_deferred']} fragment(s) wait on "
+                f"{', '.join(d['deferred_on'])}"
+            )
+    return out
 
 
 def print_activity(st: dict) -> None:
