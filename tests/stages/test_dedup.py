@@ -268,3 +268,24 @@ def test_a_deleted_representative_hands_its_group_on(vec_lake):
     assert after[heir]["dedup_keep"] is True
     assert all(after[i]["dedup_group"] == heir for i in rest)
     assert sum(r["dedup_keep"] for r in after.values()) == 40
+
+
+def test_the_assign_pass_looks_up_and_names_a_row_the_fit_never_saw(vec_lake):
+    from sila.stages.dedup import Dedup
+
+    from sila.stage import StageContext
+
+    settings = {"eps": 0.02, "quality": "quality", "clusters": 4}
+    vec_lake.run("dedup", settings=settings)
+    fit = FitStore(vec_lake, "clips", "dedup").current()
+    stage = Dedup(**settings)
+    stage.setup(StageContext(vec_lake.uri, fit=fit))
+    stored = _table(vec_lake)
+    batch = pa.record_batch({"id": pa.array(["c0001", "late", "c0002"])})
+    out = stage.compute(batch).to_pylist()
+    for r, i in ((out[0], "c0001"), (out[2], "c0002")):
+        assert (r["dedup_group"], r["dedup_keep"], r["dedup_of"], r["dedup_error"]) == (
+            stored[i]["dedup_group"], stored[i]["dedup_keep"], stored[i]["dedup_of"], None
+        )  # fmt: skip
+    assert out[1]["dedup_group"] is None and out[1]["dedup_keep"] is None
+    assert out[1]["dedup_error"].startswith(f"arrived after fit {fit.fit_id}")
