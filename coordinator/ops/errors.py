@@ -11,7 +11,7 @@ from typing import Any
 from sila.errors import SilaError
 from sila.schema import owner
 
-ERRORS_SCHEMA = "sila.errors/1"  # keys of `row_errors`'s answer; bump when one changes meaning
+ERRORS_SCHEMA = "sila.errors/1"  # docs/first-hour-json.md; bump when a key changes meaning
 _PATH = re.compile(r"('[^']*/[^']*'|\S*/\S+)")  # a quoted path first: it may hold spaces
 _HEX = re.compile(r"\b[0-9a-f]{8,}\b")
 _NUM = re.compile(r"\b\d+(\.\d+)?\b")

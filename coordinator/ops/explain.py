@@ -22,7 +22,7 @@ from sila.errors import SilaError
 from sila.filters import Filter
 from sila.schema import MODEL_KEY, SPEC_KEY, STAGE_KEY, VERSION_KEY, is_blob, owner
 
-EXPLAIN_SCHEMA = "sila.explain/1"  # keys of `explain`'s answer; bump when one changes meaning
+EXPLAIN_SCHEMA = "sila.explain/1"  # docs/first-hour-json.md; bump when a key changes meaning
 _ID = re.compile(r"^[A-Za-z0-9_.:/-]{4,300}$")
 _PLAIN_KEYS = {STAGE_KEY, VERSION_KEY, SPEC_KEY, MODEL_KEY}
 

@@ -27,7 +27,7 @@ from sila.filters import Filter, SettingsVersion
 from sila.recipe import load_recipe, stage_settings
 from sila.schema import owner
 
-WHATIF_SCHEMA = "sila.whatif/1"  # keys of `WhatIf.to_dict`; bump when one changes meaning
+WHATIF_SCHEMA = "sila.whatif/1"  # docs/first-hour-json.md; bump when a key changes meaning
 # Columns a what-if breaks its counts down by, where the table (or its source row) has them.
 GROUP_COLUMNS = ("media_kind", "embodiment", "bucket", "split")
 DURATION_COLUMNS = ("duration_s", "video_duration_s")
@@ -86,7 +86,7 @@ class WhatIf:
     stage_class: Any = field(default=None, repr=False)  # found again through the columns' spec
 
     def to_dict(self) -> dict[str, Any]:
-        """The `--json` form (schema `sila.whatif/1`, see docs/cli-json.md)."""
+        """The `--json` form (schema `sila.whatif/1`, docs/first-hour-json.md)."""
         return {
             "schema": WHATIF_SCHEMA,
             "stage": self.stage,
