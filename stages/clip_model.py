@@ -59,6 +59,16 @@ class ClipModel:
         return self.spec.identity
 
 
+def _caches_hold_anything() -> bool:
+    """Whether the hub cache holds any model or open_clip's URL cache any file (two listings):
+    when neither does, no weights can be found there and open_clip (torch) need not load."""
+    from huggingface_hub import constants
+
+    hub, clip = constants.HF_HUB_CACHE, os.path.expanduser("~/.cache/clip")
+    models = os.path.isdir(hub) and any(e.startswith("models--") for e in os.listdir(hub))
+    return models or (os.path.isdir(clip) and bool(os.listdir(clip)))
+
+
 @dataclass
 class OpenClip(Model):
     """An open_clip architecture (`name`) with a pretrained tag (`tag`, may be "")."""
@@ -88,6 +98,8 @@ class OpenClip(Model):
     def cached_weights(self) -> str | None:
         """The Hugging Face hub cache, then open_clip's URL cache; never the network."""
         if not self.tag:  # an architecture without a pretrained tag: a weights file or nothing
+            return None
+        if not _caches_hold_anything():  # nothing to find: judge without importing torch
             return None
         import open_clip
         from open_clip import pretrained as oc_pretrained
