@@ -20,6 +20,7 @@ PAGES = [
     ("search.py", "Search", "search"),
     ("duplicates.py", "Duplicates", "duplicates"),
     ("distributions.py", "Distributions", "distributions"),
+    ("whatif.py", "What if", "whatif"),
 ]
 
 
