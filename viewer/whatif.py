@@ -71,7 +71,7 @@ def render() -> None:
     b, a = r["before"], r["after"]
     m = st.columns(4)
     m[0].metric("kept", a["kept"], a["kept"] - b["kept"])
-    m[1].metric("rejected", a["rejected"], a["rejected"] - b["rejected"])
+    m[1].metric("rejected", a["rejected"], a["rejected"] - b["rejected"], delta_color="inverse")
     m[2].metric(
         "kept hours", round(a["kept_hours"], 3), round(a["kept_hours"] - b["kept_hours"], 3)
     )
@@ -93,12 +93,18 @@ def render() -> None:
     flips = [f["id"] for f in r["flips"]]
     if flips:
         st.markdown(f"**rows that flip** (first {len(flips)} of {r['flips_total']})")
+        import pyarrow as pa
+
         page = data.rows_by_ids(table, flips, _tile_columns(table))
-        grid(table, page, [])
+        word = {True: "kept", False: "rejected", None: "undecided"}
+        moved = {f["id"]: f"{word[f['before']]} → {word[f['after']]}" for f in r["flips"]}
+        page = page.append_column("flip", pa.array([moved[i] for i in page["id"].to_pylist()]))
+        grid(table, page, ["flip"])
 
 
 def _tile_columns(table: str) -> list[str]:
-    wanted = ["source_id", "thumbnail", "duration_s", *data.decision_columns(table)]
+    # the stored decisions are "before": a flipped tile says before -> after instead
+    wanted = ["source_id", "thumbnail", "duration_s"]
     return [c for c in wanted if data.has_column(table, c)]
 
 
