@@ -163,7 +163,7 @@ def reset_columns(
         fields = _with_stamped_facts(declared, existing, marker)
         try:
             if existing:
-                log.warning(
+                log.info(
                     "stage %s: first good segment of the new code; resetting its columns",
                     stage_cls.name,
                 )

@@ -169,7 +169,10 @@ def stage_class_of(ds: lance.LanceDataset, stage: str):
 def _stand_in(ds: lance.LanceDataset, stage: str):
     """A stage named `stage` on `ds`'s table that reads nothing (no inputs, no `where`)."""
     table = ds.uri.rstrip("/").rsplit("/", 1)[-1].removesuffix(".lance")
-    return type("UnknownStage", (), {"name": stage, "inputs": [], "where": None, "table": table})
+    from sila.stage import Stage
+
+    attrs = {"name": stage, "inputs": [], "where": None, "table": table, "version": "unknown"}
+    return type("UnknownStage", (Stage,), attrs)
 
 
 def as_run_binds(ds: lance.LanceDataset, stage, settings: dict | None = None):

@@ -34,7 +34,11 @@ def ensure_fit(lake, cls, stage, recompute: bool) -> bool:
         log.info("stage %s: fit %s updated as %s in %.1f s", cls.name, current.fit_id,
                  update.fit_id, time.monotonic() - t0)  # fmt: skip
         return False
-    why = "--recompute" if recompute else ("no fit yet" if current is None else "settings/scope changed")
+    why = (
+        "--recompute"
+        if recompute
+        else ("no fit yet" if current is None else "settings/scope changed")
+    )
     t0 = time.monotonic()
     fit = stage.fit(lake, ctx)
     _save(store, stage, fit, sig, lake, t0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import threading
@@ -206,9 +207,16 @@ def classify_table(lake, cls, identity: str | None, ds=None):
 
 
 def _jsonable(conf: dict) -> dict:
-    return {
-        k: v if isinstance(v, str | int | float | bool | None) else str(v) for k, v in conf.items()
-    }
+    """Settings as the job record keeps them: JSON values stay values (lists and tables too, so
+    a stage rebuilt from a record gets what the run had); anything else becomes its text."""
+    out = {}
+    for k, v in conf.items():
+        try:
+            json.dumps(v)
+            out[k] = v
+        except (TypeError, ValueError):
+            out[k] = str(v)
+    return out
 
 
 def _rollback_columns(lake, cls) -> None:

@@ -333,8 +333,8 @@ class Stage:
         if dotted:
             raise ContractError(
                 f"stage '{cls.name}': input(s) {dotted} read another table; declare a Lookup "
-                "with its join key instead, e.g. lookups = [Lookup(\"sources\", (\"media\",), "
-                "key=\"source_id\")]"
+                'with its join key instead, e.g. lookups = [Lookup("sources", ("media",), '
+                'key="source_id")]'
             )
         if cls.kind not in ("enrich", "explode"):
             raise ContractError(f"stage '{cls.name}': kind must be 'enrich' or 'explode'")

@@ -12,9 +12,8 @@ import av
 import numpy as np
 import pytest
 
-from sila.media import probing
 from sila.demo.corpus import make_corpus
-from sila.media import MediaError, Probe, extract_frame_jpeg, ffmpeg_exe, probe, run_ffmpeg
+from sila.media import MediaError, Probe, extract_frame_jpeg, ffmpeg_exe, probe, probing, run_ffmpeg
 
 VIDEOS = [
     "multishot_a.mp4",

@@ -143,7 +143,7 @@ def _stage_entry(lake, ds, table, stage, fields, row, frag_id, jobs) -> dict[str
     cls = stage_class_of(ds, stage)
     instance = as_run_binds(ds, cls, entry["settings"])
     entry["reads"] = _reads(lake, ds, instance)
-    defaults = getattr(cls, "settings", None) or {}  # a stand-in for lost code has none
+    defaults = cls.settings  # a stand-in for lost code has none
     entry["changed_settings"] = {
         k: v
         for k, v in entry["settings"].items()
@@ -185,8 +185,6 @@ def _field_ids(ds, names: set[str]) -> set[int]:
 
 def _reads(lake, ds, instance) -> list[dict[str, str]]:
     """The columns the stage declares it reads (inputs, lookups, where), each with its writer."""
-    if not hasattr(instance, "input_columns"):
-        return []  # a stand-in for a stage whose code cannot be found
     by_name = {f.name: owner(f) or "ingest" for f in ds.schema}
     names = set(by_name)
     cols = list(instance.input_columns())
