@@ -3,10 +3,10 @@ per message class; a verdict on bad input gets no `--retry-errors` advice."""
 
 from __future__ import annotations
 
-from conftest import make_numbers
 from sila.coordinator.ops.doctor import diagnose
 
 import sila
+from tests.conftest import make_numbers
 
 NAMED = """
 import hashlib
