@@ -101,7 +101,13 @@ class Lake:
         else:
             if not os.path.isdir(self.uri):
                 return []
-            names = os.listdir(self.uri)
+            # a table exists once its first version is committed: a create killed before that
+            # leaves a folder with data files and no version, which the next create replaces
+            names = [
+                n
+                for n in os.listdir(self.uri)
+                if os.path.isdir(v := os.path.join(self.uri, n, "_versions")) and os.listdir(v)
+            ]
         return sorted(n[: -len(LANCE_SUFFIX)] for n in names if n.endswith(LANCE_SUFFIX))
 
     def has_table(self, name: str) -> bool:
