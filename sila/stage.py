@@ -107,9 +107,12 @@ class Stage:
             inputs = ["thumbnail"]
             outputs = [pa.field("sharpness", pa.float32())]
 
-            def compute(self, batch):
-                return {"sharpness": [laplacian_var(b) for b in batch["thumbnail"].to_pylist()]}
+            def process_row(self, row):
+                return {"sharpness": laplacian_var(row["thumbnail"])}
 
+    The per-row hook `process_row` is the usual form: the base class loops, records `RowError` /
+    `MediaError` as `<name>_error`, retries transient errors and counts. Reads beyond the row
+    are declared (`lookups`, `gate()`, the global kind), never done in `setup()`.
     `preprocess` (CPU), `compute` (accelerator or endpoint) and `postprocess` (CPU) run in
     order on one segment of rows; the last one returns the declared `outputs` for the same
     rows in the same order, as a RecordBatch, a Table or a mapping of column -> values. A
