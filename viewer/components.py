@@ -7,7 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 import streamlit as st
-from sila.viewer import data
+from sila.viewer import data, tiles
 
 SAMPLE_PAGE = "sample.py"
 
@@ -48,7 +48,7 @@ def _short(text: str, n: int = 42) -> str:
 
 def grid(table: str, page: pa.Table, label_columns: list[str], per_row: int = 4) -> None:
     """Thumbnails with a few values under each and a link to the sample page."""
-    thumbs = data.thumbnails_for(table, page)
+    thumbs = tiles.thumbnails_for(table, page)
     records = page.to_pylist()
     for start in range(0, len(records), per_row):
         cols = st.columns(per_row)
@@ -73,7 +73,7 @@ def grid(table: str, page: pa.Table, label_columns: list[str], per_row: int = 4)
 def tile_badges(rec: dict) -> str:
     """Markdown badges of a row's decisions and errors: a red one per rejecting stage with its
     reasons, a green "kept" when every decision keeps it, an orange one per row error."""
-    state, why = data.verdict(rec)
+    state, why = tiles.verdict(rec)
     out = []
     if state == "rejected":
         out += [f":red-badge[{_badge_text(f'{s}: {r}')}]" for s, r in why]

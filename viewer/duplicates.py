@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 import streamlit as st
-from sila.viewer import data
+from sila.viewer import data, tiles
 from sila.viewer.components import missing, sample_link
 
 GROUPS_PER_PAGE = 8
@@ -62,7 +62,7 @@ def render() -> None:
     # one read for the whole page of groups (the predicate reads dedup_group only)
     where = "dedup_group IN (" + ", ".join(_literal(r["group"]) for r in recs) + ")"
     members = data.rows(table, ["id", *cols], where, 0, sum(r["size"] for r in recs))
-    thumbs = data.thumbnails_for(table, members)
+    thumbs = tiles.thumbnails_for(table, members)
     by_group: dict = {}
     for rec, thumb in zip(members.to_pylist(), thumbs, strict=True):
         by_group.setdefault(rec["dedup_group"], []).append((rec, thumb))

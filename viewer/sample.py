@@ -4,7 +4,7 @@ grouped by the stage that wrote it. Opened as `sample?table=clips&id=<id>`."""
 from __future__ import annotations
 
 import streamlit as st
-from sila.viewer import data
+from sila.viewer import data, tiles
 from sila.viewer.components import missing, sample_link, stage_groups, table_picker
 
 NEIGHBOURS = 3
@@ -43,7 +43,7 @@ def render() -> None:
 def _verdict(table: str, rec: dict) -> None:
     """The row's verdict first: which decisions reject it and why, its row errors, and the
     command that explains it column by column."""
-    state, why = data.verdict(rec)
+    state, why = tiles.verdict(rec)
     text = "; ".join(f"**{s}**: {r}" for s, r in why)
     if state == "rejected":
         st.error(f"REJECTED by {text}")

@@ -7,7 +7,7 @@ import random
 
 import pandas as pd
 import streamlit as st
-from sila.viewer import data
+from sila.viewer import data, tiles
 from sila.viewer.components import grid, table_picker
 
 PAGE_SIZES = (12, 24, 48, 96)
@@ -43,7 +43,7 @@ def render() -> None:
     )
     errors_only = st.checkbox("errors only", key=f"errors_{table}")
     if errors_only:
-        errs = data.errors_where(table)
+        errs = tiles.errors_where(table)
         if errs is None:
             st.info("this table has no row error columns yet")
             return
@@ -61,7 +61,7 @@ def render() -> None:
     wanted = list(dict.fromkeys(["id", *picked]))
     # grid pictures (a clip's middle frame needs its duration) and the tiles' badges
     extra = [c for c in ("source_id", "thumbnail", "duration_s") if c in plain]
-    extra += data.decision_columns(table)
+    extra += tiles.decision_columns(table)
     extra = [c for c in dict.fromkeys(extra) if c not in wanted]
     if mode == "random":
         if st.button("new random sample", key="reshuffle"):

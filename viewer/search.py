@@ -9,7 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 import streamlit as st
-from sila.viewer import data
+from sila.viewer import data, tiles
 from sila.viewer.components import grid, missing
 
 
@@ -98,7 +98,7 @@ def render() -> None:
         st.info("no result")
         return
     ids = [h.get("id") for h in hits if h.get("id") is not None]
-    cols = ["source_id", "start_s", "end_s", "duration_s", *data.decision_columns("clips")]
+    cols = ["source_id", "start_s", "end_s", "duration_s", *tiles.decision_columns("clips")]
     page = data.rows_by_ids("clips", ids, [c for c in cols if data.has_column("clips", c)])
     order = {i: n for n, i in enumerate(ids)}
     page = page.take(

@@ -18,7 +18,7 @@ def _pixels(jpeg: bytes, size: tuple[int, int] | None = None) -> np.ndarray:
 
 
 def test_a_clip_tile_is_decoded_from_that_clip(view_env, tmp_path):
-    from sila.viewer import data
+    from sila.viewer import tiles as viewer_tiles
 
     clips = view_env.table("clips")
     page_rows = clips.to_table(
@@ -27,7 +27,7 @@ def test_a_clip_tile_is_decoded_from_that_clip(view_env, tmp_path):
         with_row_id=True,
         limit=8,
     )
-    tiles = data.thumbnails_for("clips", page_rows)
+    tiles = viewer_tiles.thumbnails_for("clips", page_rows)
     src = {
         r["id"]: r["thumbnail"]
         for r in view_env.table("sources").to_table(columns=["id", "thumbnail"]).to_pylist()
