@@ -28,6 +28,7 @@ from sila.errors import SilaError
 from sila.export.buckets import recipe_buckets
 from sila.export.out import Out, remove_export_tmp
 from sila.export.select import bucket_dir, pin, resolve_where, sample_key
+from sila.export.tar import HashingWriter, add_member, member_ext
 from sila.recipe import load_recipe
 from sila.schema import is_blob
 
@@ -62,18 +63,6 @@ class Shard:
     split: str
     ids: list[str]
     keys: list[str]
-
-
-def _ext(head: bytes) -> str:
-    if head[4:8] == b"ftyp":
-        return "m4a" if head[8:11] == b"M4A" else "mp4"
-    if head[:3] == b"\xff\xd8\xff":
-        return "jpg"
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if head[:4] in (b"RIFF",):
-        return "wav"
-    return "bin"
 
 
 def _media_column(schema) -> str | None:
@@ -296,7 +285,7 @@ def _write_shard(ds, shard: Shard, media: str | None, opts: ExportOptions, out: 
     with (
         open(tmp, "wb") as raw,
         tarfile.open(
-            fileobj=_Hashing(raw, h), mode="w", format=tarfile.GNU_FORMAT, copybufsize=1 << 22
+            fileobj=HashingWriter(raw, h), mode="w", format=tarfile.GNU_FORMAT, copybufsize=1 << 22
         ) as tar,
     ):
         for sid, key in zip(shard.ids, shard.keys, strict=True):
@@ -312,13 +301,13 @@ def _write_shard(ds, shard: Shard, media: str | None, opts: ExportOptions, out: 
                     with blob as f:
                         head = f.read(16)
                         f.seek(0)
-                        parts.append(_add(tar, f"{key}.{_ext(head)}", f, blob.size()))
+                        parts.append(add_member(tar, f"{key}.{member_ext(head)}", f, blob.size()))
             for c in vec_cols:
                 if row.get(c) is not None:
                     buf = io.BytesIO()
                     np.save(buf, np.asarray(row.pop(c), dtype=np.float32), allow_pickle=False)
                     data = buf.getvalue()
-                    parts.append(_add(tar, f"{key}.{c}.npy", io.BytesIO(data), len(data)))
+                    parts.append(add_member(tar, f"{key}.{c}.npy", io.BytesIO(data), len(data)))
                 else:
                     row.pop(c, None)
             meta = {k: _json_value(v) for k, v in row.items()}
@@ -328,7 +317,7 @@ def _write_shard(ds, shard: Shard, media: str | None, opts: ExportOptions, out: 
                 except ValueError:
                     pass
             data = json.dumps(meta, sort_keys=True, default=str).encode()
-            parts.append(_add(tar, f"{key}.json", io.BytesIO(data), len(data)))
+            parts.append(add_member(tar, f"{key}.json", io.BytesIO(data), len(data)))
             samples.append(
                 {"key": key, "id": sid, "offset": start, "size": tar.offset - start, "parts": parts}
             )
@@ -347,34 +336,6 @@ def _write_shard(ds, shard: Shard, media: str | None, opts: ExportOptions, out: 
         "end": end,
         "sha256": h.hexdigest(),
     }
-
-
-class _Hashing:
-    """A write-only file that hashes what passes through (no second read of the shard)."""
-
-    def __init__(self, f, h) -> None:
-        self.f, self.h = f, h
-
-    def write(self, data) -> int:
-        self.h.update(data)
-        return self.f.write(data)
-
-    def tell(self) -> int:
-        return self.f.tell()
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
-def _add(tar: tarfile.TarFile, name: str, fileobj, size: int) -> dict:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    header = len(info.tobuf(tar.format, tar.encoding, tar.errors))
-    offset = tar.offset
-    tar.addfile(info, fileobj)
-    return {"name": name.split(".", 1)[1], "offset": offset + header, "size": size}
 
 
 def _manifest(plan: dict, records: list[dict], pinned) -> dict:
