@@ -22,6 +22,7 @@ from typing import Any
 import av
 
 from sila.errors import MediaError
+from sila.media.sizes import display_size
 
 # Leading bytes of container formats: a file starting with one of these that fails to
 # open is reported as truncated/corrupt rather than "not a media file".
@@ -53,10 +54,7 @@ class Probe:
     @property
     def display_size(self) -> tuple[int, int] | None:
         """(width, height) as displayed, i.e. after applying ``rotation``."""
-        if self.width is None or self.height is None:
-            return None
-        swap = self.rotation in (90, 270)
-        return (self.height, self.width) if swap else (self.width, self.height)
+        return display_size(self.width, self.height, self.rotation)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

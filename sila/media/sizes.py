@@ -30,3 +30,13 @@ def output_size(
     if max_side > 0 and not short_side:  # rounding up to even may not pass the bound
         ow, oh = min(ow, max(2, max_side // 2 * 2)), min(oh, max(2, max_side // 2 * 2))
     return ow, oh
+
+
+def display_size(
+    width: int | None, height: int | None, rotation: int | None
+) -> tuple[int, int] | None:
+    """(width, height) as displayed, after a rotation of 0/90/180/270 degrees; None when the
+    stored size is unknown."""
+    if width is None or height is None:
+        return None
+    return (height, width) if rotation in (90, 270) else (width, height)

@@ -20,6 +20,7 @@ from sila.errors import MediaError
 from sila.media.errors import reason
 from sila.media.probing import pick_default as _pick
 from sila.media.probing import probe
+from sila.media.sizes import display_size
 
 # AVFieldOrder: 1 progressive, 2 tt, 3 bb, 4 tb, 5 bt; 0 unknown
 _INTERLACED = {2: "tt", 3: "bb", 4: "tb", 5: "bt"}
@@ -47,10 +48,8 @@ class Streams:
 
     @property
     def display_size(self) -> tuple[int, int] | None:
-        if self.width is None or self.height is None:
-            return None
-        swap = self.rotation in (90, 270)
-        return (self.height, self.width) if swap else (self.width, self.height)
+        """(width, height) as displayed, i.e. after applying ``rotation``."""
+        return display_size(self.width, self.height, self.rotation)
 
 
 def _seconds(stream: Any) -> float | None:
